@@ -1,0 +1,148 @@
+/// The small set of tensor operations the network, the optimizer and the trainer are written against.
+///
+/// Two implementations: `OpenCLBackend` (Float32 on any OpenCL device: CLBlast GEMMs and the kernels of
+/// `Kernels/*.cl`) and `ReferenceBackend` (plain Double loops, the ground truth of every test and of
+/// `hrtrain verify`). Nothing above this protocol touches OpenCL.
+///
+/// Conventions: tensors are row-major; a matrix has shape `[rows, columns]`; every operation writes its
+/// result into a tensor the caller provides (`into:`), which may be the input itself where the operation
+/// is elementwise. Operations are asynchronous on the device; `read` and `synchronize` wait.
+public protocol Backend: AnyObject {
+    /// A tensor of this backend.
+    associatedtype Tensor
+    /// A list of row indices on this backend (for `gatherRows`).
+    associatedtype Indices
+
+    /// A short name for tables and logs ("OpenCL: <device>", "reference (Double)").
+    var name: String { get }
+
+    // MARK: Memory
+
+    /// A tensor holding `values` (converted to the backend's precision).
+    func tensor(_ values: [Double], shape: [Int]) throws -> Tensor
+    /// A tensor holding `values`.
+    func tensor(_ values: [Float], shape: [Int]) throws -> Tensor
+    /// A tensor whose contents are undefined until written (pooled where the backend pools).
+    func scratch(_ shape: [Int]) throws -> Tensor
+    /// A view of `shape` elements starting `offset` elements into `tensor`, sharing its storage.
+    func view(_ tensor: Tensor, offset: Int, shape: [Int]) -> Tensor
+    /// The shape of `tensor`.
+    func shape(of tensor: Tensor) -> [Int]
+    /// The values of `tensor`, in Double (waits for pending work).
+    func read(_ tensor: Tensor) throws -> [Double]
+    /// Overwrites `tensor` with `values`.
+    func write(_ values: [Double], to tensor: Tensor) throws
+    /// Copies `source` into `destination` (same element count).
+    func copy(_ source: Tensor, to destination: Tensor) throws
+    /// Sets every element of `tensor` to `value`.
+    func fill(_ tensor: Tensor, with value: Double) throws
+    /// Row indices for `gatherRows`.
+    func indices(_ values: [Int32]) throws -> Indices
+    /// Waits until all queued work has finished.
+    func synchronize() throws
+
+    // MARK: Dense layer
+
+    /// `c = op(a) · op(b)` where `op` transposes when asked; shapes are checked.
+    func matmul(_ a: Tensor, transposeA: Bool, _ b: Tensor, transposeB: Bool, into c: Tensor) throws
+    /// `y[r, j] = z[r, j] + bias[j]`.
+    func biasAdd(_ z: Tensor, bias: Tensor, into y: Tensor) throws
+    /// `db[j] = Σ_r dz[r, j]` (the bias gradient).
+    func columnSums(_ x: Tensor, into sums: Tensor) throws
+
+    // MARK: tanh
+
+    /// `y = tanh(z + bias)` (bias add fused with the activation).
+    func biasTanh(_ z: Tensor, bias: Tensor, into y: Tensor) throws
+    /// `y = tanh(x)`.
+    func tanh(_ x: Tensor, into y: Tensor) throws
+    /// `dz = dy · (1 − y²)` with `y` the stored tanh output.
+    func tanhBackward(outputGradient dy: Tensor, output y: Tensor, into dz: Tensor) throws
+
+    // MARK: Batch normalisation
+
+    /// Training mode: normalises `x` with its batch statistics, saves `mean` and `1/√(σ²+ε)` for the
+    /// backward pass and updates the running statistics (see `BatchNormSettings`).
+    func batchNormTraining(
+        _ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVariance: Tensor,
+        savedMean: Tensor, savedInverseStd: Tensor, settings: BatchNormSettings, into y: Tensor) throws
+    /// Inference mode: `y = γ (x − m)/√(v + ε) + β` with the running statistics.
+    func batchNormInference(
+        _ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVariance: Tensor, epsilon: Double,
+        into y: Tensor) throws
+    /// `dβ = Σ dy`, `dγ = Σ dy·x̂`, `dx = γ/(N√(σ²+ε)) · (N·dy − Σ dy − x̂ · Σ dy·x̂)`.
+    func batchNormBackward(
+        outputGradient dy: Tensor, input x: Tensor, gamma: Tensor, savedMean: Tensor, savedInverseStd: Tensor,
+        inputGradient dx: Tensor, gammaGradient: Tensor, betaGradient: Tensor) throws
+
+    // MARK: Loss, optimizer, data
+
+    /// Mean squared error over all elements: writes `loss[0]` and `gradient = 2(p − t)/n`.
+    func meanSquaredError(prediction: Tensor, target: Tensor, gradient: Tensor, loss: Tensor) throws
+    /// One Adam update of every element of `parameters` (see `AdamCoefficients`).
+    func adamUpdate(parameters: Tensor, gradients: Tensor, m: Tensor, v: Tensor, coefficients: AdamCoefficients)
+        throws
+    /// `out[r, :] = source[indices[indexOffset + r], :]` for every row of `out`.
+    func gatherRows(_ source: Tensor, indices: Indices, indexOffset: Int, into out: Tensor) throws
+    /// StandardScaler: `out[r, j] = (x[r, j] − mean[j]) / scale[j]`.
+    func standardScale(_ x: Tensor, mean: Tensor, scale: Tensor, into out: Tensor) throws
+}
+
+/// The batch-normalisation constants of a numerics profile.
+public struct BatchNormSettings: Codable, Sendable, Equatable {
+    /// ε added to the variance.
+    public var epsilon: Double
+    /// `f` in `m ← (1 − f)·m + f·μ`: 0.01 for Keras' momentum 0.99, 0.1 for PyTorch's momentum 0.1.
+    public var runningUpdateFactor: Double
+    /// Whether the running variance stores the unbiased `σ²·N/(N−1)` (PyTorch) or the biased `σ²` (Keras).
+    public var unbiasedRunningVariance: Bool
+}
+
+/// The per-step scalars of the Adam update, computed on the host in Double:
+/// ```
+/// m ← β1 m + (1 − β1) g
+/// v ← β2 v + (1 − β2) g²
+/// θ ← θ − a · m / (√v · c + ε)
+/// ```
+public struct AdamCoefficients: Sendable, Equatable {
+    public var beta1: Double
+    public var beta2: Double
+    /// The step size `a` (bias corrections folded in).
+    public var stepSize: Double
+    /// The factor `c` on `√v`.
+    public var rootScale: Double
+    public var epsilon: Double
+}
+
+/// A shape mismatch or an impossible request to a backend operation.
+public struct BackendError: Error, CustomStringConvertible, Equatable {
+    /// What was wrong.
+    public var message: String
+    /// Creates the error.
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Throws `BackendError` unless `condition` holds.
+@inline(__always)
+func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+    if !condition { throw BackendError(message()) }
+}
+
+/// The `[rows, columns]` of a matrix shape (a vector counts as one row).
+func matrixShape(_ shape: [Int]) -> (rows: Int, columns: Int) {
+    shape.count >= 2 ? (shape[0], shape.dropFirst().reduce(1, *)) : (1, shape.first ?? 1)
+}
+
+/// Checks the shapes of `c = op(a)·op(b)`; returns (m, n, k).
+func matmulDimensions(_ a: [Int], _ transposeA: Bool, _ b: [Int], _ transposeB: Bool, _ c: [Int]) throws -> (
+    m: Int, n: Int, k: Int
+) {
+    let (ar, ac) = matrixShape(a)
+    let (br, bc) = matrixShape(b)
+    let (m, k) = transposeA ? (ac, ar) : (ar, ac)
+    let (k2, n) = transposeB ? (bc, br) : (br, bc)
+    let (cr, cc) = matrixShape(c)
+    try require(k == k2 && cr == m && cc == n, "matmul: op(a) is \(m)×\(k), op(b) is \(k2)×\(n), c is \(cr)×\(cc)")
+    return (m, n, k)
+}

@@ -1,0 +1,276 @@
+import CLShim
+import Foundation
+
+/// Row indices on an OpenCL device (Int32), for `gatherRows`.
+public final class DeviceIndices {
+    let buffer: CLBuffer
+    /// Number of indices.
+    public let count: Int
+    init(buffer: CLBuffer, count: Int) {
+        self.buffer = buffer
+        self.count = count
+    }
+}
+
+/// Float32 on an OpenCL device: CLBlast for the GEMMs, `Kernels/*.cl` for everything else.
+public final class OpenCLBackend: Backend {
+    public typealias Tensor = DeviceTensor
+    public typealias Indices = DeviceIndices
+
+    /// The device context every operation is queued on.
+    public let context: ComputeContext
+
+    /// Work-group shape of the column reductions (must match `COL_TILE`/`ROW_LANES` in the kernels).
+    static let columnTile = 16
+    static let rowLanes = 16
+    /// Work-group size of the MSE reduction (`LOSS_LANES`).
+    static let lossLanes = 256
+    /// Work-group size of the elementwise kernels.
+    static let elementwiseGroup = 256
+
+    /// Wraps an open device context.
+    public init(context: ComputeContext) { self.context = context }
+
+    /// Opens a device (see `ComputeContext.init(deviceIndex:)`).
+    public convenience init(deviceIndex: Int? = nil) throws {
+        self.init(context: try ComputeContext(deviceIndex: deviceIndex))
+    }
+
+    public var name: String { "OpenCL: \(context.device.name)" }
+
+    // MARK: Memory
+
+    public func tensor(_ values: [Double], shape: [Int]) throws -> DeviceTensor {
+        try tensor(values.map(Float.init), shape: shape)
+    }
+    public func tensor(_ values: [Float], shape: [Int]) throws -> DeviceTensor {
+        try require(values.count == shape.reduce(1, *), "tensor: \(values.count) values for shape \(shape)")
+        let t = try DeviceTensor(buffer: CLBuffer(context: context, byteCount: values.count * 4), offset: 0, shape: shape, pool: nil)
+        try context.upload(values, to: t)
+        return t
+    }
+    public func scratch(_ shape: [Int]) throws -> DeviceTensor { try context.pool.tensor(shape) }
+    public func view(_ tensor: DeviceTensor, offset: Int, shape: [Int]) -> DeviceTensor {
+        tensor.view(offset: offset, shape: shape)
+    }
+    public func shape(of tensor: DeviceTensor) -> [Int] { tensor.shape }
+    public func read(_ tensor: DeviceTensor) throws -> [Double] { try context.download(tensor).map(Double.init) }
+    public func write(_ values: [Double], to tensor: DeviceTensor) throws {
+        try require(values.count == tensor.count, "write: \(values.count) values for \(tensor.count) elements")
+        try context.upload(values.map(Float.init), to: tensor)
+    }
+    public func copy(_ source: DeviceTensor, to destination: DeviceTensor) throws {
+        try require(source.count == destination.count, "copy: element counts differ")
+        try context.copy(source, to: destination)
+    }
+    public func fill(_ tensor: DeviceTensor, with value: Double) throws {
+        try run("kernel_fill_f32", [.buffer(tensor.buffer.mem), .int(Int32(tensor.offset)), .float(Float(value)), .int(Int32(tensor.count))], count: tensor.count)
+    }
+    public func indices(_ values: [Int32]) throws -> DeviceIndices {
+        let buffer = try CLBuffer(context: context, byteCount: values.count * 4)
+        try values.withUnsafeBytes { raw in
+            try clCheck(
+                clEnqueueWriteBuffer(context.queue, buffer.mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
+                "clEnqueueWriteBuffer", detail: "row indices")
+        }
+        return DeviceIndices(buffer: buffer, count: values.count)
+    }
+    public func synchronize() throws { try context.finish() }
+
+    // MARK: Dense layer
+
+    public func matmul(_ a: DeviceTensor, transposeA: Bool, _ b: DeviceTensor, transposeB: Bool, into c: DeviceTensor) throws {
+        let (m, n, k) = try matmulDimensions(a.shape, transposeA, b.shape, transposeB, c.shape)
+        let label = "gemm \(m)x\(n)x\(k)\(transposeA ? " Aᵀ" : "")\(transposeB ? " Bᵀ" : "")"
+        let status = context.recordingEvent(label) { event in
+            CLBlastSgemm(
+                CLBlastLayoutRowMajor, transposeA ? CLBlastTransposeYes : CLBlastTransposeNo,
+                transposeB ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, 1,
+                a.buffer.mem, a.offset, a.columns, b.buffer.mem, b.offset, b.columns, 0,
+                c.buffer.mem, c.offset, c.columns, &context.queue, event)
+        }
+        try clblastCheck(status, "CLBlastSgemm", detail: "m=\(m) n=\(n) k=\(k) transA=\(transposeA) transB=\(transposeB)")
+    }
+
+    public func biasAdd(_ z: DeviceTensor, bias: DeviceTensor, into y: DeviceTensor) throws {
+        try rowwise("kernel_bias_add_f32", z, bias, y)
+    }
+
+    public func columnSums(_ x: DeviceTensor, into sums: DeviceTensor) throws {
+        try require(sums.count == x.columns, "columnSums: \(x.columns) columns into \(sums.count) sums")
+        try runColumns("kernel_column_sums_f32", [.buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)), .int(Int32(x.rows)), .int(Int32(x.columns))], columns: x.columns)
+    }
+
+    // MARK: tanh
+
+    public func biasTanh(_ z: DeviceTensor, bias: DeviceTensor, into y: DeviceTensor) throws {
+        try rowwise("kernel_bias_tanh_f32", z, bias, y)
+    }
+
+    public func tanh(_ x: DeviceTensor, into y: DeviceTensor) throws {
+        try require(x.count == y.count, "tanh: element counts differ")
+        try run("kernel_tanh_f32", [.buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)), .int(Int32(x.count))], count: x.count)
+    }
+
+    public func tanhBackward(outputGradient dy: DeviceTensor, output y: DeviceTensor, into dz: DeviceTensor) throws {
+        try require(dy.count == y.count && dz.count == y.count, "tanhBackward: element counts differ")
+        try run("kernel_tanh_backward_f32", [.buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)), .buffer(dz.buffer.mem), .int(Int32(dz.offset)), .int(Int32(y.count))], count: y.count)
+    }
+
+    // MARK: Batch normalisation
+
+    public func batchNormTraining(
+        _ x: DeviceTensor, gamma: DeviceTensor, beta: DeviceTensor, runningMean: DeviceTensor,
+        runningVariance: DeviceTensor, savedMean: DeviceTensor, savedInverseStd: DeviceTensor,
+        settings: BatchNormSettings, into y: DeviceTensor
+    ) throws {
+        let (rows, cols) = (x.rows, x.columns)
+        try require(rows >= 2, "batch normalisation in training mode needs at least 2 rows, got \(rows)")
+        try require(
+            [gamma, beta, runningMean, runningVariance, savedMean, savedInverseStd].allSatisfy { $0.count == cols }
+                && y.count == x.count, "batchNormTraining: per-feature tensors must have \(cols) elements")
+        try runColumns(
+            "kernel_batchnorm_stats_f32",
+            [
+                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)),
+                .buffer(savedInverseStd.buffer.mem), .int(Int32(savedInverseStd.offset)),
+                .buffer(runningMean.buffer.mem), .int(Int32(runningMean.offset)),
+                .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)),
+                .int(Int32(rows)), .int(Int32(cols)), .float(Float(settings.epsilon)),
+                .float(Float(settings.runningUpdateFactor)), .int(settings.unbiasedRunningVariance ? 1 : 0),
+            ], columns: cols)
+        try batchNormApply(x, mean: savedMean, inverseStd: savedInverseStd, gamma: gamma, beta: beta, into: y)
+    }
+
+    public func batchNormInference(
+        _ x: DeviceTensor, gamma: DeviceTensor, beta: DeviceTensor, runningMean: DeviceTensor,
+        runningVariance: DeviceTensor, epsilon: Double, into y: DeviceTensor
+    ) throws {
+        let cols = x.columns
+        try require(
+            [gamma, beta, runningMean, runningVariance].allSatisfy { $0.count == cols } && y.count == x.count,
+            "batchNormInference: per-feature tensors must have \(cols) elements")
+        let inverseStd = try scratch([cols])
+        try run("kernel_batchnorm_invstd_f32", [.buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)), .buffer(inverseStd.buffer.mem), .int(0), .float(Float(epsilon)), .int(Int32(cols))], count: cols)
+        try batchNormApply(x, mean: runningMean, inverseStd: inverseStd, gamma: gamma, beta: beta, into: y)
+    }
+
+    private func batchNormApply(
+        _ x: DeviceTensor, mean: DeviceTensor, inverseStd: DeviceTensor, gamma: DeviceTensor, beta: DeviceTensor,
+        into y: DeviceTensor
+    ) throws {
+        try run(
+            "kernel_batchnorm_apply_f32",
+            [
+                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(mean.buffer.mem), .int(Int32(mean.offset)),
+                .buffer(inverseStd.buffer.mem), .int(Int32(inverseStd.offset)), .buffer(gamma.buffer.mem),
+                .int(Int32(gamma.offset)), .buffer(beta.buffer.mem), .int(Int32(beta.offset)),
+                .buffer(y.buffer.mem), .int(Int32(y.offset)), .int(Int32(x.rows)), .int(Int32(x.columns)),
+            ], count: x.count)
+    }
+
+    public func batchNormBackward(
+        outputGradient dy: DeviceTensor, input x: DeviceTensor, gamma: DeviceTensor, savedMean: DeviceTensor,
+        savedInverseStd: DeviceTensor, inputGradient dx: DeviceTensor, gammaGradient: DeviceTensor,
+        betaGradient: DeviceTensor
+    ) throws {
+        let (rows, cols) = (x.rows, x.columns)
+        try require(dy.count == x.count && dx.count == x.count, "batchNormBackward: dy/dx must match x")
+        try require(
+            [gamma, savedMean, savedInverseStd, gammaGradient, betaGradient].allSatisfy { $0.count == cols },
+            "batchNormBackward: per-feature tensors must have \(cols) elements")
+        try runColumns(
+            "kernel_batchnorm_backward_reduce_f32",
+            [
+                .buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(x.buffer.mem), .int(Int32(x.offset)),
+                .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
+                .int(Int32(savedInverseStd.offset)), .buffer(gammaGradient.buffer.mem), .int(Int32(gammaGradient.offset)),
+                .buffer(betaGradient.buffer.mem), .int(Int32(betaGradient.offset)), .int(Int32(rows)), .int(Int32(cols)),
+            ], columns: cols)
+        try run(
+            "kernel_batchnorm_backward_dx_f32",
+            [
+                .buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(x.buffer.mem), .int(Int32(x.offset)),
+                .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
+                .int(Int32(savedInverseStd.offset)), .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)),
+                .buffer(gammaGradient.buffer.mem), .int(Int32(gammaGradient.offset)), .buffer(betaGradient.buffer.mem),
+                .int(Int32(betaGradient.offset)), .buffer(dx.buffer.mem), .int(Int32(dx.offset)), .int(Int32(rows)),
+                .int(Int32(cols)),
+            ], count: x.count)
+    }
+
+    // MARK: Loss, optimizer, data
+
+    public func meanSquaredError(prediction p: DeviceTensor, target t: DeviceTensor, gradient g: DeviceTensor, loss: DeviceTensor) throws {
+        try require(p.count == t.count && g.count == t.count && loss.count >= 1, "meanSquaredError: prediction \(p.shape), target \(t.shape), gradient \(g.shape)")
+        let kernel = try context.kernel("kernel_mse_loss_grad_f32")
+        try kernel.setArguments([
+            .buffer(p.buffer.mem), .int(Int32(p.offset)), .buffer(t.buffer.mem), .int(Int32(t.offset)),
+            .buffer(g.buffer.mem), .int(Int32(g.offset)), .buffer(loss.buffer.mem), .int(Int32(loss.offset)),
+            .int(Int32(p.count)),
+        ])
+        try context.launch(kernel, global: [Self.lossLanes], local: [Self.lossLanes])
+    }
+
+    public func adamUpdate(parameters: DeviceTensor, gradients: DeviceTensor, m: DeviceTensor, v: DeviceTensor, coefficients k: AdamCoefficients) throws {
+        try require(
+            [gradients, m, v].allSatisfy { $0.count == parameters.count && $0.offset == 0 } && parameters.offset == 0,
+            "adamUpdate: parameters, gradients and moments must be whole buffers of equal size")
+        try run(
+            "kernel_adam_update_f32",
+            [
+                .buffer(parameters.buffer.mem), .buffer(gradients.buffer.mem), .buffer(m.buffer.mem), .buffer(v.buffer.mem),
+                .int(Int32(parameters.count)), .float(Float(k.beta1)), .float(Float(k.beta2)), .float(Float(k.stepSize)),
+                .float(Float(k.rootScale)), .float(Float(k.epsilon)),
+            ], count: parameters.count)
+    }
+
+    public func gatherRows(_ source: DeviceTensor, indices: DeviceIndices, indexOffset: Int, into out: DeviceTensor) throws {
+        try require(out.columns == source.columns, "gatherRows: source has \(source.columns) columns, output \(out.columns)")
+        try require(indexOffset >= 0 && indexOffset + out.rows <= indices.count, "gatherRows: index range out of bounds")
+        try run(
+            "kernel_gather_rows_f32",
+            [
+                .buffer(source.buffer.mem), .int(Int32(source.offset)), .buffer(indices.buffer.mem), .int(Int32(indexOffset)),
+                .buffer(out.buffer.mem), .int(Int32(out.offset)), .int(Int32(out.rows)), .int(Int32(out.columns)),
+            ], count: out.count)
+    }
+
+    public func standardScale(_ x: DeviceTensor, mean: DeviceTensor, scale: DeviceTensor, into out: DeviceTensor) throws {
+        try require(mean.count == x.columns && scale.count == x.columns && out.count == x.count, "standardScale: shapes differ")
+        try run(
+            "kernel_standard_scale_f32",
+            [
+                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(mean.buffer.mem), .int(Int32(mean.offset)),
+                .buffer(scale.buffer.mem), .int(Int32(scale.offset)), .buffer(out.buffer.mem), .int(Int32(out.offset)),
+                .int(Int32(x.rows)), .int(Int32(x.columns)),
+            ], count: x.count)
+    }
+
+    // MARK: Launch helpers
+
+    /// An elementwise kernel over `count` work-items.
+    private func run(_ name: String, _ arguments: [Kernel.Argument], count: Int) throws {
+        let kernel = try context.kernel(name)
+        try kernel.setArguments(arguments)
+        try context.launch(kernel, global: [count], local: [Self.elementwiseGroup])
+    }
+
+    /// A column reduction: one work-group of `columnTile × rowLanes` per `columnTile` columns.
+    private func runColumns(_ name: String, _ arguments: [Kernel.Argument], columns: Int) throws {
+        let kernel = try context.kernel(name)
+        try kernel.setArguments(arguments)
+        try context.launch(kernel, global: [columns, Self.rowLanes], local: [Self.columnTile, Self.rowLanes])
+    }
+
+    /// `y[r, c] = op(z[r, c], bias[c])` kernels.
+    private func rowwise(_ name: String, _ z: DeviceTensor, _ bias: DeviceTensor, _ y: DeviceTensor) throws {
+        try require(bias.count == z.columns && y.count == z.count, "\(name): bias has \(bias.count) elements for \(z.columns) columns")
+        try run(
+            name,
+            [
+                .buffer(z.buffer.mem), .int(Int32(z.offset)), .buffer(bias.buffer.mem), .int(Int32(bias.offset)),
+                .buffer(y.buffer.mem), .int(Int32(y.offset)), .int(Int32(z.rows)), .int(Int32(z.columns)),
+            ], count: z.count)
+    }
+}

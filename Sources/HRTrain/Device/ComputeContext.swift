@@ -1,0 +1,165 @@
+import CLShim
+import Foundation
+import HRTrainKernels
+
+/// One OpenCL device in use: its context, one in-order command queue (profiling enabled) and the
+/// built kernel program. A run creates one and keeps it for its whole life.
+///
+/// OpenCL handles are not thread-safe in the way Swift's `Sendable` means, so a context is confined to
+/// the thread that uses it; nothing in hrtrain shares one across threads.
+public final class ComputeContext {
+    /// The device's description.
+    public let device: DeviceInfo
+    let deviceID: cl_device_id
+    let context: cl_context
+    /// The in-order queue every command goes to.
+    var queue: cl_command_queue?
+    /// The built program holding every kernel of `Kernels/*.cl`.
+    let program: cl_program
+    private var kernels: [String: Kernel] = [:]
+    /// How the kernel program was obtained this run (for `verify`, `bench` and the cache test).
+    public let programBuild: ProgramBuildReport
+    /// When non-nil, every launch records its profiling event here (see `bench`).
+    public var profiler: KernelProfiler?
+    /// The buffer pool of this context.
+    public private(set) lazy var pool = BufferPool(context: self)
+
+    /// Opens the device chosen by `deviceIndex` (or `$HRTRAIN_DEVICE`, or the first GPU, or the first device)
+    /// and builds (or loads from the on-disk cache) the kernel program.
+    public convenience init(deviceIndex: Int? = nil, cache: ProgramCache = .standard) throws {
+        try self.init(handle: DeviceCatalog.select(deviceIndex), cache: cache)
+    }
+
+    init(handle: DeviceHandle, cache: ProgramCache) throws {
+        device = handle.info
+        deviceID = handle.id
+        var status: cl_int = 0
+        var id: cl_device_id? = handle.id
+        guard let ctx = clCreateContext(nil, 1, &id, nil, nil, &status) else {
+            try clCheck(status, "clCreateContext", detail: "device \(handle.info.name)")
+            throw DeviceError("clCreateContext returned no context for \(handle.info.name)")
+        }
+        try clCheck(status, "clCreateContext", detail: "device \(handle.info.name)")
+        context = ctx
+        let q = clCreateCommandQueue(ctx, handle.id, cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE), &status)
+        if status != CL_SUCCESS || q == nil {
+            clReleaseContext(ctx)
+            try clCheck(status, "clCreateCommandQueue", detail: "device \(handle.info.name)")
+        }
+        queue = q
+        do {
+            (program, programBuild) = try cache.program(
+                sources: KernelSourceSet.current(), options: KernelSourceSet.buildOptions, context: ctx,
+                device: handle)
+        } catch {
+            clReleaseCommandQueue(q)
+            clReleaseContext(ctx)
+            throw error
+        }
+    }
+
+    deinit {
+        kernels.removeAll()
+        clReleaseProgram(program)
+        if let queue { clFinish(queue); clReleaseCommandQueue(queue) }
+        clReleaseContext(context)
+    }
+
+    /// The kernel called `name` (built once per run, then reused).
+    func kernel(_ name: String) throws -> Kernel {
+        if let k = kernels[name] { return k }
+        var status: cl_int = 0
+        let handle = name.withCString { clCreateKernel(program, $0, &status) }
+        try clCheck(status, "clCreateKernel", detail: "kernel \(name)")
+        let k = Kernel(name: name, handle: handle!)
+        kernels[name] = k
+        return k
+    }
+
+    /// Blocks until every queued command has finished.
+    public func finish() throws {
+        try clCheck(clFinish(queue), "clFinish")
+    }
+
+    /// Enqueues `kernel` over `global` work-items (rounded up to a multiple of `local`).
+    func launch(_ kernel: Kernel, global: [Int], local: [Int]? = nil) throws {
+        var globalSize = global
+        if let local {
+            for d in global.indices { globalSize[d] = (global[d] + local[d] - 1) / local[d] * local[d] }
+        }
+        if globalSize.contains(0) { return }
+        let status = recordingEvent(kernel.name) { event in
+            globalSize.withUnsafeBufferPointer { g in
+                (local ?? []).withUnsafeBufferPointer { l in
+                    clEnqueueNDRangeKernel(
+                        queue, kernel.handle, cl_uint(global.count), nil, g.baseAddress,
+                        local == nil ? nil : l.baseAddress, 0, nil, event)
+                }
+            }
+        }
+        try clCheck(status, "clEnqueueNDRangeKernel", detail: "kernel \(kernel.name), global \(globalSize), local \(local ?? [])")
+    }
+
+    /// Runs `enqueue` with an event pointer when profiling (nil otherwise) and records the event as `name`.
+    func recordingEvent<R>(_ name: String, _ enqueue: (UnsafeMutablePointer<cl_event?>?) -> R) -> R {
+        guard let profiler else { return enqueue(nil) }
+        var event: cl_event? = nil
+        let result = enqueue(&event)
+        if let event { profiler.record(name, event) }
+        return result
+    }
+}
+
+/// A kernel handle and the typed argument setters.
+final class Kernel {
+    let name: String
+    let handle: cl_kernel
+    init(name: String, handle: cl_kernel) {
+        self.name = name
+        self.handle = handle
+    }
+    deinit { clReleaseKernel(handle) }
+
+    /// The argument values of one launch, in order.
+    enum Argument {
+        case buffer(cl_mem)
+        case int(Int32)
+        case float(Float)
+    }
+
+    /// Sets all arguments, in order.
+    func setArguments(_ arguments: [Argument]) throws {
+        for (i, argument) in arguments.enumerated() {
+            let status: cl_int
+            switch argument {
+            case .buffer(let mem):
+                var m: cl_mem? = mem
+                status = clSetKernelArg(handle, cl_uint(i), MemoryLayout<cl_mem?>.size, &m)
+            case .int(var v):
+                status = clSetKernelArg(handle, cl_uint(i), MemoryLayout<Int32>.size, &v)
+            case .float(var v):
+                status = clSetKernelArg(handle, cl_uint(i), MemoryLayout<Float>.size, &v)
+            }
+            try clCheck(status, "clSetKernelArg", detail: "kernel \(name), argument \(i)")
+        }
+    }
+}
+
+/// The kernel sources in use: the embedded ones, or those of `$HRTRAIN_KERNELS_DIR` when set (to iterate on
+/// kernels without rebuilding hrtrain).
+enum KernelSourceSet {
+    /// Build options for every kernel program. No fast-math: `verify` compares against a Double reference.
+    static let buildOptions = "-cl-std=CL1.2"
+
+    static func current(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        if let dir = environment["HRTRAIN_KERNELS_DIR"], !dir.isEmpty {
+            return try KernelSources.files.map { file in
+                let url = URL(fileURLWithPath: dir).appendingPathComponent(file.name)
+                do { return try String(contentsOf: url, encoding: .utf8) } catch {
+                    throw DeviceError("HRTRAIN_KERNELS_DIR=\(dir): cannot read \(url.path): \(error.localizedDescription)")
+                }
+            }.joined(separator: "\n")
+        }
+        return KernelSources.files.map { "// ---- \($0.name)\n" + $0.source }.joined(separator: "\n")
+    }
+}

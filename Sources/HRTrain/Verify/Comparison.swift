@@ -1,0 +1,44 @@
+/// How a device tensor compares with its Double reference.
+///
+/// The error measure is the relative L2 norm `‖dev − ref‖₂ / ‖ref‖₂`. A tensor whose reference is zero
+/// up to rounding (`‖ref‖₂ ≤ 1e-12 · √n`, e.g. the gradient of a bias that feeds a batch norm, which is
+/// exactly zero in exact arithmetic) is checked on the absolute error instead. NaN or ±Inf anywhere fails.
+public struct TensorComparison: Codable, Sendable, Equatable {
+    public var name: String
+    public var shape: [Int]
+    /// `‖dev − ref‖₂ / ‖ref‖₂`, or the max absolute error for a zero reference (see `absolute`).
+    public var error: Double
+    /// `max |dev − ref|`.
+    public var maxAbsoluteError: Double
+    /// The limit `error` must not exceed.
+    public var limit: Double
+    /// True when the reference is zero and `error` is absolute.
+    public var absolute: Bool
+    /// Whether a NaN or Inf was found on either side.
+    public var nonFinite: Bool
+    /// `error ≤ limit` and everything finite.
+    public var passed: Bool
+
+    /// Compares `device` with `reference` under `limit`.
+    public init(name: String, shape: [Int], device: [Double], reference: [Double], limit: Double, absoluteLimit: Double = 1e-5) {
+        precondition(device.count == reference.count, "comparison of \(name): sizes differ")
+        var diff2 = 0.0, ref2 = 0.0, maxAbs = 0.0
+        var nonFinite = false
+        for i in 0..<device.count {
+            let d = device[i], r = reference[i]
+            if !d.isFinite || !r.isFinite { nonFinite = true; continue }
+            diff2 += (d - r) * (d - r)
+            ref2 += r * r
+            maxAbs = max(maxAbs, abs(d - r))
+        }
+        let refNorm = ref2.squareRoot()
+        self.name = name
+        self.shape = shape
+        self.maxAbsoluteError = maxAbs
+        self.nonFinite = nonFinite
+        self.absolute = refNorm <= 1e-12 * Double(max(device.count, 1)).squareRoot()
+        self.error = absolute ? maxAbs : diff2.squareRoot() / refNorm
+        self.limit = absolute ? absoluteLimit : limit
+        self.passed = !nonFinite && error <= self.limit && !error.isNaN
+    }
+}
