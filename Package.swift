@@ -51,7 +51,7 @@ let package = Package(
         // MARK: - Tests
         .testTarget(
             name: "HRTrainTests",
-            dependencies: ["HRTrain"]
+            dependencies: ["HRTrain", "HRTrainKernels", "hrtrain"]
         ),
     ]
 )

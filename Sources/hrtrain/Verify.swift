@@ -58,15 +58,17 @@ extension HRTrainCommand {
             if let p = r.program { text += "\nkernel program: \(p.origin) in \(String(format: "%.2f", p.seconds)) s" }
             func rows(_ list: [TensorComparison]) -> [[String]] {
                 list.map { c in
-                    [c.name, c.shape.map(String.init).joined(separator: "×"), sci(c.error) + (c.absolute ? " (abs)" : ""), sci(c.maxAbsoluteError), sci(c.limit), c.nonFinite ? "FAIL (NaN/Inf)" : c.passed ? "PASS" : "FAIL"]
+                    [c.name + (c.note == nil ? "" : " *"), c.shape.map(String.init).joined(separator: "×"), sci(c.error) + (c.absolute ? " (abs)" : ""), sci(c.maxAbsoluteError), sci(c.limit), c.nonFinite ? "FAIL (NaN/Inf)" : c.passed ? "PASS" : "FAIL"]
                 }
             }
             text += "\n\n" + table(["tensor", "shape", "rel.err", "max.abs.err", "limit", "result"], rows(r.tensors + r.trajectory), rightAligned: [2, 3, 4])
+            let notes = Set((r.tensors + r.trajectory).compactMap(\.note)).sorted()
+            for note in notes { text += "\n* " + note }
             if !r.finiteDifferences.isEmpty {
-                text += "\n\nfinite differences (reference, Double, h = 1e-6): "
+                text += "\n\nfinite differences of the reference loss (Double, h = 1e-5, first ≤ 256 rows) vs its analytic gradients: "
                 let failed = r.finiteDifferences.filter { !$0.passed }
-                let worst = r.finiteDifferences.map { abs($0.numeric - $0.analytic) / max(abs($0.numeric), abs($0.analytic), 1e-300) }.max() ?? 0
-                text += "\(r.finiteDifferences.count - failed.count)/\(r.finiteDifferences.count) PASS, worst relative difference \(sci(worst))"
+                let worst = r.finiteDifferences.map(\.margin).max() ?? 0
+                text += "\(r.finiteDifferences.count - failed.count)/\(r.finiteDifferences.count) PASS, worst margin \(String(format: "%.3f", worst)) (≤ 1 passes)"
                 for f in failed { text += "\n  FAIL \(f.tensor)[\(f.index)]: analytic \(f.analytic), numeric \(f.numeric)" }
             }
             let failures = (r.tensors + r.trajectory).filter { !$0.passed }.count + r.finiteDifferences.filter { !$0.passed }.count

@@ -220,7 +220,7 @@ public final class OpenCLBackend: Backend {
             "kernel_adam_update_f32",
             [
                 .buffer(parameters.buffer.mem), .buffer(gradients.buffer.mem), .buffer(m.buffer.mem), .buffer(v.buffer.mem),
-                .int(Int32(parameters.count)), .float(Float(k.beta1)), .float(Float(k.beta2)), .float(Float(k.stepSize)),
+                .int(Int32(parameters.count)), .float(Float(k.beta1)), .float(Float(1 - k.beta1)), .float(Float(k.beta2)), .float(Float(1 - k.beta2)), .float(Float(k.stepSize)),
                 .float(Float(k.rootScale)), .float(Float(k.epsilon)),
             ], count: parameters.count)
     }

@@ -9,12 +9,18 @@ import Foundation
 /// of each layer feed the next:
 /// - layer outputs and the loss: 1e-4 (observed ~1e-6 at the default sizes);
 /// - gradients: 1e-3 (backward chains through every layer and through batch norm's
-///   `N·dy − Σdy − x̂·Σdy·x̂`, where terms cancel);
+///   `N·dy − Σdy − x̂·Σdy·x̂`, where terms cancel), relative to `max(‖ref‖₂, 1e-3·G)` with `G` the largest
+///   gradient norm of the network: a gradient that cancels to (nearly) zero — the bias before a batch norm,
+///   everything below a batch norm of two rows — is held to an absolute error of 1e-6·G;
 /// - running statistics and parameters after the Adam step: 1e-4 (the step moves each parameter by
-///   about the learning rate, so their errors inherit the gradients' only through `m/√v`);
+///   about the learning rate, so their errors inherit the gradients' only through `m/√v`); for a
+///   parameter whose gradient is at rounding level (see above), Adam's first step `≈ lr·sign(g)` has an
+///   arbitrary direction on both sides, so the limit is the absolute `max|dev − ref| ≤ 2·lr`;
 /// - loss trajectory over several steps: 1e-3 (the errors compound step by step).
-/// The finite-difference check runs in Double only: `(L(θ+h) − L(θ−h))/2h` with `h = 1e-6`, accepted when
-/// `|fd − analytic| ≤ 1e-5·max(|fd|, |analytic|) + 1e-9`.
+/// The finite-difference check runs in Double only: `fd = (L(θ+h) − L(θ−h))/2h` with `h = 1e-5`, accepted
+/// when `|fd − analytic| ≤ 1e-4·max(|fd|, |analytic|) + 1e-9·(1 + L)`: the truncation error is O(h²) ≈ 1e-10
+/// and the rounding error about 1e-16·L/h, while a wrong formula is off by far more than 1e-4. Each probe
+/// reports its margin, `|fd − analytic|` over the allowance (≤ 1 passes).
 public struct Verification {
     /// What to verify.
     public struct Options: Codable, Sendable {
@@ -37,6 +43,8 @@ public struct Verification {
         public var index: Int
         public var analytic: Double
         public var numeric: Double
+        /// `|numeric − analytic|` divided by the allowance; ≤ 1 passes.
+        public var margin: Double
         public var passed: Bool
     }
 
@@ -97,13 +105,35 @@ public struct Verification {
         }
         for (a, b) in zip(dev.activations(), ref.activations()) { try compare(a.name, a.tensor, b.tensor, activationLimit) }
         try compare("loss", lossD, lossR, activationLimit)
-        for entry in ref.layout.parameters { try compare("∂L/∂" + entry.name, dev.gradient(entry.name), ref.gradient(entry.name), gradientLimit) }
+        let gradientNorms = try ref.layout.parameters.map { e in try reference.read(ref.gradient(e.name)).reduce(0) { $0 + $1 * $1 }.squareRoot() }
+        let floor = 1e-3 * (gradientNorms.max() ?? 0)
+        var roundingLevel: Set<String> = []
+        for (entry, norm) in zip(ref.layout.parameters, gradientNorms) {
+            let note = norm < floor ? "gradient cancels to rounding level: error relative to 1e-3 of the largest gradient norm" : nil
+            if note != nil { roundingLevel.insert(entry.name) }
+            rows.append(TensorComparison(name: "∂L/∂" + entry.name, shape: entry.shape, device: try device.read(dev.gradient(entry.name)), reference: try reference.read(ref.gradient(entry.name)), limit: gradientLimit, floor: floor, note: note))
+        }
         for entry in ref.layout.runningStatistics { try compare(entry.name + " (after step)", dev.running(entry.name), ref.running(entry.name), stateLimit) }
         try dev.applyAdam(learningRate: options.learningRate)
         try ref.applyAdam(learningRate: options.learningRate)
-        for entry in ref.layout.parameters { try compare(entry.name + " (after Adam)", dev.parameter(entry.name), ref.parameter(entry.name), stateLimit) }
+        for entry in ref.layout.parameters {
+            let (d, r) = (try device.read(dev.parameter(entry.name)), try reference.read(ref.parameter(entry.name)))
+            if roundingLevel.contains(entry.name) {
+                var c = TensorComparison(name: entry.name + " (after Adam)", shape: entry.shape, device: d, reference: r, limit: stateLimit, note: "rounding-level gradient: Adam's step direction is arbitrary, |Δ| ≤ 2·lr")
+                c.absolute = true
+                c.error = c.maxAbsoluteError
+                c.limit = 2 * options.learningRate
+                c.passed = !c.nonFinite && c.error <= c.limit
+                rows.append(c)
+            } else {
+                rows.append(TensorComparison(name: entry.name + " (after Adam)", shape: entry.shape, device: d, reference: r, limit: stateLimit))
+            }
+        }
 
-        let probes = try finiteDifferences(spec: spec, profile: options.profile, parameters: parameters, running: running, input: input, target: target, batch: options.batch, count: options.finiteDifferenceProbes, rng: &rng)
+        // The probes check the reference's formulas, which do not depend on the batch size: the first
+        // (at most) 256 rows keep the 2·probes Double forward passes quick.
+        let fdRows = min(options.batch, 256)
+        let probes = try finiteDifferences(spec: spec, profile: options.profile, parameters: parameters, running: running, input: Array(input.prefix(fdRows * spec.inputSize)), target: Array(target.prefix(fdRows * spec.outputSize)), batch: fdRows, count: options.finiteDifferenceProbes, rng: &rng)
 
         // Loss trajectory: continue both networks for a few steps on fresh batches.
         var lossesD: [Double] = [], lossesR: [Double] = []
@@ -151,11 +181,11 @@ public struct Verification {
             try net.loss(target: y, into: loss)
             return loss[0]
         }
-        _ = try evaluate()
+        let baseLoss = try evaluate()
         try net.backward()
         let analyticParameters = try backend.read(net.gradients)
         let analyticInput = try backend.read(try net.inputGradient())
-        let h = 1e-6
+        let h = 1e-5
         var probes: [FiniteDifference] = []
         func probe(_ name: String, _ index: Int, _ tensor: ReferenceBackend.Tensor, _ flat: Int, _ analytic: Double) throws {
             let saved = tensor[flat]
@@ -165,8 +195,9 @@ public struct Verification {
             let minus = try evaluate()
             tensor[flat] = saved
             let numeric = (plus - minus) / (2 * h)
-            let ok = abs(numeric - analytic) <= 1e-5 * max(abs(numeric), abs(analytic)) + 1e-9
-            probes.append(FiniteDifference(tensor: name, index: index, analytic: analytic, numeric: numeric, passed: ok))
+            let allowance = 1e-4 * max(abs(numeric), abs(analytic)) + 1e-9 * (1 + abs(baseLoss))
+            let margin = abs(numeric - analytic) / allowance
+            probes.append(FiniteDifference(tensor: name, index: index, analytic: analytic, numeric: numeric, margin: margin, passed: margin <= 1))
         }
         let entries = net.layout.parameters
         for p in 0..<count {
