@@ -174,6 +174,6 @@ func fnv1a64(_ text: String) -> UInt64 {
 }
 
 /// Seconds since `start`.
-func elapsed(since start: DispatchTime) -> Double {
+public func elapsed(since start: DispatchTime) -> Double {
     Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
 }

@@ -94,6 +94,16 @@ public final class Network<B: Backend> {
         return (values, running)
     }
 
+    /// Overwrites the whole training state (checkpoint resume): parameters, Adam moments and step, running
+    /// statistics. Float32 values round-trip exactly through the Double interface.
+    public func restore(parameters: [Double], firstMoment: [Double], secondMoment: [Double], runningStatistics: [Double], step: Int) throws {
+        try backend.write(parameters, to: self.parameters)
+        try backend.write(firstMoment, to: self.firstMoment)
+        try backend.write(secondMoment, to: self.secondMoment)
+        try backend.write(runningStatistics, to: self.runningStatistics)
+        self.step = step
+    }
+
     /// A view of the parameter called `name` (e.g. `dense1.weight`).
     public func parameter(_ name: String) -> B.Tensor { view(parameters, layout.parameters, name) }
     /// A view of the gradient of the parameter called `name`.

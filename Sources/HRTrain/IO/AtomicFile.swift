@@ -1,0 +1,160 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Writes files so that a reader sees the old content or the complete new content, never a partial file.
+///
+/// Content goes to a temporary file in the target's directory (`.<name>.tmp-XXXXXX`), which is flushed
+/// with `fsync` and then renamed over the target. If anything fails, the temporary file is removed and
+/// an existing target is left untouched.
+public enum AtomicFile {
+    /// Writes `target` through a buffered writer, replacing it only when `body` and the flush succeed.
+    public static func write(to target: URL, _ body: (FileWriter) throws -> Void) throws {
+        try withoutActuallyEscaping(body) { try write([(target, $0)]) }
+    }
+
+    /// Writes several files; none is replaced unless all were written (then they are renamed in order).
+    public static func write(_ files: [(url: URL, body: (FileWriter) throws -> Void)]) throws {
+        var staged: [Staged] = []
+        do {
+            for (url, body) in files {
+                let (descriptor, temporary) = try makeTemporary(for: url)
+                staged.append(Staged(target: url, temporary: temporary))
+                let writer = FileWriter(descriptor: descriptor, url: url)
+                defer { close(descriptor) }
+                try body(writer)
+                try writer.flush()
+                try sync(descriptor, url)
+            }
+        } catch {
+            staged.forEach { unlink($0.temporary) }
+            throw error
+        }
+        try commit(staged)
+    }
+
+    /// Lets `body` create the content at a temporary path (for C libraries that open files by name),
+    /// then flushes it and renames it over `target`.
+    public static func write(to target: URL, viaPath body: (URL) throws -> Void) throws {
+        let (descriptor, temporary) = try makeTemporary(for: target)
+        close(descriptor)
+        do {
+            try body(URL(fileURLWithPath: temporary))
+            let reopened = open(temporary, O_RDWR)
+            guard reopened >= 0 else { throw systemError("cannot reopen \(temporary)", target) }
+            defer { close(reopened) }
+            try sync(reopened, target)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        try commit([Staged(target: target, temporary: temporary)])
+    }
+
+    /// A finished temporary file waiting to be renamed over its target.
+    private struct Staged {
+        let target: URL
+        let temporary: String
+    }
+
+    /// Creates an empty, uniquely named file next to `target` (mode 0644); returns its descriptor and path.
+    private static func makeTemporary(for target: URL) throws -> (Int32, String) {
+        let directory = target.deletingLastPathComponent().path
+        var template = Array("\(directory)/.\(target.lastPathComponent).tmp-XXXXXX".utf8CString)
+        let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard descriptor >= 0 else { throw systemError("cannot create a temporary file in \(directory)", target) }
+        fchmod(descriptor, 0o644)
+        return (descriptor, String(cString: template))
+    }
+
+    /// `fsync`s a descriptor, naming `target` on failure.
+    private static func sync(_ descriptor: Int32, _ target: URL) throws {
+        guard fsync(descriptor) == 0 else { throw systemError("fsync failed", target) }
+    }
+
+    /// Renames every staged file over its target; on a failure removes the temporary files not yet renamed.
+    private static func commit(_ staged: [Staged]) throws {
+        for (index, file) in staged.enumerated() where rename(file.temporary, file.target.path) != 0 {
+            let error = systemError("cannot replace the file", file.target)
+            staged[index...].forEach { unlink($0.temporary) }
+            throw error
+        }
+        // Make the renames durable too (best effort: some file systems refuse to sync a directory).
+        for directory in Set(staged.map { $0.target.deletingLastPathComponent().path }) {
+            let descriptor = open(directory, O_RDONLY)
+            if descriptor >= 0 {
+                _ = fsync(descriptor)
+                close(descriptor)
+            }
+        }
+    }
+
+    /// A DataError for `target` with `errno`'s text appended.
+    static func systemError(_ what: String, _ target: URL) -> DataError {
+        DataError("\(what): \(String(cString: strerror(errno)))", url: target)
+    }
+}
+
+/// A buffered writer to a file being written by AtomicFile.
+public final class FileWriter {
+    private let descriptor: Int32
+    private let url: URL
+    private var buffer: [UInt8] = []
+    private let capacity = 1 << 20
+
+    init(descriptor: Int32, url: URL) {
+        self.descriptor = descriptor
+        self.url = url
+        buffer.reserveCapacity(capacity)
+    }
+
+    /// Appends raw bytes.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if buffer.count + bytes.count > capacity { try flush() }
+        if bytes.count >= capacity {
+            try writeAll(bytes)
+        } else {
+            buffer.append(contentsOf: bytes)
+        }
+    }
+
+    /// Appends bytes.
+    public func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Appends a string as UTF-8.
+    public func write(_ string: String) throws {
+        var string = string
+        try string.withUTF8 { try write(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Sends the buffered bytes to the file and, with `toDisk`, waits until the disk has them (`fdatasync`).
+    func flush(toDisk: Bool = false) throws {
+        try buffer.withUnsafeBytes { try writeAll($0) }
+        buffer.removeAll(keepingCapacity: true)
+        if toDisk, fdatasync(descriptor) != 0 { throw AtomicFile.systemError("fdatasync failed", url) }
+    }
+
+    /// `write(2)` until every byte is written, retrying on EINTR.
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = systemWrite(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw AtomicFile.systemError("write failed", url)
+            }
+            offset += written
+        }
+    }
+}
+
+/// `write(2)`, reachable from FileWriter, whose methods shadow the name.
+private func systemWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
+    write(descriptor, bytes, count)
+}

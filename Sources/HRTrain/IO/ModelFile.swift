@@ -1,0 +1,180 @@
+import Foundation
+
+/// What a model file says about itself, stored as JSON under the safetensors metadata key `hrtrain`.
+public struct ModelMetadata: Codable, Sendable, Equatable {
+    /// Always `hrtrain-model`; a file without it is refused.
+    public var format = "hrtrain-model"
+    /// Version of the file layout.
+    public var formatVersion = 1
+    /// The hrtrain version that wrote it.
+    public var hrtrainVersion = HRTrainVersion.string
+    public var spec: NetworkSpec
+    public var profile: NumericsProfile
+    /// Input columns, in the order the network expects them.
+    public var featureNames: [String]
+    /// Output columns.
+    public var targetNames: [String]
+    /// The training configuration, when the model was trained (nil for `hrtrain init`).
+    public var training: TrainingOptions?
+    /// Epochs trained so far.
+    public var epochsTrained = 0
+    /// The data file the model was trained on, if any.
+    public var dataFile: String?
+    /// The OpenCL device it was trained on, if any.
+    public var device: String?
+
+    /// Creates the metadata of a model.
+    public init(spec: NetworkSpec, profile: NumericsProfile, featureNames: [String], targetNames: [String], training: TrainingOptions? = nil, epochsTrained: Int = 0, dataFile: String? = nil, device: String? = nil) {
+        self.spec = spec
+        self.profile = profile
+        self.featureNames = featureNames
+        self.targetNames = targetNames
+        self.training = training
+        self.epochsTrained = epochsTrained
+        self.dataFile = dataFile
+        self.device = device
+    }
+}
+
+/// A trained (or initialised) network with everything needed to use it alone: architecture, numerics
+/// profile, the feature and target names, the StandardScaler(s), the weights and the batch-norm running
+/// statistics.
+///
+/// On disk: safetensors. Tensors `dense1.weight [in, out]`, `dense1.bias`, `bn1.gamma`, `bn1.beta`,
+/// `bn1.running_mean`, `bn1.running_var`, …, `output.weight`, `output.bias` (F32), the scaler as
+/// `feature_scaler.mean` / `feature_scaler.scale` (F64, and `target_scaler.*` when targets were scaled);
+/// metadata `format = hrtrain-model` and `hrtrain` = the JSON of `ModelMetadata`.
+public struct Model: Sendable, Equatable {
+    public var metadata: ModelMetadata
+    /// Flat parameters in `ParameterLayout` order.
+    public var parameters: [Float]
+    /// Flat running statistics in `ParameterLayout` order.
+    public var runningStatistics: [Float]
+    public var featureScaler: StandardScaler
+    public var targetScaler: StandardScaler?
+
+    /// Creates a model; the sizes must agree with `metadata.spec`.
+    public init(metadata: ModelMetadata, parameters: [Float], runningStatistics: [Float], featureScaler: StandardScaler, targetScaler: StandardScaler?) {
+        self.metadata = metadata
+        self.parameters = parameters
+        self.runningStatistics = runningStatistics
+        self.featureScaler = featureScaler
+        self.targetScaler = targetScaler
+    }
+
+    /// The safetensors contents of this model.
+    public func safeTensors() -> SafeTensorsFile {
+        let layout = ParameterLayout(metadata.spec)
+        var tensors: [String: SafeTensor] = [:]
+        for e in layout.parameters { tensors[e.name] = SafeTensor(shape: e.shape, floats: Array(parameters[e.offset..<e.offset + e.count])) }
+        for e in layout.runningStatistics { tensors[e.name] = SafeTensor(shape: e.shape, floats: Array(runningStatistics[e.offset..<e.offset + e.count])) }
+        tensors["feature_scaler.mean"] = SafeTensor(shape: [featureScaler.mean.count], doubles: featureScaler.mean)
+        tensors["feature_scaler.scale"] = SafeTensor(shape: [featureScaler.scale.count], doubles: featureScaler.scale)
+        if let t = targetScaler {
+            tensors["target_scaler.mean"] = SafeTensor(shape: [t.mean.count], doubles: t.mean)
+            tensors["target_scaler.scale"] = SafeTensor(shape: [t.scale.count], doubles: t.scale)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = String(decoding: (try? encoder.encode(metadata)) ?? Data(), as: UTF8.self)
+        return SafeTensorsFile(tensors: tensors, metadata: [
+            "format": "hrtrain-model", "hrtrain": json,
+            "layer_order": metadata.spec.layerOrder.rawValue, "profile": metadata.profile.rawValue,
+            "features": metadata.featureNames.joined(separator: ","), "targets": metadata.targetNames.joined(separator: ","),
+        ])
+    }
+
+    /// Writes the model atomically (temporary file, flush, rename): an existing file is replaced only by a
+    /// complete new one.
+    public func write(to url: URL) throws { try safeTensors().write(to: url) }
+
+    /// Reads and validates a model file: format, metadata, every tensor's presence, dtype and shape, no
+    /// unexpected tensor, scaler sizes, finite values. A truncated, corrupted or hostile file is refused with
+    /// an error naming the file.
+    public static func read(from url: URL) throws -> Model {
+        try Model(file: SafeTensorsFile.read(from: url), path: url.path)
+    }
+
+    /// Decodes a model from safetensors contents (see `read(from:)`).
+    public init(file: SafeTensorsFile, path: String) throws {
+        func fail(_ message: String) -> DataError { DataError(message, file: path) }
+        guard file.metadata["format"] == "hrtrain-model", let json = file.metadata["hrtrain"] else {
+            throw fail("not an hrtrain model file (its safetensors metadata has no format = hrtrain-model)")
+        }
+        let metadata: ModelMetadata
+        do { metadata = try JSONDecoder().decode(ModelMetadata.self, from: Data(json.utf8)) } catch {
+            throw fail("the model metadata is not valid: \(error)")
+        }
+        guard metadata.format == "hrtrain-model", metadata.formatVersion == 1 else {
+            throw fail("unsupported model format \(metadata.format) version \(metadata.formatVersion)")
+        }
+        let spec = metadata.spec
+        guard spec.inputSize <= 1_000_000, spec.outputSize <= 1_000_000, spec.hiddenSizes.count <= 1000, spec.hiddenSizes.allSatisfy({ $0 <= 1_000_000 }) else {
+            throw fail("implausible network sizes \(spec)")
+        }
+        do { try spec.validate() } catch { throw fail("invalid network: \(error)") }
+        guard metadata.featureNames.count == spec.inputSize, metadata.targetNames.count == spec.outputSize else {
+            throw fail("\(metadata.featureNames.count) feature names and \(metadata.targetNames.count) target names for a network of \(spec.inputSize) inputs and \(spec.outputSize) outputs")
+        }
+        let layout = ParameterLayout(spec)
+        var expected = Set(layout.parameters.map(\.name) + layout.runningStatistics.map(\.name) + ["feature_scaler.mean", "feature_scaler.scale"])
+        let hasTargetScaler = file.tensors["target_scaler.mean"] != nil || file.tensors["target_scaler.scale"] != nil
+        if hasTargetScaler { expected.formUnion(["target_scaler.mean", "target_scaler.scale"]) }
+        if let extra = Set(file.tensors.keys).subtracting(expected).sorted().first { throw fail("unexpected tensor \"\(extra)\"") }
+
+        func floats(_ entries: [ParameterEntry], count: Int) throws -> [Float] {
+            var flat = [Float](repeating: 0, count: count)
+            for e in entries {
+                guard let t = file.tensors[e.name] else { throw fail("missing tensor \"\(e.name)\"") }
+                guard t.dtype == .f32, t.shape == e.shape, let values = t.floats else {
+                    throw fail("tensor \"\(e.name)\" is \(t.dtype.rawValue) \(t.shape), expected F32 \(e.shape)")
+                }
+                guard values.allSatisfy(\.isFinite) else { throw fail("tensor \"\(e.name)\" holds NaN or Inf") }
+                flat.replaceSubrange(e.offset..<e.offset + e.count, with: values)
+            }
+            return flat
+        }
+        func scaler(_ prefix: String, _ n: Int) throws -> StandardScaler {
+            var parts: [[Double]] = []
+            for part in ["mean", "scale"] {
+                let name = "\(prefix).\(part)"
+                guard let t = file.tensors[name] else { throw fail("missing tensor \"\(name)\"") }
+                guard t.dtype == .f64, t.shape == [n], let values = t.doubles, values.allSatisfy(\.isFinite) else {
+                    throw fail("tensor \"\(name)\" must be F64 [\(n)] and finite")
+                }
+                parts.append(values)
+            }
+            guard parts[1].allSatisfy({ $0 > 0 }) else { throw fail("\(prefix).scale has a value ≤ 0") }
+            return StandardScaler(mean: parts[0], scale: parts[1])
+        }
+        self.metadata = metadata
+        parameters = try floats(layout.parameters, count: layout.parameterCount)
+        runningStatistics = try floats(layout.runningStatistics, count: layout.runningCount)
+        featureScaler = try scaler("feature_scaler", spec.inputSize)
+        targetScaler = hasTargetScaler ? try scaler("target_scaler", spec.outputSize) : nil
+    }
+
+    /// Builds the network on `backend` with these weights (Adam's moments at zero).
+    public func network<B: Backend>(on backend: B) throws -> Network<B> {
+        try Network(backend: backend, spec: metadata.spec, profile: metadata.profile, parameters: parameters.map(Double.init), runningStatistics: runningStatistics.map(Double.init))
+    }
+
+    /// Predictions for raw (unscaled) feature rows `[rows, inputSize]`: scaled, run in batches with batch
+    /// norm in inference mode, and un-scaled if the targets were scaled. Returns `[rows, outputSize]`.
+    public func predict<B: Backend>(_ features: [Float], rows: Int, on backend: B, batchSize: Int = 4000) throws -> [Float] {
+        let spec = metadata.spec
+        let net = try network(on: backend)
+        let mean = try backend.tensor(featureScaler.mean, shape: [spec.inputSize])
+        let scale = try backend.tensor(featureScaler.scale, shape: [spec.inputSize])
+        var out = [Float](repeating: 0, count: rows * spec.outputSize)
+        var start = 0
+        for n in batchSizes(rows: rows, batchSize: batchSize, training: false) {
+            let x = try backend.tensor(Array(features[start * spec.inputSize..<(start + n) * spec.inputSize]), shape: [n, spec.inputSize])
+            try backend.standardScale(x, mean: mean, scale: scale, into: x)
+            let y = try backend.read(net.forward(x, training: false))
+            for i in 0..<y.count { out[start * spec.outputSize + i] = Float(y[i]) }
+            start += n
+        }
+        return targetScaler.map { $0.inverse(out, columns: spec.outputSize) } ?? out
+    }
+}

@@ -1,0 +1,106 @@
+/// Rows of features and targets on their way to the device: uploaded once when they fit, streamed in chunks
+/// otherwise. Either way the rows a step sees, and so the results, are bit for bit the same: in both modes the
+/// raw Float32 rows go to the device and are standardised there by the same kernel.
+final class DeviceDataset<B: Backend> {
+    let backend: B
+    let rows: Int
+    let featureCount: Int
+    let targetCount: Int
+    private let features: [Float]
+    private let targets: [Float]
+    private let featureMean, featureScale: B.Tensor
+    private let targetMean, targetScale: B.Tensor?
+    /// Resident mode: the whole (standardised) set on the device.
+    private var residentFeatures: B.Tensor?
+    private var residentTargets: B.Tensor?
+    /// Streaming mode: rows per uploaded chunk.
+    let chunkRows: Int
+    /// Whether the set lives on the device.
+    var isResident: Bool { residentFeatures != nil }
+
+    /// `features` `[rows, F]` and `targets` `[rows, T]` (raw); the set is resident when both fit in
+    /// `residentLimitBytes`.
+    init(backend: B, features: [Float], targets: [Float], rows: Int, featureScaler: StandardScaler, targetScaler: StandardScaler?, residentLimitBytes: Int, chunkRows: Int) throws {
+        self.backend = backend
+        self.rows = rows
+        featureCount = features.count / max(rows, 1)
+        targetCount = targets.count / max(rows, 1)
+        self.features = features
+        self.targets = targets
+        featureMean = try backend.tensor(featureScaler.mean, shape: [featureCount])
+        featureScale = try backend.tensor(featureScaler.scale, shape: [featureCount])
+        targetMean = try targetScaler.map { try backend.tensor($0.mean, shape: [targets.count / max(rows, 1)]) }
+        targetScale = try targetScaler.map { try backend.tensor($0.scale, shape: [targets.count / max(rows, 1)]) }
+        self.chunkRows = max(chunkRows, 1)
+        if (features.count + targets.count) * 4 <= residentLimitBytes {
+            let x = try backend.tensor(features, shape: [rows, featureCount])
+            let y = try backend.tensor(targets, shape: [rows, targetCount])
+            try standardise(x: x, y: y)
+            residentFeatures = x
+            residentTargets = y
+        }
+    }
+
+    private func standardise(x: B.Tensor, y: B.Tensor) throws {
+        try backend.standardScale(x, mean: featureMean, scale: featureScale, into: x)
+        if let targetMean, let targetScale { try backend.standardScale(y, mean: targetMean, scale: targetScale, into: y) }
+    }
+
+    /// Calls `body(x, y, step)` for consecutive batches of the given sizes, taking rows in `order` (a
+    /// permutation of `0..<rows`) or in file order when `order` is nil.
+    func forEachBatch(sizes: [Int], order: [Int32]?, _ body: (B.Tensor, B.Tensor, Int) throws -> Void) throws {
+        if let residentFeatures, let residentTargets {
+            guard let order else {
+                var start = 0
+                for (step, n) in sizes.enumerated() {
+                    try body(backend.view(residentFeatures, offset: start * featureCount, shape: [n, featureCount]),
+                             backend.view(residentTargets, offset: start * targetCount, shape: [n, targetCount]), step)
+                    start += n
+                }
+                return
+            }
+            let indices = try backend.indices(order)
+            var start = 0
+            var buffers: [Int: (B.Tensor, B.Tensor)] = [:]
+            for (step, n) in sizes.enumerated() {
+                if buffers[n] == nil { buffers[n] = (try backend.scratch([n, featureCount]), try backend.scratch([n, targetCount])) }
+                let (x, y) = buffers[n]!
+                try backend.gatherRows(residentFeatures, indices: indices, indexOffset: start, into: x)
+                try backend.gatherRows(residentTargets, indices: indices, indexOffset: start, into: y)
+                try body(x, y, step)
+                start += n
+            }
+            return
+        }
+        // Streaming: whole batches are packed into chunks of about `chunkRows` rows, gathered on the host,
+        // uploaded, standardised on the device, and consumed as views.
+        var step = 0
+        var start = 0
+        while step < sizes.count {
+            var chunkSizes: [Int] = []
+            var chunkTotal = 0
+            while step + chunkSizes.count < sizes.count && (chunkSizes.isEmpty || chunkTotal + sizes[step + chunkSizes.count] <= chunkRows) {
+                chunkTotal += sizes[step + chunkSizes.count]
+                chunkSizes.append(sizes[step + chunkSizes.count])
+            }
+            var xs = [Float](repeating: 0, count: chunkTotal * featureCount)
+            var ys = [Float](repeating: 0, count: chunkTotal * targetCount)
+            for r in 0..<chunkTotal {
+                let source = order.map { Int($0[start + r]) } ?? (start + r)
+                for c in 0..<featureCount { xs[r * featureCount + c] = features[source * featureCount + c] }
+                for c in 0..<targetCount { ys[r * targetCount + c] = targets[source * targetCount + c] }
+            }
+            let x = try backend.tensor(xs, shape: [chunkTotal, featureCount])
+            let y = try backend.tensor(ys, shape: [chunkTotal, targetCount])
+            try standardise(x: x, y: y)
+            var offset = 0
+            for n in chunkSizes {
+                try body(backend.view(x, offset: offset * featureCount, shape: [n, featureCount]),
+                         backend.view(y, offset: offset * targetCount, shape: [n, targetCount]), step)
+                offset += n
+                step += 1
+            }
+            start += chunkTotal
+        }
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+
+/// The state between epochs that, with the tensors, makes a run resumable (stored in checkpoints).
+public struct TrainerState: Codable, Sendable, Equatable {
+    /// Epochs completed.
+    public var epoch = 0
+    /// The learning rate for the next epoch.
+    public var learningRate: Double
+    /// Early stopping's best monitored loss, and the epoch it was reached.
+    public var best: Double?
+    public var bestEpoch: Int?
+    /// ReduceLROnPlateau's best monitored loss.
+    public var plateauBest: Double?
+    /// Epochs since the last improvement, for early stopping and for the plateau schedule.
+    public var earlyStoppingWait = 0
+    public var plateauWait = 0
+    /// True once early stopping has fired.
+    public var stopped = false
+    public var history: [EpochRecord] = []
+}
+
+/// What `Trainer` reports while it runs.
+public protocol TrainingObserver: AnyObject {
+    /// After each step is queued (not finished: nothing waits for the device here).
+    func didQueueStep(epoch: Int, step: Int, of steps: Int)
+    /// After each epoch, with its record.
+    func didFinishEpoch(_ record: EpochRecord, state: TrainerState)
+}
+
+/// The training loop on a backend, Keras `fit` semantics:
+/// - the validation rows are given separately (already split off: the last rows, before shuffling);
+/// - each epoch shuffles the training rows with a permutation drawn from `(seed, epoch)` alone, so a run
+///   resumed after epoch k sees exactly the batches the uninterrupted run saw;
+/// - the per-step losses stay on the device and are read once per epoch; the epoch's `loss` is their mean,
+///   `val_loss` the MSE over all validation rows with batch norm in inference mode.
+public final class Trainer<B: Backend> {
+    public let backend: B
+    public let options: TrainingOptions
+    public let network: Network<B>
+    public private(set) var state: TrainerState
+    private let training: DeviceDataset<B>
+    private let validation: DeviceDataset<B>?
+    private var bestParameters: B.Tensor?
+    private var bestRunning: B.Tensor?
+    /// Receives progress; optional.
+    public weak var observer: TrainingObserver?
+    private var lossBuffer: B.Tensor?
+    private var lastQueuedStep = -1
+
+    /// Prepares a run. `train` and `validation` hold raw (unscaled) features and targets; the scalers are
+    /// applied on the device. `residentLimitBytes` decides whether the sets are uploaded once or streamed.
+    public init(backend: B, options: TrainingOptions, network: Network<B>, train: (features: [Float], targets: [Float], rows: Int),
+                validation: (features: [Float], targets: [Float], rows: Int)?, featureScaler: StandardScaler, targetScaler: StandardScaler?,
+                residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Double], running: [Double])? = nil) throws {
+        self.backend = backend
+        self.options = options
+        self.network = network
+        self.state = state ?? TrainerState(learningRate: options.learningRate)
+        let chunk = max(options.batchSize * 8, 1)
+        training = try DeviceDataset(backend: backend, features: train.features, targets: train.targets, rows: train.rows, featureScaler: featureScaler, targetScaler: targetScaler, residentLimitBytes: residentLimitBytes, chunkRows: chunk)
+        if let v = validation, v.rows > 0 {
+            self.validation = try DeviceDataset(backend: backend, features: v.features, targets: v.targets, rows: v.rows, featureScaler: featureScaler, targetScaler: targetScaler, residentLimitBytes: residentLimitBytes, chunkRows: chunk)
+        } else {
+            self.validation = nil
+        }
+        if options.earlyStopping?.restoreBestWeights == true {
+            bestParameters = try backend.tensor(best?.parameters ?? backend.read(network.parameters), shape: [network.layout.parameterCount])
+            bestRunning = try backend.tensor(best?.running ?? backend.read(network.runningStatistics), shape: [network.layout.runningCount])
+        }
+    }
+
+    /// Whether the training rows live on the device (false: streamed in chunks).
+    public var trainingSetIsResident: Bool { training.isResident }
+
+    /// The permutation of epoch `epoch` (1-based): Fisher–Yates driven by SplitMix64 seeded from (seed, epoch).
+    public static func permutation(rows: Int, seed: UInt64, epoch: Int) -> [Int32] {
+        var rng = SplitMix64(seed: shuffleSeed(seed: seed, epoch: epoch))
+        var order = (0..<rows).map { Int32($0) }
+        if rows > 1 {
+            for i in stride(from: rows - 1, to: 0, by: -1) {
+                let j = Int(rng.next() % UInt64(i + 1))
+                order.swapAt(i, j)
+            }
+        }
+        return order
+    }
+
+    /// The seed of epoch `epoch`'s shuffle.
+    public static func shuffleSeed(seed: UInt64, epoch: Int) -> UInt64 { seed ^ (0x5DEE_CE66_D1CE_4E5B &* UInt64(epoch)) }
+
+    /// Trains until `options.epochs` are done or early stopping fires; calls `afterEpoch` (e.g. to write a
+    /// checkpoint) after each epoch. Returns the history.
+    @discardableResult
+    public func run(afterEpoch: (Trainer<B>) throws -> Void = { _ in }) throws -> [EpochRecord] {
+        while state.epoch < options.epochs && !state.stopped {
+            try runEpoch()
+            try afterEpoch(self)
+        }
+        // Keras restores the best weights when early stopping fires (not when the epochs simply run out).
+        if state.stopped, let bestParameters, let bestRunning, state.bestEpoch != state.epoch {
+            try backend.copy(bestParameters, to: network.parameters)
+            try backend.copy(bestRunning, to: network.runningStatistics)
+        }
+        try backend.synchronize()
+        return state.history
+    }
+
+    /// The loss of the most recently queued step (waits for the device: call it rarely, e.g. for a progress bar).
+    public func latestLoss() throws -> Double? {
+        guard let lossBuffer, lastQueuedStep >= 0 else { return nil }
+        return try backend.read(backend.view(lossBuffer, offset: lastQueuedStep, shape: [1]))[0]
+    }
+
+    private func runEpoch() throws {
+        let epoch = state.epoch + 1
+        let start = DispatchTime.now()
+        let sizes = batchSizes(rows: training.rows, batchSize: options.batchSize, training: true)
+        try require(!sizes.isEmpty, "no training rows")
+        let losses = try backend.scratch([sizes.count])
+        lossBuffer = losses
+        lastQueuedStep = -1
+        let order = options.shuffle ? Self.permutation(rows: training.rows, seed: options.seed, epoch: epoch) : nil
+        let lr = state.learningRate
+        try training.forEachBatch(sizes: sizes, order: order) { x, y, step in
+            try network.trainStep(input: x, target: y, learningRate: lr, loss: backend.view(losses, offset: step, shape: [1]))
+            lastQueuedStep = step
+            observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
+        }
+        let stepLosses = try backend.read(losses)
+        let trainSeconds = elapsed(since: start)
+        let trainLoss = stepLosses.reduce(0, +) / Double(stepLosses.count)
+        let validationLoss = try validation.map { try evaluate($0) }
+        let record = EpochRecord(epoch: epoch, trainLoss: trainLoss, validationLoss: validationLoss, learningRate: lr, seconds: elapsed(since: start), eventsPerSecond: Double(training.rows) / trainSeconds)
+        state.epoch = epoch
+        state.history.append(record)
+        try updateCallbacks(monitor: validationLoss ?? trainLoss)
+        observer?.didFinishEpoch(record, state: state)
+    }
+
+    /// MSE over all rows of `set`, batch norm in inference mode (per-batch losses weighted by their rows).
+    private func evaluate(_ set: DeviceDataset<B>) throws -> Double {
+        let sizes = batchSizes(rows: set.rows, batchSize: options.batchSize, training: false)
+        let losses = try backend.scratch([sizes.count])
+        try set.forEachBatch(sizes: sizes, order: nil) { x, y, step in
+            try network.forward(x, training: false)
+            try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
+        }
+        let values = try backend.read(losses)
+        return zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(set.rows)
+    }
+
+    /// Keras' EarlyStopping and ReduceLROnPlateau (in that order), each with its own best value:
+    /// ```
+    /// EarlyStopping:     wait += 1; if current − min_delta < best { best = current; wait = 0 }
+    ///                    else if wait ≥ patience and not the first epoch { stop (restore best weights) }
+    /// ReduceLROnPlateau: if current < best − min_delta { best = current; wait = 0 }
+    ///                    else { wait += 1; if wait ≥ patience { lr = max(lr·factor, min_lr); wait = 0 } }
+    /// ```
+    private func updateCallbacks(monitor: Double) throws {
+        if let stopping = options.earlyStopping {
+            state.earlyStoppingWait += 1
+            if monitor - stopping.minDelta < (state.best ?? .infinity) {
+                state.best = monitor
+                state.bestEpoch = state.epoch
+                state.earlyStoppingWait = 0
+                if let bestParameters, let bestRunning {
+                    try backend.copy(network.parameters, to: bestParameters)
+                    try backend.copy(network.runningStatistics, to: bestRunning)
+                }
+            } else if state.earlyStoppingWait >= stopping.patience && state.epoch > 1 {
+                state.stopped = true
+            }
+        }
+        if let plateau = options.reduceLearningRate {
+            if monitor < (state.plateauBest ?? .infinity) - plateau.minDelta {
+                state.plateauBest = monitor
+                state.plateauWait = 0
+            } else {
+                state.plateauWait += 1
+                if state.plateauWait >= plateau.patience {
+                    if state.learningRate > plateau.minimum { state.learningRate = max(state.learningRate * plateau.factor, plateau.minimum) }
+                    state.plateauWait = 0
+                }
+            }
+        }
+    }
+
+    /// The best-epoch weights kept for `restoreBestWeights` (for checkpoints).
+    public func bestWeights() throws -> (parameters: [Double], running: [Double])? {
+        guard let bestParameters, let bestRunning else { return nil }
+        return (try backend.read(bestParameters), try backend.read(bestRunning))
+    }
+}
