@@ -19,6 +19,45 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var history: [EpochRecord] = []
 }
 
+extension TrainerState {
+    /// Keras' EarlyStopping and ReduceLROnPlateau (in that order), each with its own best value, after epoch
+    /// `epoch` (already counted) with monitored loss `current`:
+    /// ```
+    /// EarlyStopping:     wait += 1; if current + min_delta < best { best = current; wait = 0 }
+    ///                    else if wait ≥ patience and not the first epoch { stop }
+    /// ReduceLROnPlateau: if current < best − min_delta { best = current; wait = 0 }
+    ///                    else { wait += 1; if wait ≥ patience { lr = max(lr·factor, min_lr); wait = 0 } }
+    /// ```
+    /// Returns true when early stopping saw an improvement (the best weights are to be kept).
+    public mutating func applyCallbacks(monitor current: Double, options: TrainingOptions) -> Bool {
+        var improved = false
+        if let stopping = options.earlyStopping {
+            earlyStoppingWait += 1
+            if current + stopping.minDelta < (best ?? .infinity) {
+                best = current
+                bestEpoch = epoch
+                earlyStoppingWait = 0
+                improved = true
+            } else if earlyStoppingWait >= stopping.patience && epoch > 1 {
+                stopped = true
+            }
+        }
+        if let plateau = options.reduceLearningRate {
+            if current < (plateauBest ?? .infinity) - plateau.minDelta {
+                plateauBest = current
+                plateauWait = 0
+            } else {
+                plateauWait += 1
+                if plateauWait >= plateau.patience {
+                    if learningRate > plateau.minimum { learningRate = max(learningRate * plateau.factor, plateau.minimum) }
+                    plateauWait = 0
+                }
+            }
+        }
+        return improved
+    }
+}
+
 /// What `Trainer` reports while it runs.
 public protocol TrainingObserver: AnyObject {
     /// After each step is queued (not finished: nothing waits for the device here).
@@ -149,39 +188,11 @@ public final class Trainer<B: Backend> {
         return zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(set.rows)
     }
 
-    /// Keras' EarlyStopping and ReduceLROnPlateau (in that order), each with its own best value:
-    /// ```
-    /// EarlyStopping:     wait += 1; if current − min_delta < best { best = current; wait = 0 }
-    ///                    else if wait ≥ patience and not the first epoch { stop (restore best weights) }
-    /// ReduceLROnPlateau: if current < best − min_delta { best = current; wait = 0 }
-    ///                    else { wait += 1; if wait ≥ patience { lr = max(lr·factor, min_lr); wait = 0 } }
-    /// ```
+    /// Applies the callbacks to the epoch's monitored loss; keeps the best weights when they improved.
     private func updateCallbacks(monitor: Double) throws {
-        if let stopping = options.earlyStopping {
-            state.earlyStoppingWait += 1
-            if monitor - stopping.minDelta < (state.best ?? .infinity) {
-                state.best = monitor
-                state.bestEpoch = state.epoch
-                state.earlyStoppingWait = 0
-                if let bestParameters, let bestRunning {
-                    try backend.copy(network.parameters, to: bestParameters)
-                    try backend.copy(network.runningStatistics, to: bestRunning)
-                }
-            } else if state.earlyStoppingWait >= stopping.patience && state.epoch > 1 {
-                state.stopped = true
-            }
-        }
-        if let plateau = options.reduceLearningRate {
-            if monitor < (state.plateauBest ?? .infinity) - plateau.minDelta {
-                state.plateauBest = monitor
-                state.plateauWait = 0
-            } else {
-                state.plateauWait += 1
-                if state.plateauWait >= plateau.patience {
-                    if state.learningRate > plateau.minimum { state.learningRate = max(state.learningRate * plateau.factor, plateau.minimum) }
-                    state.plateauWait = 0
-                }
-            }
+        if state.applyCallbacks(monitor: monitor, options: options), let bestParameters, let bestRunning {
+            try backend.copy(network.parameters, to: bestParameters)
+            try backend.copy(network.runningStatistics, to: bestRunning)
         }
     }
 
