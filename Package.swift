@@ -35,6 +35,7 @@ let package = Package(
                 .embedInCode("batchnorm.cl"),
                 .embedInCode("loss.cl"),
                 .embedInCode("adam.cl"),
+                .embedInCode("columns.cl"),
             ]
         ),
         .target(

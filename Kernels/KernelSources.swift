@@ -9,5 +9,6 @@ public enum KernelSources {
         ("batchnorm.cl", String(decoding: PackageResources.batchnorm_cl, as: UTF8.self)),
         ("loss.cl", String(decoding: PackageResources.loss_cl, as: UTF8.self)),
         ("adam.cl", String(decoding: PackageResources.adam_cl, as: UTF8.self)),
+        ("columns.cl", String(decoding: PackageResources.columns_cl, as: UTF8.self)),
     ]
 }

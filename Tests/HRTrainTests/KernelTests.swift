@@ -56,15 +56,67 @@ final class KernelTests: XCTestCase {
     }
 
     func testColumnSums() throws {
-        let device = try SharedDevice.backend()
+        for device in try SharedDevice.variants() {
         for (n, (rows, cols)) in shapes.enumerated() {
             let x = randomValues(rows * cols, seed: UInt64(50 + n))
             let sr = try reference.scratch([cols])
             try reference.columnSums(try reference.tensor(x, shape: [rows, cols]), into: sr)
             let sd = try GuardedTensor(device, shape: [cols])
             try device.columnSums(try device.tensor(x, shape: [rows, cols]), into: sd.tensor)
-            assertClose(try device.read(sd.tensor), try reference.read(sr), limit: 1e-5, "columnSums \(rows)×\(cols)")
+            assertClose(try device.read(sd.tensor), try reference.read(sr), limit: 1e-5, "columnSums \(device.variant) \(rows)×\(cols)")
             try sd.checkGuards(device, "columnSums")
+        }
+        }
+    }
+
+    /// The fused hidden-block kernels (column-strip) and the composed path (tiled) against the reference's
+    /// composition of the primitives, for both layer orders.
+    func testHiddenBlockForwardAndBackward() throws {
+        for device in try SharedDevice.variants() {
+            for order in LayerOrder.allCases {
+                for (n, (rows, cols)) in shapes.enumerated() {
+                    let seed = UInt64(2000 + 10 * n)
+                    let z = randomValues(rows * cols, seed: seed, scale: 1.5)
+                    let bias = randomValues(cols, seed: seed + 1, scale: 0.3)
+                    let gamma = randomValues(cols, seed: seed + 2).map { 1 + 0.3 * $0 }
+                    let beta = randomValues(cols, seed: seed + 3, scale: 0.3)
+                    let rm = randomValues(cols, seed: seed + 4, scale: 0.2), rv = randomValues(cols, seed: seed + 5, scale: 0.2).map { 1 + abs($0) }
+                    let dy = randomValues(rows * cols, seed: seed + 6)
+                    let what = "\(device.variant) \(order.rawValue) \(rows)×\(cols)"
+                    let settings = NumericsProfile.pytorch.batchNorm
+
+                    func run<B: Backend>(_ b: B, guarded: (([Int]) throws -> B.Tensor)) throws -> [String: [Double]] {
+                        let zt = try b.tensor(z, shape: [rows, cols])
+                        let (bt, gt, bet) = (try b.tensor(bias, shape: [cols]), try b.tensor(gamma, shape: [cols]), try b.tensor(beta, shape: [cols]))
+                        let (rmt, rvt) = (try b.tensor(rm, shape: [cols]), try b.tensor(rv, shape: [cols]))
+                        let mean = try guarded([cols]), inv = try guarded([cols])
+                        let saved = try guarded([rows, cols]), y = try guarded([rows, cols])
+                        try b.hiddenBlockForward(order: order, z: zt, bias: bt, gamma: gt, beta: bet, runningMean: rmt, runningVariance: rvt, savedMean: mean, savedInverseStd: inv, settings: settings, saved: saved, output: y)
+                        let dyt = try b.tensor(dy, shape: [rows, cols])
+                        let dz = try guarded([rows, cols]), dg = try guarded([cols]), dbe = try guarded([cols]), db = try guarded([cols])
+                        var out: [String: [Double]] = [:]
+                        for (k, t) in [("saved", saved), ("y", y), ("mean", mean), ("invstd", inv), ("running mean", rmt), ("running var", rvt)] { out[k] = try b.read(t) }
+                        try b.hiddenBlockBackward(order: order, outputGradient: dyt, saved: saved, output: y, gamma: gt, savedMean: mean, savedInverseStd: inv, inputGradient: dz, gammaGradient: dg, betaGradient: dbe, biasGradient: db)
+                        for (k, t) in [("dz", dz), ("dgamma", dg), ("dbeta", dbe), ("dbias", db)] { out[k] = try b.read(t) }
+                        return out
+                    }
+                    var guards: [GuardedTensor] = []
+                    let d = try run(device) { shape in
+                        let g = try GuardedTensor(device, shape: shape)
+                        guards.append(g)
+                        return g.tensor
+                    }
+                    let r = try run(reference) { try self.reference.scratch($0) }
+                    for key in ["saved", "y", "mean", "invstd", "running mean", "running var", "dgamma", "dbeta"] {
+                        assertClose(d[key]!, r[key]!, limit: 2e-5, "\(key) \(what)")
+                    }
+                    // dz and db come out of batch norm's cancelling difference: judged on the size of its terms.
+                    let termScale = (0..<cols).map { abs(gamma[$0] * r["invstd"]![$0]) }.max()! * dy.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                    assertClose(d["dz"]!, r["dz"]!, limit: 2e-5, floor: termScale, "dz \(what)")
+                    assertClose(d["dbias"]!, r["dbias"]!, limit: 2e-5, floor: termScale * Double(rows).squareRoot(), "dbias \(what)")
+                    for g in guards { try g.checkGuards(device, what) }
+                }
+            }
         }
     }
 

@@ -8,6 +8,12 @@ import XCTest
 enum SharedDevice {
     static let result: Result<OpenCLBackend, Error> = Result { try OpenCLBackend(context: ComputeContext()) }
 
+    /// The device with each kernel variant (column-strip and tiled), sharing one context.
+    static func variants() throws -> [OpenCLBackend] {
+        let base = try backend()
+        return OpenCLBackend.KernelVariant.allCases.map { OpenCLBackend(context: base.context, variant: $0) }
+    }
+
     static func backend() throws -> OpenCLBackend {
         switch result {
         case .success(let backend): return backend

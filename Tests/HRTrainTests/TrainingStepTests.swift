@@ -15,24 +15,26 @@ final class TrainingStepTests: XCTestCase {
     }
 
     func testWholeStepMatchesReferenceForEveryProfileAndLayout() throws {
-        let device = try SharedDevice.backend()
+        for device in try SharedDevice.variants() {
         for profile in NumericsProfile.allCases {
             for order in LayerOrder.allCases {
                 let report = try Verification.run(device: device, options: smallOptions(profile, order))
                 for row in report.tensors + report.trajectory {
-                    XCTAssertTrue(row.passed, "\(profile) \(order.rawValue): \(row.name) error \(row.error) > \(row.limit)")
+                    XCTAssertTrue(row.passed, "\(device.variant) \(profile) \(order.rawValue): \(row.name) error \(row.error) > \(row.limit)")
                 }
                 XCTAssertEqual(report.tensors.count, 1 + 2 * 2 + 1 + 1 + 10 + 4 + 10, "one row per tensor")
-                XCTAssertTrue(report.passed)
+                XCTAssertTrue(report.passed, "\(device.variant) \(profile) \(order.rawValue)")
             }
+        }
         }
     }
 
     func testBatchesOfTwoAndThreeRows() throws {
-        let device = try SharedDevice.backend()
+        for device in try SharedDevice.variants() {
         for batch in [2, 3] {
             let report = try Verification.run(device: device, options: smallOptions(.pytorch, .denseTanhBatchNorm, batch: batch))
-            XCTAssertTrue(report.passed, "batch \(batch): \(report.tensors.filter { !$0.passed }.map(\.name))")
+            XCTAssertTrue(report.passed, "\(device.variant) batch \(batch): \(report.tensors.filter { !$0.passed }.map(\.name))")
+        }
         }
     }
 

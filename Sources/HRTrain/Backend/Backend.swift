@@ -75,6 +75,25 @@ public protocol Backend: AnyObject {
         outputGradient dy: Tensor, input x: Tensor, gamma: Tensor, savedMean: Tensor, savedInverseStd: Tensor,
         inputGradient dx: Tensor, gammaGradient: Tensor, betaGradient: Tensor) throws
 
+    // MARK: Hidden block (fused where the backend can)
+
+    /// Training-mode forward of a hidden block after its GEMM `z = h·W`:
+    /// ```
+    /// dense-tanh-bn:  saved = tanh(z + b),  y = BN(saved)
+    /// dense-bn-tanh:  saved = z + b,        y = tanh(BN(saved))
+    /// ```
+    /// `saved` is what the backward pass needs (it may be `z` itself for dense-bn-tanh).
+    func hiddenBlockForward(
+        order: LayerOrder, z: Tensor, bias: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor,
+        runningVariance: Tensor, savedMean: Tensor, savedInverseStd: Tensor, settings: BatchNormSettings,
+        saved: Tensor, output y: Tensor) throws
+    /// Backward of a hidden block from dL/dy to dL/dz (the GEMM output), with dγ, dβ and the bias gradient
+    /// `db = Σ_rows dz`. `outputGradient` may be overwritten.
+    func hiddenBlockBackward(
+        order: LayerOrder, outputGradient dy: Tensor, saved: Tensor, output y: Tensor, gamma: Tensor,
+        savedMean: Tensor, savedInverseStd: Tensor, inputGradient dz: Tensor, gammaGradient: Tensor,
+        betaGradient: Tensor, biasGradient: Tensor) throws
+
     // MARK: Loss, optimizer, data
 
     /// Mean squared error over all elements: writes `loss[0]` and `gradient = 2(p − t)/n`.
@@ -86,6 +105,68 @@ public protocol Backend: AnyObject {
     func gatherRows(_ source: Tensor, indices: Indices, indexOffset: Int, into out: Tensor) throws
     /// StandardScaler: `out[r, j] = (x[r, j] − mean[j]) / scale[j]`.
     func standardScale(_ x: Tensor, mean: Tensor, scale: Tensor, into out: Tensor) throws
+}
+
+extension Backend {
+    public func hiddenBlockForward(
+        order: LayerOrder, z: Tensor, bias: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor,
+        runningVariance: Tensor, savedMean: Tensor, savedInverseStd: Tensor, settings: BatchNormSettings,
+        saved: Tensor, output y: Tensor
+    ) throws {
+        try composedHiddenBlockForward(
+            self, order: order, z: z, bias: bias, gamma: gamma, beta: beta, runningMean: runningMean,
+            runningVariance: runningVariance, savedMean: savedMean, savedInverseStd: savedInverseStd, settings: settings,
+            saved: saved, output: y)
+    }
+
+    public func hiddenBlockBackward(
+        order: LayerOrder, outputGradient dy: Tensor, saved: Tensor, output y: Tensor, gamma: Tensor,
+        savedMean: Tensor, savedInverseStd: Tensor, inputGradient dz: Tensor, gammaGradient: Tensor,
+        betaGradient: Tensor, biasGradient: Tensor
+    ) throws {
+        try composedHiddenBlockBackward(
+            self, order: order, outputGradient: dy, saved: saved, output: y, gamma: gamma, savedMean: savedMean,
+            savedInverseStd: savedInverseStd, inputGradient: dz, gammaGradient: gammaGradient, betaGradient: betaGradient,
+            biasGradient: biasGradient)
+    }
+}
+
+/// The hidden-block forward composed of the primitive operations (the reference's definition, and the
+/// OpenCL backend's path where it has no fused kernel).
+func composedHiddenBlockForward<B: Backend>(
+    _ b: B, order: LayerOrder, z: B.Tensor, bias: B.Tensor, gamma: B.Tensor, beta: B.Tensor, runningMean: B.Tensor,
+    runningVariance: B.Tensor, savedMean: B.Tensor, savedInverseStd: B.Tensor, settings: BatchNormSettings,
+    saved: B.Tensor, output y: B.Tensor
+) throws {
+    switch order {
+    case .denseTanhBatchNorm: try b.biasTanh(z, bias: bias, into: saved)
+    case .denseBatchNormTanh: try b.biasAdd(z, bias: bias, into: saved)
+    }
+    try b.batchNormTraining(
+        saved, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+        savedMean: savedMean, savedInverseStd: savedInverseStd, settings: settings, into: y)
+    if order == .denseBatchNormTanh { try b.tanh(y, into: y) }
+}
+
+/// The hidden-block backward composed of the primitive operations.
+func composedHiddenBlockBackward<B: Backend>(
+    _ b: B, order: LayerOrder, outputGradient dy: B.Tensor, saved: B.Tensor, output y: B.Tensor, gamma: B.Tensor,
+    savedMean: B.Tensor, savedInverseStd: B.Tensor, inputGradient dz: B.Tensor, gammaGradient: B.Tensor,
+    betaGradient: B.Tensor, biasGradient: B.Tensor
+) throws {
+    switch order {
+    case .denseTanhBatchNorm:  // dy → BN⁻¹ → dt → tanh⁻¹ (in place) → dz
+        try b.batchNormBackward(
+            outputGradient: dy, input: saved, gamma: gamma, savedMean: savedMean, savedInverseStd: savedInverseStd,
+            inputGradient: dz, gammaGradient: gammaGradient, betaGradient: betaGradient)
+        try b.tanhBackward(outputGradient: dz, output: saved, into: dz)
+    case .denseBatchNormTanh:  // dy → tanh⁻¹ (in place in dy) → BN⁻¹ → dz
+        try b.tanhBackward(outputGradient: dy, output: y, into: dy)
+        try b.batchNormBackward(
+            outputGradient: dy, input: saved, gamma: gamma, savedMean: savedMean, savedInverseStd: savedInverseStd,
+            inputGradient: dz, gammaGradient: gammaGradient, betaGradient: betaGradient)
+    }
+    try b.columnSums(dz, into: biasGradient)
 }
 
 /// The batch-normalisation constants of a numerics profile.

@@ -20,6 +20,19 @@ public final class OpenCLBackend: Backend {
     /// The device context every operation is queued on.
     public let context: ComputeContext
 
+    /// How the per-column work (batch norm, bias gradients) is laid out on the device.
+    public enum KernelVariant: String, Codable, Sendable, CaseIterable {
+        /// Work-groups of 16 columns × 16 row lanes reducing through local memory (GPUs).
+        case tiled
+        /// One work-item per strip of 16 columns (a float16 vector) walking the rows, and the fused
+        /// hidden-block kernels (CPU drivers, where barriers and local memory are costly).
+        case columnStrip = "column-strip"
+    }
+    /// The variant in use: `$HRTRAIN_KERNEL_VARIANT` if set, else column-strip on CPU devices, tiled elsewhere.
+    public let variant: KernelVariant
+    /// Columns per work-item of the column-strip kernels (one float16).
+    static let stripWidth = 16
+
     /// Work-group shape of the column reductions (must match `COL_TILE`/`ROW_LANES` in the kernels).
     static let columnTile = 16
     static let rowLanes = 16
@@ -28,15 +41,19 @@ public final class OpenCLBackend: Backend {
     /// Work-group size of the elementwise kernels.
     static let elementwiseGroup = 256
 
-    /// Wraps an open device context.
-    public init(context: ComputeContext) { self.context = context }
+    /// Wraps an open device context, with `variant` or the device's default variant.
+    public init(context: ComputeContext, variant: KernelVariant? = nil) {
+        self.context = context
+        let fromEnvironment = ProcessInfo.processInfo.environment["HRTRAIN_KERNEL_VARIANT"].flatMap(KernelVariant.init(rawValue:))
+        self.variant = variant ?? fromEnvironment ?? (context.device.kind == .cpu ? .columnStrip : .tiled)
+    }
 
     /// Opens a device (see `ComputeContext.init(deviceIndex:)`).
     public convenience init(deviceIndex: Int? = nil) throws {
         self.init(context: try ComputeContext(deviceIndex: deviceIndex))
     }
 
-    public var name: String { "OpenCL: \(context.device.name)" }
+    public var name: String { "OpenCL: \(context.device.name)" + (variant == .tiled ? "" : " (\(variant.rawValue) kernels)") }
 
     // MARK: Memory
 
@@ -82,7 +99,8 @@ public final class OpenCLBackend: Backend {
     public func matmul(_ a: DeviceTensor, transposeA: Bool, _ b: DeviceTensor, transposeB: Bool, into c: DeviceTensor) throws {
         let (m, n, k) = try matmulDimensions(a.shape, transposeA, b.shape, transposeB, c.shape)
         let label = "gemm \(m)x\(n)x\(k)\(transposeA ? " Aᵀ" : "")\(transposeB ? " Bᵀ" : "")"
-        let status = context.recordingEvent(label) { event in
+        let bytes = Double(4 * (m * k + k * n + m * n))
+        let status = context.recordingEvent(label, flops: 2 * Double(m) * Double(n) * Double(k), bytes: bytes) { event in
             CLBlastSgemm(
                 CLBlastLayoutRowMajor, transposeA ? CLBlastTransposeYes : CLBlastTransposeNo,
                 transposeB ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, 1,
@@ -98,7 +116,10 @@ public final class OpenCLBackend: Backend {
 
     public func columnSums(_ x: DeviceTensor, into sums: DeviceTensor) throws {
         try require(sums.count == x.columns, "columnSums: \(x.columns) columns into \(sums.count) sums")
-        try runColumns("kernel_column_sums_f32", [.buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)), .int(Int32(x.rows)), .int(Int32(x.columns))], columns: x.columns)
+        if variant == .columnStrip {
+            return try runStrips("kernel_column_sums_strip_f32", [.buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)), .int(Int32(x.rows)), .int(Int32(x.columns))], columns: x.columns, bytes: 4 * x.count)
+        }
+        try runColumns("kernel_column_sums_f32", [.buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)), .int(Int32(x.rows)), .int(Int32(x.columns))], columns: x.columns, bytes: 4 * x.count)
     }
 
     // MARK: tanh
@@ -138,7 +159,7 @@ public final class OpenCLBackend: Backend {
                 .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)),
                 .int(Int32(rows)), .int(Int32(cols)), .float(Float(settings.epsilon)),
                 .float(Float(settings.runningUpdateFactor)), .int(settings.unbiasedRunningVariance ? 1 : 0),
-            ], columns: cols)
+            ], columns: cols, bytes: 8 * x.count)
         try batchNormApply(x, mean: savedMean, inverseStd: savedInverseStd, gamma: gamma, beta: beta, into: y)
     }
 
@@ -186,7 +207,7 @@ public final class OpenCLBackend: Backend {
                 .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
                 .int(Int32(savedInverseStd.offset)), .buffer(gammaGradient.buffer.mem), .int(Int32(gammaGradient.offset)),
                 .buffer(betaGradient.buffer.mem), .int(Int32(betaGradient.offset)), .int(Int32(rows)), .int(Int32(cols)),
-            ], columns: cols)
+            ], columns: cols, bytes: 8 * x.count)
         try run(
             "kernel_batchnorm_backward_dx_f32",
             [
@@ -196,7 +217,71 @@ public final class OpenCLBackend: Backend {
                 .buffer(gammaGradient.buffer.mem), .int(Int32(gammaGradient.offset)), .buffer(betaGradient.buffer.mem),
                 .int(Int32(betaGradient.offset)), .buffer(dx.buffer.mem), .int(Int32(dx.offset)), .int(Int32(rows)),
                 .int(Int32(cols)),
-            ], count: x.count)
+            ], count: x.count, traffic: 3)
+    }
+
+    // MARK: Hidden block
+
+    public func hiddenBlockForward(
+        order: LayerOrder, z: DeviceTensor, bias: DeviceTensor, gamma: DeviceTensor, beta: DeviceTensor,
+        runningMean: DeviceTensor, runningVariance: DeviceTensor, savedMean: DeviceTensor, savedInverseStd: DeviceTensor,
+        settings: BatchNormSettings, saved: DeviceTensor, output y: DeviceTensor
+    ) throws {
+        guard variant == .columnStrip else {
+            return try composedHiddenBlockForward(
+                self, order: order, z: z, bias: bias, gamma: gamma, beta: beta, runningMean: runningMean,
+                runningVariance: runningVariance, savedMean: savedMean, savedInverseStd: savedInverseStd,
+                settings: settings, saved: saved, output: y)
+        }
+        let (rows, cols) = (z.rows, z.columns)
+        try require(rows >= 2, "batch normalisation in training mode needs at least 2 rows, got \(rows)")
+        try require(
+            [bias, gamma, beta, runningMean, runningVariance, savedMean, savedInverseStd].allSatisfy { $0.count == cols }
+                && saved.count == z.count && y.count == z.count, "hiddenBlockForward: shapes differ")
+        try runStrips(
+            order == .denseTanhBatchNorm ? "kernel_bias_tanh_bn_forward_strip_f32" : "kernel_bias_bn_tanh_forward_strip_f32",
+            [
+                .buffer(z.buffer.mem), .int(Int32(z.offset)), .buffer(bias.buffer.mem), .int(Int32(bias.offset)),
+                .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)), .buffer(beta.buffer.mem), .int(Int32(beta.offset)),
+                .buffer(saved.buffer.mem), .int(Int32(saved.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)),
+                .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
+                .int(Int32(savedInverseStd.offset)), .buffer(runningMean.buffer.mem), .int(Int32(runningMean.offset)),
+                .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)), .int(Int32(rows)), .int(Int32(cols)),
+                .float(Float(settings.epsilon)), .float(Float(settings.runningUpdateFactor)),
+                .int(settings.unbiasedRunningVariance ? 1 : 0),
+            ], columns: cols, bytes: 4 * 5 * z.count)
+    }
+
+    public func hiddenBlockBackward(
+        order: LayerOrder, outputGradient dy: DeviceTensor, saved: DeviceTensor, output y: DeviceTensor,
+        gamma: DeviceTensor, savedMean: DeviceTensor, savedInverseStd: DeviceTensor, inputGradient dz: DeviceTensor,
+        gammaGradient: DeviceTensor, betaGradient: DeviceTensor, biasGradient: DeviceTensor
+    ) throws {
+        guard variant == .columnStrip else {
+            return try composedHiddenBlockBackward(
+                self, order: order, outputGradient: dy, saved: saved, output: y, gamma: gamma, savedMean: savedMean,
+                savedInverseStd: savedInverseStd, inputGradient: dz, gammaGradient: gammaGradient,
+                betaGradient: betaGradient, biasGradient: biasGradient)
+        }
+        let (rows, cols) = (dy.rows, dy.columns)
+        try require(
+            [gamma, savedMean, savedInverseStd, gammaGradient, betaGradient, biasGradient].allSatisfy { $0.count == cols }
+                && [saved, y, dz].allSatisfy { $0.count == dy.count }, "hiddenBlockBackward: shapes differ")
+        var arguments: [Kernel.Argument] = [.buffer(dy.buffer.mem), .int(Int32(dy.offset))]
+        switch order {
+        case .denseTanhBatchNorm: arguments += [.buffer(saved.buffer.mem), .int(Int32(saved.offset))]
+        case .denseBatchNormTanh: arguments += [.buffer(y.buffer.mem), .int(Int32(y.offset)), .buffer(saved.buffer.mem), .int(Int32(saved.offset))]
+        }
+        arguments += [
+            .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
+            .int(Int32(savedInverseStd.offset)), .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)),
+            .buffer(dz.buffer.mem), .int(Int32(dz.offset)), .buffer(gammaGradient.buffer.mem), .int(Int32(gammaGradient.offset)),
+            .buffer(betaGradient.buffer.mem), .int(Int32(betaGradient.offset)), .buffer(biasGradient.buffer.mem),
+            .int(Int32(biasGradient.offset)), .int(Int32(rows)), .int(Int32(cols)),
+        ]
+        try runStrips(
+            order == .denseTanhBatchNorm ? "kernel_bn_tanh_backward_strip_f32" : "kernel_tanh_bn_backward_strip_f32",
+            arguments, columns: cols, bytes: 4 * (order == .denseTanhBatchNorm ? 5 : 7) * dy.count)
     }
 
     // MARK: Loss, optimizer, data
@@ -209,7 +294,7 @@ public final class OpenCLBackend: Backend {
             .buffer(g.buffer.mem), .int(Int32(g.offset)), .buffer(loss.buffer.mem), .int(Int32(loss.offset)),
             .int(Int32(p.count)),
         ])
-        try context.launch(kernel, global: [Self.lossLanes], local: [Self.lossLanes])
+        try context.launch(kernel, global: [Self.lossLanes], local: [Self.lossLanes], bytes: 12 * p.count)
     }
 
     public func adamUpdate(parameters: DeviceTensor, gradients: DeviceTensor, m: DeviceTensor, v: DeviceTensor, coefficients k: AdamCoefficients) throws {
@@ -222,7 +307,7 @@ public final class OpenCLBackend: Backend {
                 .buffer(parameters.buffer.mem), .buffer(gradients.buffer.mem), .buffer(m.buffer.mem), .buffer(v.buffer.mem),
                 .int(Int32(parameters.count)), .float(Float(k.beta1)), .float(Float(1 - k.beta1)), .float(Float(k.beta2)), .float(Float(1 - k.beta2)), .float(Float(k.stepSize)),
                 .float(Float(k.rootScale)), .float(Float(k.epsilon)),
-            ], count: parameters.count)
+            ], count: parameters.count, traffic: 7)
     }
 
     public func gatherRows(_ source: DeviceTensor, indices: DeviceIndices, indexOffset: Int, into out: DeviceTensor) throws {
@@ -233,7 +318,7 @@ public final class OpenCLBackend: Backend {
             [
                 .buffer(source.buffer.mem), .int(Int32(source.offset)), .buffer(indices.buffer.mem), .int(Int32(indexOffset)),
                 .buffer(out.buffer.mem), .int(Int32(out.offset)), .int(Int32(out.rows)), .int(Int32(out.columns)),
-            ], count: out.count)
+            ], count: out.count, traffic: 3)
     }
 
     public func standardScale(_ x: DeviceTensor, mean: DeviceTensor, scale: DeviceTensor, into out: DeviceTensor) throws {
@@ -250,17 +335,25 @@ public final class OpenCLBackend: Backend {
     // MARK: Launch helpers
 
     /// An elementwise kernel over `count` work-items.
-    private func run(_ name: String, _ arguments: [Kernel.Argument], count: Int) throws {
+    /// `traffic` is the number of Float32 values the kernel reads and writes per work-item (for the profile).
+    private func run(_ name: String, _ arguments: [Kernel.Argument], count: Int, traffic: Int = 2) throws {
         let kernel = try context.kernel(name)
         try kernel.setArguments(arguments)
-        try context.launch(kernel, global: [count], local: [Self.elementwiseGroup])
+        try context.launch(kernel, global: [count], local: [Self.elementwiseGroup], bytes: 4 * traffic * count)
     }
 
     /// A column reduction: one work-group of `columnTile × rowLanes` per `columnTile` columns.
-    private func runColumns(_ name: String, _ arguments: [Kernel.Argument], columns: Int) throws {
+    private func runColumns(_ name: String, _ arguments: [Kernel.Argument], columns: Int, bytes: Int) throws {
         let kernel = try context.kernel(name)
         try kernel.setArguments(arguments)
-        try context.launch(kernel, global: [columns, Self.rowLanes], local: [Self.columnTile, Self.rowLanes])
+        try context.launch(kernel, global: [columns, Self.rowLanes], local: [Self.columnTile, Self.rowLanes], bytes: bytes)
+    }
+
+    /// A column-strip kernel: one work-item per 16 columns, work-groups of one.
+    private func runStrips(_ name: String, _ arguments: [Kernel.Argument], columns: Int, bytes: Int) throws {
+        let kernel = try context.kernel(name)
+        try kernel.setArguments(arguments)
+        try context.launch(kernel, global: [(columns + Self.stripWidth - 1) / Self.stripWidth], local: [1], bytes: bytes)
     }
 
     /// `y[r, c] = op(z[r, c], bias[c])` kernels.

@@ -19,18 +19,23 @@ public final class ComputeContext {
     private var kernels: [String: Kernel] = [:]
     /// How the kernel program was obtained this run (for `verify`, `bench` and the cache test).
     public let programBuild: ProgramBuildReport
+    /// The tuned GEMM parameters applied to CLBlast for this device, if any.
+    public private(set) var gemmTuning: StoredGEMMTuning?
     /// When non-nil, every launch records its profiling event here (see `bench`).
     public var profiler: KernelProfiler?
+    /// Device memory held by this context's buffers.
+    public let memory = DeviceMemoryTracker()
     /// The buffer pool of this context.
     public private(set) lazy var pool = BufferPool(context: self)
 
-    /// Opens the device chosen by `deviceIndex` (or `$HRTRAIN_DEVICE`, or the first GPU, or the first device)
-    /// and builds (or loads from the on-disk cache) the kernel program.
-    public convenience init(deviceIndex: Int? = nil, cache: ProgramCache = .standard) throws {
-        try self.init(handle: DeviceCatalog.select(deviceIndex), cache: cache)
+    /// Opens the device chosen by `deviceIndex` (or `$HRTRAIN_DEVICE`, or the first GPU, or the first device),
+    /// builds (or loads from the on-disk cache) the kernel program, and applies the GEMM parameters that
+    /// `hrtrain tune` stored for this device (unless `tunedGEMM` is false).
+    public convenience init(deviceIndex: Int? = nil, cache: ProgramCache = .standard, tunedGEMM: Bool = true) throws {
+        try self.init(handle: DeviceCatalog.select(deviceIndex), cache: cache, tunedGEMM: tunedGEMM)
     }
 
-    init(handle: DeviceHandle, cache: ProgramCache) throws {
+    init(handle: DeviceHandle, cache: ProgramCache, tunedGEMM: Bool = true) throws {
         device = handle.info
         deviceID = handle.id
         var status: cl_int = 0
@@ -55,6 +60,9 @@ public final class ComputeContext {
             clReleaseCommandQueue(q)
             clReleaseContext(ctx)
             throw error
+        }
+        if tunedGEMM, let directory = cache.directory {
+            gemmTuning = try GEMMTuning.applyStored(for: self, cache: directory)
         }
     }
 
@@ -81,14 +89,15 @@ public final class ComputeContext {
         try clCheck(clFinish(queue), "clFinish")
     }
 
-    /// Enqueues `kernel` over `global` work-items (rounded up to a multiple of `local`).
-    func launch(_ kernel: Kernel, global: [Int], local: [Int]? = nil) throws {
+    /// Enqueues `kernel` over `global` work-items (rounded up to a multiple of `local`); `bytes` is the
+    /// global-memory traffic it causes, for the profile.
+    func launch(_ kernel: Kernel, global: [Int], local: [Int]? = nil, bytes: Int = 0) throws {
         var globalSize = global
         if let local {
             for d in global.indices { globalSize[d] = (global[d] + local[d] - 1) / local[d] * local[d] }
         }
         if globalSize.contains(0) { return }
-        let status = recordingEvent(kernel.name) { event in
+        let status = recordingEvent(kernel.name, bytes: Double(bytes)) { event in
             globalSize.withUnsafeBufferPointer { g in
                 (local ?? []).withUnsafeBufferPointer { l in
                     clEnqueueNDRangeKernel(
@@ -101,11 +110,11 @@ public final class ComputeContext {
     }
 
     /// Runs `enqueue` with an event pointer when profiling (nil otherwise) and records the event as `name`.
-    func recordingEvent<R>(_ name: String, _ enqueue: (UnsafeMutablePointer<cl_event?>?) -> R) -> R {
+    func recordingEvent<R>(_ name: String, flops: Double = 0, bytes: Double = 0, _ enqueue: (UnsafeMutablePointer<cl_event?>?) -> R) -> R {
         guard let profiler else { return enqueue(nil) }
         var event: cl_event? = nil
         let result = enqueue(&event)
-        if let event { profiler.record(name, event) }
+        if let event { profiler.record(name, event, flops: flops, bytes: bytes) }
         return result
     }
 }

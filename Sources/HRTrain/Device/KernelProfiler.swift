@@ -1,25 +1,37 @@
 import CLShim
 
+/// Device time, launches and work of one kernel (or GEMM shape) summed over the profiled launches.
+public struct KernelTotals: Sendable, Equatable {
+    public var nanoseconds: UInt64 = 0
+    public var calls = 0
+    /// Floating-point operations done (GEMMs: 2·m·n·k).
+    public var flops = 0.0
+    /// Bytes read and written in global memory (estimated from the tensor sizes).
+    public var bytes = 0.0
+}
+
 /// Collects OpenCL profiling events per kernel name and sums their device time.
 public final class KernelProfiler {
-    private var pending: [(String, cl_event)] = []
-    /// Total device nanoseconds and launch count per kernel name.
-    public private(set) var totals: [String: (nanoseconds: UInt64, calls: Int)] = [:]
+    private var pending: [(name: String, event: cl_event, flops: Double, bytes: Double)] = []
+    /// Totals per kernel name.
+    public private(set) var totals: [String: KernelTotals] = [:]
 
     /// Creates an empty profiler.
     public init() {}
 
-    deinit { for (_, event) in pending { clReleaseEvent(event) } }
+    deinit { for p in pending { clReleaseEvent(p.event) } }
 
-    func record(_ name: String, _ event: cl_event) { pending.append((name, event)) }
+    func record(_ name: String, _ event: cl_event, flops: Double, bytes: Double) {
+        pending.append((name, event, flops, bytes))
+    }
 
     /// Waits for the recorded events and adds their durations to `totals`.
     public func collect() throws {
         defer {
-            for (_, event) in pending { clReleaseEvent(event) }
+            for p in pending { clReleaseEvent(p.event) }
             pending.removeAll()
         }
-        for (name, event) in pending {
+        for (name, event, flops, bytes) in pending {
             var event: cl_event? = event
             try clCheck(clWaitForEvents(1, &event), "clWaitForEvents", detail: name)
             var start: cl_ulong = 0
@@ -32,8 +44,12 @@ public final class KernelProfiler {
                 clGetEventProfilingInfo(
                     event, cl_profiling_info(CL_PROFILING_COMMAND_END), MemoryLayout<cl_ulong>.size, &end, nil),
                 "clGetEventProfilingInfo", detail: name)
-            let previous = totals[name] ?? (0, 0)
-            totals[name] = (previous.nanoseconds + (end > start ? end - start : 0), previous.calls + 1)
+            var t = totals[name] ?? KernelTotals()
+            t.nanoseconds += end > start ? end - start : 0
+            t.calls += 1
+            t.flops += flops
+            t.bytes += bytes
+            totals[name] = t
         }
     }
 

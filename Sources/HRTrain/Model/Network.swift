@@ -34,7 +34,6 @@ public final class Network<B: Backend> {
         let rows: Int
         var blockInputs: [B.Tensor] = []  // h_{l-1} of each dense layer (input of the next dense), [N, in]
         var preActivations: [B.Tensor] = []  // z per hidden block, [N, H]
-        var tanhOutputs: [B.Tensor] = []  // per hidden block
         var normInputs: [B.Tensor] = []  // the input of each batch norm (t or z)
         var blockOutputs: [B.Tensor] = []  // h per hidden block
         var savedMeans: [B.Tensor] = []
@@ -123,19 +122,16 @@ public final class Network<B: Backend> {
         var fanIn = spec.inputSize
         for width in spec.hiddenSizes {
             ws.preActivations.append(try backend.scratch([rows, width]))
-            let second = try backend.scratch([rows, width])
             ws.blockOutputs.append(try backend.scratch([rows, width]))
             ws.savedMeans.append(try backend.scratch([width]))
             ws.savedInverseStds.append(try backend.scratch([width]))
             ws.blockGradients.append(try backend.scratch([rows, fanIn]))
             ws.preGradients.append(try backend.scratch([rows, width]))
             switch spec.layerOrder {
-            case .denseTanhBatchNorm:  // t = tanh(z + b) is both the tanh output and the BN input
-                ws.tanhOutputs.append(second)
-                ws.normInputs.append(second)
-            case .denseBatchNormTanh:  // z + b (in place) is the BN input; h is the tanh output
+            case .denseTanhBatchNorm:  // t = tanh(z + b): the tanh output and the BN input
+                ws.normInputs.append(try backend.scratch([rows, width]))
+            case .denseBatchNormTanh:  // z + b (in place): the BN input; the block output is the tanh output
                 ws.normInputs.append(ws.preActivations.last!)
-                ws.tanhOutputs.append(ws.blockOutputs.last!)
             }
             fanIn = width
         }
@@ -167,23 +163,22 @@ public final class Network<B: Backend> {
             try backend.matmul(h, transposeA: false, parameter("dense\(l).weight"), transposeB: false, into: z)
             let gamma = parameter("bn\(l).gamma"), beta = parameter("bn\(l).beta")
             let normIn = ws.normInputs[i], out = ws.blockOutputs[i]
-            switch spec.layerOrder {
-            case .denseTanhBatchNorm:
-                try backend.biasTanh(z, bias: parameter("dense\(l).bias"), into: normIn)
-            case .denseBatchNormTanh:
-                try backend.biasAdd(z, bias: parameter("dense\(l).bias"), into: normIn)
-            }
+            let runningMean = running("bn\(l).running_mean"), runningVariance = running("bn\(l).running_var")
             if training {
-                try backend.batchNormTraining(
-                    normIn, gamma: gamma, beta: beta, runningMean: running("bn\(l).running_mean"),
-                    runningVariance: running("bn\(l).running_var"), savedMean: ws.savedMeans[i],
-                    savedInverseStd: ws.savedInverseStds[i], settings: bn, into: out)
+                try backend.hiddenBlockForward(
+                    order: spec.layerOrder, z: z, bias: parameter("dense\(l).bias"), gamma: gamma, beta: beta,
+                    runningMean: runningMean, runningVariance: runningVariance, savedMean: ws.savedMeans[i],
+                    savedInverseStd: ws.savedInverseStds[i], settings: bn, saved: normIn, output: out)
             } else {
+                switch spec.layerOrder {
+                case .denseTanhBatchNorm: try backend.biasTanh(z, bias: parameter("dense\(l).bias"), into: normIn)
+                case .denseBatchNormTanh: try backend.biasAdd(z, bias: parameter("dense\(l).bias"), into: normIn)
+                }
                 try backend.batchNormInference(
-                    normIn, gamma: gamma, beta: beta, runningMean: running("bn\(l).running_mean"),
-                    runningVariance: running("bn\(l).running_var"), epsilon: bn.epsilon, into: out)
+                    normIn, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+                    epsilon: bn.epsilon, into: out)
+                if spec.layerOrder == .denseBatchNormTanh { try backend.tanh(out, into: out) }
             }
-            if spec.layerOrder == .denseBatchNormTanh { try backend.tanh(out, into: out) }
             ws.blockInputs.append(out)
         }
         try backend.matmul(ws.blockInputs.last!, transposeA: false, parameter("output.weight"), transposeB: false, into: ws.output)
@@ -205,31 +200,24 @@ public final class Network<B: Backend> {
     public func backward() throws {
         guard let ws = lastWorkspace else { throw BackendError("backward() before forward()") }
         let hidden = spec.hiddenSizes.count
-        try denseBackward(prefix: "output", input: ws.blockInputs[hidden], dz: ws.outputGradient, inputGradient: ws.blockGradients[hidden])
+        try denseBackward(prefix: "output", input: ws.blockInputs[hidden], dz: ws.outputGradient, bias: true, inputGradient: ws.blockGradients[hidden])
         for i in stride(from: hidden - 1, through: 0, by: -1) {
             let l = i + 1
             let dh = ws.blockGradients[i + 1]
             let dz = ws.preGradients[i]
-            let bnArgs = (gamma: parameter("bn\(l).gamma"), dGamma: gradient("bn\(l).gamma"), dBeta: gradient("bn\(l).beta"))
-            switch spec.layerOrder {
-            case .denseTanhBatchNorm:  // dh → BN⁻¹ → dt → tanh⁻¹ → dz (in place)
-                try backend.batchNormBackward(
-                    outputGradient: dh, input: ws.normInputs[i], gamma: bnArgs.gamma, savedMean: ws.savedMeans[i],
-                    savedInverseStd: ws.savedInverseStds[i], inputGradient: dz, gammaGradient: bnArgs.dGamma, betaGradient: bnArgs.dBeta)
-                try backend.tanhBackward(outputGradient: dz, output: ws.tanhOutputs[i], into: dz)
-            case .denseBatchNormTanh:  // dh → tanh⁻¹ → dn (in place in dh) → BN⁻¹ → dz
-                try backend.tanhBackward(outputGradient: dh, output: ws.tanhOutputs[i], into: dh)
-                try backend.batchNormBackward(
-                    outputGradient: dh, input: ws.normInputs[i], gamma: bnArgs.gamma, savedMean: ws.savedMeans[i],
-                    savedInverseStd: ws.savedInverseStds[i], inputGradient: dz, gammaGradient: bnArgs.dGamma, betaGradient: bnArgs.dBeta)
-            }
-            try denseBackward(prefix: "dense\(l)", input: ws.blockInputs[i], dz: dz, inputGradient: i == 0 ? nil : ws.blockGradients[i])
+            try backend.hiddenBlockBackward(
+                order: spec.layerOrder, outputGradient: dh, saved: ws.normInputs[i], output: ws.blockOutputs[i],
+                gamma: parameter("bn\(l).gamma"), savedMean: ws.savedMeans[i], savedInverseStd: ws.savedInverseStds[i],
+                inputGradient: dz, gammaGradient: gradient("bn\(l).gamma"), betaGradient: gradient("bn\(l).beta"),
+                biasGradient: gradient("dense\(l).bias"))
+            try denseBackward(prefix: "dense\(l)", input: ws.blockInputs[i], dz: dz, bias: false, inputGradient: i == 0 ? nil : ws.blockGradients[i])
         }
     }
 
-    private func denseBackward(prefix: String, input: B.Tensor, dz: B.Tensor, inputGradient: B.Tensor?) throws {
+    /// `bias`: whether to sum the bias gradient here (the hidden blocks' backward already did).
+    private func denseBackward(prefix: String, input: B.Tensor, dz: B.Tensor, bias: Bool, inputGradient: B.Tensor?) throws {
         try backend.matmul(input, transposeA: true, dz, transposeB: false, into: gradient("\(prefix).weight"))
-        try backend.columnSums(dz, into: gradient("\(prefix).bias"))
+        if bias { try backend.columnSums(dz, into: gradient("\(prefix).bias")) }
         if let dh = inputGradient {
             try backend.matmul(dz, transposeA: false, parameter("\(prefix).weight"), transposeB: true, into: dh)
         }
@@ -267,7 +255,7 @@ public final class Network<B: Backend> {
             let l = i + 1
             switch spec.layerOrder {
             case .denseTanhBatchNorm:
-                out.append(("dense\(l)+tanh output", ws.tanhOutputs[i]))
+                out.append(("dense\(l)+tanh output", ws.normInputs[i]))
                 out.append(("bn\(l) output", ws.blockOutputs[i]))
             case .denseBatchNormTanh:
                 out.append(("dense\(l) output", ws.normInputs[i]))

@@ -1,10 +1,24 @@
 import CLShim
 
+/// Device memory held by one context's buffers: now and at the peak.
+public final class DeviceMemoryTracker {
+    /// Bytes allocated now.
+    public private(set) var currentBytes = 0
+    /// The most bytes allocated at once.
+    public private(set) var peakBytes = 0
+    func add(_ bytes: Int) {
+        currentBytes += bytes
+        peakBytes = max(peakBytes, currentBytes)
+    }
+    func remove(_ bytes: Int) { currentBytes -= bytes }
+}
+
 /// An OpenCL buffer: owns its `cl_mem` and releases it on deinit.
 public final class CLBuffer {
     let mem: cl_mem
     /// Size in bytes.
     public let byteCount: Int
+    private let tracker: DeviceMemoryTracker
 
     init(context: ComputeContext, byteCount: Int) throws {
         let device = context.device
@@ -23,9 +37,14 @@ public final class CLBuffer {
         )
         self.mem = mem!
         self.byteCount = requested
+        tracker = context.memory
+        tracker.add(requested)
     }
 
-    deinit { clReleaseMemObject(mem) }
+    deinit {
+        clReleaseMemObject(mem)
+        tracker.remove(byteCount)
+    }
 }
 
 /// A Float32 row-major tensor on an OpenCL device: a shape and an element offset into a `CLBuffer`.
@@ -126,7 +145,7 @@ extension ComputeContext {
     /// Device-to-device copy of `source` into `destination` (same element count).
     public func copy(_ source: DeviceTensor, to destination: DeviceTensor) throws {
         precondition(source.count == destination.count, "copy: element counts differ")
-        let status = recordingEvent("copy") { event in
+        let status = recordingEvent("copy", bytes: Double(2 * source.count * 4)) { event in
             clEnqueueCopyBuffer(
                 queue, source.buffer.mem, destination.buffer.mem, source.offset * 4, destination.offset * 4,
                 source.count * 4, 0, nil, event)

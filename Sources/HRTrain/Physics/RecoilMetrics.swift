@@ -1,0 +1,178 @@
+import Foundation
+
+/// The conventional recoil-calibration figures of one bin (W/Z measurements at the LHC), in GeV.
+///
+/// With `n = u_t/|u_t|`, `u∥ = u·n` and `u⊥ = u × n = u_x n_y − u_y n_x` (z of the cross product):
+/// - response `R = ⟨u∥⟩ / ⟨|u_t|⟩` (ratio of means, the ATLAS W-mass definition), error by error
+///   propagation with the covariance: `σ_R² = (V(u∥) − 2R·C(u∥,|u_t|) + R²·V(|u_t|)) / (N·⟨|u_t|⟩²)`;
+/// - resolutions of `u∥ − |u_t|` and `u⊥`: RMS about the mean (the standard deviation, ROOT's "RMS"),
+///   error `RMS/√(2(N−1))`, and the robust width `(q₈₄ − q₁₆)/2` with the ±1σ quantiles
+///   q(Φ(∓1)) = q(0.1587), q(0.8413) (the "16–84 %" range; equals σ for a Gaussian), quantiles linearly
+///   interpolated (NumPy's default).
+public struct RecoilBin: Sendable, Equatable {
+    /// Lower edge of the bin in the binning variable (inclusive).
+    public var lowerEdge: Double
+    /// Upper edge of the bin (exclusive).
+    public var upperEdge: Double
+    /// Number of events in the bin (events with |u_t| = 0 are skipped: n is undefined).
+    public var count: Int
+    /// Mean truth recoil magnitude ⟨|u_t|⟩.
+    public var meanTruthMagnitude: Double
+    /// Response ⟨u∥⟩ / ⟨|u_t|⟩.
+    public var response: Double
+    /// Statistical error of the response.
+    public var responseError: Double
+    /// Mean bias ⟨u∥ − |u_t|⟩.
+    public var parallelBias: Double
+    /// RMS (standard deviation) of u∥ − |u_t|.
+    public var parallelRMS: Double
+    /// Statistical error of `parallelRMS`.
+    public var parallelRMSError: Double
+    /// Robust width (q₈₄ − q₁₆)/2 of u∥ − |u_t|.
+    public var parallelWidth: Double
+    /// Mean of u⊥ (zero for an unbiased direction).
+    public var perpendicularMean: Double
+    /// RMS (standard deviation) of u⊥.
+    public var perpendicularRMS: Double
+    /// Statistical error of `perpendicularRMS`.
+    public var perpendicularRMSError: Double
+    /// Robust width (q₈₄ − q₁₆)/2 of u⊥.
+    public var perpendicularWidth: Double
+}
+
+/// The recoil figures over a whole sample.
+public struct RecoilSummary: Sendable, Equatable {
+    /// Number of events used (|u_t| > 0).
+    public var count: Int
+    /// Response ⟨u∥⟩ / ⟨|u_t|⟩ over the sample.
+    public var response: Double
+    /// RMS (standard deviation) of u∥ − |u_t|.
+    public var parallelRMS: Double
+    /// RMS (standard deviation) of u⊥.
+    public var perpendicularRMS: Double
+    /// Root-mean-square error of the x component, `√⟨(u_x − t_x)²⟩`.
+    public var rmseX: Double
+    /// Root-mean-square error of the y component.
+    public var rmseY: Double
+    /// Root-mean-square error over both components, `√(⟨(u_x − t_x)²⟩ + ⟨(u_y − t_y)²⟩)/√2`.
+    public var rmse: Double
+}
+
+/// The projections of a recoil `u` on the truth direction: `(u∥, u⊥, |u_t|)`, or nil when |u_t| = 0.
+@inline(__always)
+private func project(ux: Double, uy: Double, tx: Double, ty: Double) -> (parallel: Double, perpendicular: Double, truth: Double)? {
+    let truth = (tx * tx + ty * ty).squareRoot()
+    if truth == 0 { return nil }
+    let nx = tx / truth, ny = ty / truth
+    return (ux * nx + uy * ny, ux * ny - uy * nx, truth)
+}
+
+/// Linearly interpolated quantile `q` of sorted values (NumPy's default, "type 7").
+private func quantile(sorted values: [Double], _ q: Double) -> Double {
+    if values.isEmpty { return .nan }
+    let position = q * Double(values.count - 1)
+    let lower = Int(position.rounded(.down))
+    let upper = min(lower + 1, values.count - 1)
+    return values[lower] + (position - Double(lower)) * (values[upper] - values[lower])
+}
+
+/// Half the ±1σ interquantile range, `(q(0.8413) − q(0.1587))/2`.
+private func robustWidth(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return 0.5 * (quantile(sorted: sorted, 0.841_344_746) - quantile(sorted: sorted, 0.158_655_254))
+}
+
+/// Response and resolutions of a predicted recoil `(ux, uy)` against the truth `(tx, ty)` in bins of
+/// `variable` (e.g. |u_t|, μ or N_PV) with ascending `edges` (the last may be `.infinity`): an event goes to
+/// bin i when `edges[i] ≤ variable < edges[i+1]`. All sums are in Double. See `RecoilBin` for definitions.
+public func recoilFigures(
+    predictedX ux: [Float], predictedY uy: [Float], truthX tx: [Float], truthY ty: [Float],
+    variable: [Float], edges: [Double]
+) -> [RecoilBin] {
+    let n = ux.count
+    precondition(uy.count == n && tx.count == n && ty.count == n && variable.count == n, "recoilFigures: lengths differ")
+    precondition(edges.count >= 2 && zip(edges, edges.dropFirst()).allSatisfy { $0 < $1 }, "recoilFigures: edges must ascend")
+    let binCount = edges.count - 1
+    var parallelResiduals = [[Double]](repeating: [], count: binCount)
+    var perpendiculars = [[Double]](repeating: [], count: binCount)
+    var truths = [[Double]](repeating: [], count: binCount)
+    for i in 0..<n {
+        let v = Double(variable[i])
+        guard v >= edges[0] && v < edges[binCount] else { continue }
+        // The last edge ≤ v: binary search.
+        var low = 0, high = binCount
+        while high - low > 1 {
+            let middle = (low + high) / 2
+            if v >= edges[middle] { low = middle } else { high = middle }
+        }
+        guard let p = project(ux: Double(ux[i]), uy: Double(uy[i]), tx: Double(tx[i]), ty: Double(ty[i])) else { continue }
+        parallelResiduals[low].append(p.parallel - p.truth)
+        perpendiculars[low].append(p.perpendicular)
+        truths[low].append(p.truth)
+    }
+    return (0..<binCount).map { b in
+        let residual = parallelResiduals[b], perpendicular = perpendiculars[b], truth = truths[b]
+        let count = truth.count
+        let N = Double(count)
+        let meanTruth = truth.reduce(0, +) / N
+        let meanResidual = residual.reduce(0, +) / N
+        let meanParallel = meanTruth + meanResidual
+        let response = meanParallel / meanTruth
+        // Central moments: V(|u_t|), V(u∥ − |u_t|), C(u∥ − |u_t|, |u_t|); u∥ = residual + |u_t|.
+        var varTruth = 0.0, varResidual = 0.0, covariance = 0.0
+        for j in 0..<count {
+            let dt = truth[j] - meanTruth, dr = residual[j] - meanResidual
+            varTruth += dt * dt
+            varResidual += dr * dr
+            covariance += dr * dt
+        }
+        varTruth /= N
+        varResidual /= N
+        covariance /= N
+        let varParallel = varResidual + 2 * covariance + varTruth
+        let covParallelTruth = covariance + varTruth
+        let responseVariance = (varParallel - 2 * response * covParallelTruth + response * response * varTruth) / (N * meanTruth * meanTruth)
+        let meanPerpendicular = perpendicular.reduce(0, +) / N
+        let varPerpendicular = perpendicular.reduce(0) { $0 + ($1 - meanPerpendicular) * ($1 - meanPerpendicular) } / N
+        let rmsErrorFactor = 1 / (2 * max(N - 1, 1)).squareRoot()
+        return RecoilBin(
+            lowerEdge: edges[b], upperEdge: edges[b + 1], count: count, meanTruthMagnitude: meanTruth,
+            response: response, responseError: max(responseVariance, 0).squareRoot(),
+            parallelBias: meanResidual, parallelRMS: varResidual.squareRoot(),
+            parallelRMSError: varResidual.squareRoot() * rmsErrorFactor, parallelWidth: robustWidth(residual),
+            perpendicularMean: meanPerpendicular, perpendicularRMS: varPerpendicular.squareRoot(),
+            perpendicularRMSError: varPerpendicular.squareRoot() * rmsErrorFactor,
+            perpendicularWidth: robustWidth(perpendicular))
+    }
+}
+
+/// Overall response, RMS resolutions and per-component RMSE of a predicted recoil against the truth.
+public func recoilSummary(predictedX ux: [Float], predictedY uy: [Float], truthX tx: [Float], truthY ty: [Float]) -> RecoilSummary {
+    let n = ux.count
+    precondition(uy.count == n && tx.count == n && ty.count == n, "recoilSummary: lengths differ")
+    var count = 0
+    var sumParallel = 0.0, sumTruth = 0.0
+    var sumResidual = 0.0, sumResidual2 = 0.0, sumPerpendicular = 0.0, sumPerpendicular2 = 0.0
+    var squaredX = 0.0, squaredY = 0.0
+    for i in 0..<n {
+        let dx = Double(ux[i]) - Double(tx[i]), dy = Double(uy[i]) - Double(ty[i])
+        squaredX += dx * dx
+        squaredY += dy * dy
+        guard let p = project(ux: Double(ux[i]), uy: Double(uy[i]), tx: Double(tx[i]), ty: Double(ty[i])) else { continue }
+        count += 1
+        sumParallel += p.parallel
+        sumTruth += p.truth
+        sumResidual += p.parallel - p.truth
+        sumResidual2 += (p.parallel - p.truth) * (p.parallel - p.truth)
+        sumPerpendicular += p.perpendicular
+        sumPerpendicular2 += p.perpendicular * p.perpendicular
+    }
+    let N = Double(count), all = Double(n)
+    let meanResidual = sumResidual / N, meanPerpendicular = sumPerpendicular / N
+    return RecoilSummary(
+        count: count, response: sumParallel / sumTruth,
+        parallelRMS: max(sumResidual2 / N - meanResidual * meanResidual, 0).squareRoot(),
+        perpendicularRMS: max(sumPerpendicular2 / N - meanPerpendicular * meanPerpendicular, 0).squareRoot(),
+        rmseX: (squaredX / all).squareRoot(), rmseY: (squaredY / all).squareRoot(),
+        rmse: ((squaredX + squaredY) / (2 * all)).squareRoot())
+}

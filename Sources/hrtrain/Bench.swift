@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import HRTrain
+
+extension HRTrainCommand {
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure training and inference throughput, per-kernel time, and the device's ceilings.",
+            discussion: """
+                Runs steady-state training steps of the network (rows gathered from a resident, shuffled set, as \
+                in training) after untimed warm-up steps; the first step (CLBlast's kernel compilation or its load \
+                from the driver's cache) and the program build are reported separately. Then profiles a few steps \
+                with OpenCL events, measures a large SGEMM and a device copy as the device's ceilings, host↔device \
+                bandwidth and inference (the predict path). --cold starts with empty program caches (hrtrain's and \
+                PoCL's) to show the first-run cost.
+                """)
+
+        @OptionGroup var deviceOptions: DeviceOptions
+        @Option(help: "Rows per step.") var batch = 4000
+        @Option(help: "Hidden layer sizes, comma separated.") var hidden = "256,256,256"
+        @Option(help: "Input features.") var inputs = 38
+        @Option(help: "Outputs.") var outputs = 2
+        @Option(help: "Layer order: dense-tanh-bn or dense-bn-tanh.") var layout: LayerOrder = .denseTanhBatchNorm
+        @Option(help: "Numerics profile: keras or pytorch.") var profile: NumericsProfile = .keras
+        @Option(help: "Timed training steps.") var steps = 30
+        @Option(help: "Untimed warm-up steps.") var warmupSteps = 3
+        @Option(help: "Steps profiled with OpenCL events.") var profiledSteps = 10
+        @Option(help: "n of the n×n×n SGEMM ceiling measurement.") var ceilingSize = 2048
+        @Flag(help: "Start with empty program caches (a first run on a new machine).") var cold = false
+        @Flag(help: "Print JSON instead of tables.") var json = false
+
+        func validate() throws {
+            if batch < 2 { throw ValidationError("--batch must be at least 2, got \(batch)") }
+            if steps < 1 || profiledSteps < 1 || warmupSteps < 0 { throw ValidationError("--steps and --profiled-steps must be ≥ 1, --warmup-steps ≥ 0") }
+            _ = try parseHidden(hidden)
+        }
+
+        func run() throws {
+            if cold {
+                let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hrtrain-cold-\(UUID().uuidString)")
+                setenv("HRTRAIN_CACHE_DIR", dir.appendingPathComponent("hrtrain").path, 1)
+                setenv("POCL_CACHE_DIR", dir.appendingPathComponent("pocl").path, 1)
+            }
+            var options = Benchmark.Options()
+            options.spec = NetworkSpec(inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs, layerOrder: layout)
+            options.profile = profile
+            options.batch = batch
+            options.steps = steps
+            options.warmupSteps = warmupSteps
+            options.profiledSteps = profiledSteps
+            options.ceilingSize = ceilingSize
+            let report = try reportingErrors { try Benchmark.run(context: deviceOptions.open(), options: options) }
+            print(json ? try jsonString(report) : render(report))
+        }
+
+        private func render(_ r: Benchmark.Report) -> String {
+            let o = r.options
+            func f(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", x) }
+            var text = """
+                hrtrain bench: \(r.device.name) (\(r.device.platform))
+                network \(o.spec.inputSize)→\(o.spec.hiddenSizes.map(String.init).joined(separator: ","))→\(o.spec.outputSize) \(o.spec.layerOrder.rawValue), \(o.profile.rawValue) profile, batch \(o.batch), Float32; \(f(Double(r.flopsPerEvent) / 1e6, 2)) MFLOP per event per step
+
+                training   \(leftPad(String(Int(r.training.eventsPerSecond)), 9)) events/s   \(f(r.training.millisecondsPerStep, 2)) ms/step   (\(r.training.steps) steps after \(o.warmupSteps) warm-up)
+                inference  \(leftPad(String(Int(r.inference.eventsPerSecond)), 9)) events/s   \(f(r.inference.millisecondsPerStep, 2)) ms/batch  (upload, scale, forward, read back)
+                start-up   kernel program \(r.startup.programOrigin) in \(f(r.startup.programSeconds, 2)) s; first step \(f(r.startup.firstStepSeconds, 2)) s (includes CLBlast's kernel build or cache load)
+
+                """
+            let rows = r.kernels.map { k in
+                [k.name, f(k.callsPerStep, 0), f(k.millisecondsPerStep, 3), f(100 * k.share) + " %", k.gflops.map { f($0) } ?? "", k.gigabytesPerSecond.map { f($0) } ?? ""]
+            }
+            text += table(["kernel (per training step)", "calls", "ms", "of step", "GFLOP/s", "GB/s"], rows, rightAligned: [1, 2, 3, 4, 5])
+            text += "\n(our kernels: OpenCL profiling events; GEMMs: wall clock per shape, since CLBlast's event covers only its last kernel)"
+            text += """
+
+
+                GEMMs      \(f(r.gemm.millisecondsPerStep, 2)) ms/step, \(f(100 * r.gemm.share)) % of the step, \(f(r.gemm.gflops)) GFLOP/s = \(f(100 * r.gemm.fractionOfCeiling)) % of the SGEMM ceiling; the step takes \(f(r.gemm.stepOverGEMMAtCeiling, 2))× its GEMMs at the ceiling rate
+                ceilings   SGEMM \(r.ceiling.sgemmSize)³ \(f(r.ceiling.sgemmGFLOPs)) GFLOP/s; device copy \(f(r.ceiling.copyGigabytesPerSecond)) GB/s
+                transfers  host→device \(f(r.transfers.hostToDeviceGigabytesPerSecond)) GB/s, device→host \(f(r.transfers.deviceToHostGigabytesPerSecond)) GB/s; one batch upload \(f(r.transfers.batchUploadMilliseconds, 3)) ms
+                memory     peak host \(formatBytes(r.memory.peakHostBytes)), peak device \(formatBytes(r.memory.peakDeviceBytes))
+                """
+            return text
+        }
+    }
+}
