@@ -25,7 +25,7 @@ extension HRTrainCommand {
         @Option(help: "Timed training steps.") var steps = 30
         @Option(help: "Untimed warm-up steps.") var warmupSteps = 3
         @Option(help: "Steps profiled with OpenCL events.") var profiledSteps = 10
-        @Option(help: "n of the n×n×n SGEMM ceiling measurement.") var ceilingSize = 2048
+        @Option(help: "Largest n of the n×n×n SGEMM ceiling measurement (512 and 1024 are always tried).") var ceilingSize = 2048
         @Flag(help: "Start with empty program caches (a first run on a new machine).") var cold = false
         @Flag(help: "Print JSON instead of tables.") var json = false
 
@@ -74,7 +74,7 @@ extension HRTrainCommand {
 
 
                 GEMMs      \(f(r.gemm.millisecondsPerStep, 2)) ms/step, \(f(100 * r.gemm.share)) % of the step, \(f(r.gemm.gflops)) GFLOP/s = \(f(100 * r.gemm.fractionOfCeiling)) % of the SGEMM ceiling; the step takes \(f(r.gemm.stepOverGEMMAtCeiling, 2))× its GEMMs at the ceiling rate
-                ceilings   SGEMM \(r.ceiling.sgemmSize)³ \(f(r.ceiling.sgemmGFLOPs)) GFLOP/s; device copy \(f(r.ceiling.copyGigabytesPerSecond)) GB/s
+                ceilings   SGEMM \(f(r.ceiling.sgemmGFLOPs)) GFLOP/s (best square size: \(r.ceiling.sgemmSize)); device copy \(f(r.ceiling.copyGigabytesPerSecond)) GB/s
                 transfers  host→device \(f(r.transfers.hostToDeviceGigabytesPerSecond)) GB/s, device→host \(f(r.transfers.deviceToHostGigabytesPerSecond)) GB/s; one batch upload \(f(r.transfers.batchUploadMilliseconds, 3)) ms
                 memory     peak host \(formatBytes(r.memory.peakHostBytes)), peak device \(formatBytes(r.memory.peakDeviceBytes))
                 """

@@ -15,6 +15,12 @@ struct DeviceOptions: ParsableArguments {
     func open() throws -> ComputeContext { try ComputeContext(deviceIndex: device) }
 }
 
+/// A failure found while a command runs (not a malformed command line): printed as `error: …`, exit status 1.
+struct CommandError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// Writes `text` to standard error.
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))

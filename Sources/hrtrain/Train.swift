@@ -22,14 +22,14 @@ extension HRTrainCommand {
         @Option(help: "Target columns, comma separated.") var targets = "truth_hr_x,truth_hr_y"
         @Option(help: "A separate test sample (evaluated after training).") var testFile: String?
         @Option(help: "Hold out the last fraction of the rows as a test set.") var testFraction: Double?
-        @Option(help: "Fraction of the training rows used for validation (the last ones, Keras semantics).") var validationSplit: Double?
-        @Option(help: "Epochs (the total, also when resuming).") var epochs: Int?
-        @Option(help: "Rows per step.") var batchSize: Int?
-        @Option(help: "Adam learning rate.") var learningRate: Double?
-        @Option(help: "Numerics profile: keras or pytorch.") var profile: NumericsProfile?
-        @Option(help: "Layer order: dense-tanh-bn or dense-bn-tanh.") var layout: LayerOrder?
-        @Option(help: "Hidden layer sizes, comma separated.") var hidden: String?
-        @Option(help: "Seed of the weight initialisation and the shuffles.") var seed: UInt64?
+        @Option(help: "Fraction of the training rows used for validation (the last ones, Keras semantics; default 0.2).") var validationSplit: Double?
+        @Option(help: "Epochs (the total, also when resuming; default 10).") var epochs: Int?
+        @Option(help: "Rows per step (default 4000).") var batchSize: Int?
+        @Option(help: "Adam learning rate (default 1e-3).") var learningRate: Double?
+        @Option(help: "Numerics profile: keras (default) or pytorch.") var profile: NumericsProfile?
+        @Option(help: "Layer order: dense-tanh-bn (default) or dense-bn-tanh.") var layout: LayerOrder?
+        @Option(help: "Hidden layer sizes, comma separated (default 256,256,256).") var hidden: String?
+        @Option(help: "Seed of the weight initialisation and the shuffles (default 1).") var seed: UInt64?
         @Flag(inversion: .prefixedNo, help: "Shuffle the training rows every epoch.") var shuffle = true
         @Option(help: "Early stopping: epochs without improvement of val_loss before stopping (off unless given).") var patience: Int?
         @Option(help: "Early stopping: the smallest change that counts as an improvement.") var minDelta: Double = 0
@@ -118,7 +118,7 @@ extension HRTrainCommand {
             var best: (parameters: [Double], running: [Double])? = nil
             if let resumed {
                 guard resumed.metadata.trainingRows == prepared.train.rows, resumed.metadata.validationRows == prepared.validation.rows else {
-                    throw ValidationError("--resume: the checkpoint was written for \(resumed.metadata.trainingRows) training and \(resumed.metadata.validationRows) validation rows, but \(data) gives \(prepared.train.rows) and \(prepared.validation.rows): use the same data and split")
+                    throw CommandError("--resume: the checkpoint was written for \(resumed.metadata.trainingRows) training and \(resumed.metadata.validationRows) validation rows, but \(data) gives \(prepared.train.rows) and \(prepared.validation.rows): use the same data and split")
                 }
                 prepared.featureScaler = resumed.model.featureScaler
                 prepared.targetScaler = resumed.model.targetScaler
@@ -130,7 +130,7 @@ extension HRTrainCommand {
             } else if let initFrom {
                 let initial = try Model.read(from: URL(fileURLWithPath: initFrom))
                 guard initial.metadata.featureNames == prepared.featureNames, initial.metadata.targetNames == prepared.targetNames else {
-                    throw ValidationError("--init-from \(initFrom): the model's features/targets (\(initial.metadata.featureNames.count)/\(initial.metadata.targetNames.count) columns) are not the ones selected from \(data)")
+                    throw CommandError("--init-from \(initFrom): the model's features/targets (\(initial.metadata.featureNames.count)/\(initial.metadata.targetNames.count) columns) are not the ones selected from \(data)")
                 }
                 options.spec = initial.metadata.spec
                 options.profile = initial.metadata.profile
@@ -193,9 +193,9 @@ func requireWritableDirectory(of url: URL, option: String) throws {
     let dir = url.deletingLastPathComponent().path
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw ValidationError("\(option) \(url.path): the folder \(dir) does not exist")
+        throw CommandError("\(option) \(url.path): the folder \(dir) does not exist")
     }
-    guard FileManager.default.isWritableFile(atPath: dir) else { throw ValidationError("\(option) \(url.path): the folder \(dir) is not writable") }
+    guard FileManager.default.isWritableFile(atPath: dir) else { throw CommandError("\(option) \(url.path): the folder \(dir) is not writable") }
 }
 
 /// `a,b,c` → ["a", "b", "c"].
@@ -207,6 +207,6 @@ func parseList(_ text: String) -> [String] {
 func parseColumnList(_ text: String) throws -> [String] {
     guard text.hasPrefix("@") else { return parseList(text) }
     let path = String(text.dropFirst())
-    guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("--features \(text): cannot read \(path)") }
+    guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else { throw CommandError("--features \(text): cannot read \(path)") }
     return contents.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
 }
