@@ -14,14 +14,8 @@
 // factor (Keras momentum 0.99 -> f = 0.01; PyTorch momentum 0.1 -> f = 0.1) and var_stored is the biased
 // variance (Keras) or the unbiased one, var * N / (N - 1) (PyTorch).
 //
-// The reductions use the same local layout as reduce.cl (COL_TILE columns x ROW_LANES row lanes).
-
-#ifndef COL_TILE
-#define COL_TILE 16
-#endif
-#ifndef ROW_LANES
-#define ROW_LANES 16
-#endif
+// The reductions use the local layout and tree_sum of reduce.cl (COL_TILE columns x ROW_LANES row lanes),
+// which is built before this file.
 
 __kernel void kernel_batchnorm_stats_f32(__global const float *x, const int x_off,
                                          __global float *save_mean, const int save_mean_off,

@@ -41,6 +41,40 @@ public final class OpenCLBackend: Backend {
     /// Work-group size of the elementwise kernels.
     static let elementwiseGroup = 256
 
+    /// The arguments that decide the size of CLBlast's temporary GEMM buffer.
+    private struct GEMMCall: Hashable {
+        var m, n, k: Int
+        var transposeA, transposeB: Bool
+        var offsets: [Int]
+        var leading: [Int]
+    }
+    private var gemmTemporarySizes: [GEMMCall: Int] = [:]
+    /// One temporary buffer for every GEMM (the queue is in order, so they never overlap), grown on demand.
+    /// Without it CLBlast allocates and frees its padded copies on every call — thousands of page faults
+    /// per training step on a CPU device.
+    private var gemmTemporaryBuffer: CLBuffer?
+
+    private func gemmTemporary(_ call: GEMMCall) throws -> CLBuffer? {
+        let size: Int
+        if let known = gemmTemporarySizes[call] {
+            size = known
+        } else {
+            var bytes = 0
+            try clblastCheck(
+                CLBlastSGemmTempBufferSize(
+                    CLBlastLayoutRowMajor, call.transposeA ? CLBlastTransposeYes : CLBlastTransposeNo,
+                    call.transposeB ? CLBlastTransposeYes : CLBlastTransposeNo, call.m, call.n, call.k, call.offsets[0],
+                    call.leading[0], call.offsets[1], call.leading[1], call.offsets[2], call.leading[2], &context.queue, &bytes),
+                "CLBlastSGemmTempBufferSize")
+            size = bytes
+            gemmTemporarySizes[call] = size
+        }
+        if size == 0 { return nil }
+        if let buffer = gemmTemporaryBuffer, buffer.byteCount >= size { return buffer }
+        gemmTemporaryBuffer = try CLBuffer(context: context, byteCount: size)
+        return gemmTemporaryBuffer
+    }
+
     /// Wraps an open device context, with `variant` or the device's default variant.
     public init(context: ComputeContext, variant: KernelVariant? = nil) {
         self.context = context
@@ -100,12 +134,13 @@ public final class OpenCLBackend: Backend {
         let (m, n, k) = try matmulDimensions(a.shape, transposeA, b.shape, transposeB, c.shape)
         let label = "gemm \(m)x\(n)x\(k)\(transposeA ? " Aᵀ" : "")\(transposeB ? " Bᵀ" : "")"
         let bytes = Double(4 * (m * k + k * n + m * n))
+        let ta = transposeA ? CLBlastTransposeYes : CLBlastTransposeNo, tb = transposeB ? CLBlastTransposeYes : CLBlastTransposeNo
+        let temp = try gemmTemporary(GEMMCall(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, offsets: [a.offset, b.offset, c.offset], leading: [a.columns, b.columns, c.columns]))
         let status = context.recordingEvent(label, flops: 2 * Double(m) * Double(n) * Double(k), bytes: bytes) { event in
-            CLBlastSgemm(
-                CLBlastLayoutRowMajor, transposeA ? CLBlastTransposeYes : CLBlastTransposeNo,
-                transposeB ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, 1,
+            CLBlastSgemmWithTempBuffer(
+                CLBlastLayoutRowMajor, ta, tb, m, n, k, 1,
                 a.buffer.mem, a.offset, a.columns, b.buffer.mem, b.offset, b.columns, 0,
-                c.buffer.mem, c.offset, c.columns, &context.queue, event)
+                c.buffer.mem, c.offset, c.columns, &context.queue, event, temp?.mem)
         }
         try clblastCheck(status, "CLBlastSgemm", detail: "m=\(m) n=\(n) k=\(k) transA=\(transposeA) transB=\(transposeB)")
     }
