@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Rows of features and targets on their way to the device: uploaded once when they fit, streamed in chunks
 /// otherwise. Either way the rows a step sees, and so the results, are bit for bit the same: in both modes the
 /// raw Float32 rows go to the device and are standardised there by the same kernel.
@@ -73,34 +75,64 @@ final class DeviceDataset<B: Backend> {
             return
         }
         // Streaming: whole batches are packed into chunks of about `chunkRows` rows, gathered on the host,
-        // uploaded, standardised on the device, and consumed as views.
-        var step = 0
-        var start = 0
+        // uploaded, standardised on the device, and consumed as views. The host gathers chunk i + 1 on another
+        // thread while the device trains on chunk i; the upload itself is queued in order.
+        var plan: [(start: Int, rows: Int, sizes: [Int])] = []
+        var step = 0, start = 0
         while step < sizes.count {
-            var chunkSizes: [Int] = []
-            var chunkTotal = 0
-            while step + chunkSizes.count < sizes.count && (chunkSizes.isEmpty || chunkTotal + sizes[step + chunkSizes.count] <= chunkRows) {
-                chunkTotal += sizes[step + chunkSizes.count]
-                chunkSizes.append(sizes[step + chunkSizes.count])
+            var chunk: [Int] = []
+            var total = 0
+            while step < sizes.count && (chunk.isEmpty || total + sizes[step] <= chunkRows) {
+                total += sizes[step]
+                chunk.append(sizes[step])
+                step += 1
             }
-            var xs = [Float](repeating: 0, count: chunkTotal * featureCount)
-            var ys = [Float](repeating: 0, count: chunkTotal * targetCount)
-            for r in 0..<chunkTotal {
-                let source = order.map { Int($0[start + r]) } ?? (start + r)
+            plan.append((start, total, chunk))
+            start += total
+        }
+        let chunks = plan
+        let (features, targets, featureCount, targetCount) = (self.features, self.targets, self.featureCount, self.targetCount)
+        @Sendable func gather(_ chunk: (start: Int, rows: Int, sizes: [Int])) -> (x: [Float], y: [Float]) {
+            var xs = [Float](repeating: 0, count: chunk.rows * featureCount)
+            var ys = [Float](repeating: 0, count: chunk.rows * targetCount)
+            for r in 0..<chunk.rows {
+                let source = order.map { Int($0[chunk.start + r]) } ?? (chunk.start + r)
                 for c in 0..<featureCount { xs[r * featureCount + c] = features[source * featureCount + c] }
                 for c in 0..<targetCount { ys[r * targetCount + c] = targets[source * targetCount + c] }
             }
-            let x = try backend.tensor(xs, shape: [chunkTotal, featureCount])
-            let y = try backend.tensor(ys, shape: [chunkTotal, targetCount])
+            return (xs, ys)
+        }
+        func prefetch(_ i: Int) -> ChunkPrefetch {
+            let p = ChunkPrefetch()
+            let chunk = chunks[i]
+            DispatchQueue.global().async(group: p.done) { p.result = gather(chunk) }
+            return p
+        }
+        var next = plan.isEmpty ? nil : prefetch(0)
+        step = 0
+        for i in plan.indices {
+            next!.done.wait()
+            let (xs, ys) = next!.result!
+            next = i + 1 < plan.count ? prefetch(i + 1) : nil
+            let x = try backend.tensor(xs, shape: [plan[i].rows, featureCount])
+            let y = try backend.tensor(ys, shape: [plan[i].rows, targetCount])
             try standardise(x: x, y: y)
             var offset = 0
-            for n in chunkSizes {
+            for n in plan[i].sizes {
                 try body(backend.view(x, offset: offset * featureCount, shape: [n, featureCount]),
                          backend.view(y, offset: offset * targetCount, shape: [n, targetCount]), step)
                 offset += n
                 step += 1
             }
-            start += chunkTotal
         }
     }
+}
+
+/// A chunk of rows being gathered on another thread: `done` is left when `result` is set.
+///
+/// `@unchecked Sendable`: `result` is written once by the gathering thread before it leaves `done`, and read
+/// only after `done.wait()`; the group orders the two.
+private final class ChunkPrefetch: @unchecked Sendable {
+    let done = DispatchGroup()
+    var result: (x: [Float], y: [Float])?
 }
