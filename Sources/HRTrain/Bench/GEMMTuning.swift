@@ -152,39 +152,30 @@ extension GEMMTuning {
         let maxWG = context.device.maxWorkGroupSize
         var tried = 0, failed = 0
 
+        /// Times every shape with each candidate of `kernel` until `deadline` seconds into the search.
+        func search(_ kernel: String, _ candidates: [[String: Int]], until deadline: Double) -> [(params: [String: Int], times: [Double])] {
+            var results: [(params: [String: Int], times: [Double])] = []
+            for candidate in candidates where elapsed(since: start) < deadline {
+                tried += 1
+                do {
+                    try override(kernel, candidate, device: context.deviceID)
+                    let times = try timeAll()
+                    results.append((candidate, times))
+                    let best = results.map { cost($0.times) }.min()!
+                    progress(String(format: "[%3.0f s] %@ %@: %.1f ms per step (best %.1f)", elapsed(since: start), kernel, describe(candidate), cost(times) * 1e3, best * 1e3))
+                } catch {
+                    failed += 1
+                    progress(String(format: "[%3.0f s] %@ %@: failed (%@)", elapsed(since: start), kernel, describe(candidate), "\(error)".prefix(80).description))
+                }
+            }
+            return results
+        }
         // Phase 1: every shape through Xgemm (XGEMM_MIN_INDIRECT_SIZE = 1: m·n·k < 1 never holds).
         try override("GemmRoutine", ["XGEMM_MIN_INDIRECT_SIZE": 1], device: context.deviceID)
-        var indirect: [(params: [String: Int], times: [Double])] = []
-        let phaseOneEnd = 0.6 * budget
-        for candidate in indirectCandidates(maxWorkGroup: maxWG) where elapsed(since: start) < phaseOneEnd {
-            tried += 1
-            do {
-                try override("Xgemm", candidate, device: context.deviceID)
-                let times = try timeAll()
-                indirect.append((candidate, times))
-                let best = indirect.map { cost($0.times) }.min()!
-                progress(String(format: "[%3.0f s] Xgemm %@: %.1f ms per step (best %.1f)", elapsed(since: start), describe(candidate), cost(times) * 1e3, best * 1e3))
-            } catch {
-                failed += 1
-                progress(String(format: "[%3.0f s] Xgemm %@: failed (%@)", elapsed(since: start), describe(candidate), "\(error)".prefix(80).description))
-            }
-        }
+        let indirect = search("Xgemm", indirectCandidates(maxWorkGroup: maxWG), until: 0.6 * budget)
         // Phase 2: every shape through XgemmDirect.
         try override("GemmRoutine", ["XGEMM_MIN_INDIRECT_SIZE": 1 << 20], device: context.deviceID)
-        var direct: [(params: [String: Int], times: [Double])] = []
-        for candidate in directCandidates(maxWorkGroup: maxWG) where elapsed(since: start) < budget {
-            tried += 1
-            do {
-                try override("XgemmDirect", candidate, device: context.deviceID)
-                let times = try timeAll()
-                direct.append((candidate, times))
-                let best = direct.map { cost($0.times) }.min()!
-                progress(String(format: "[%3.0f s] XgemmDirect %@: %.1f ms per step (best %.1f)", elapsed(since: start), describe(candidate), cost(times) * 1e3, best * 1e3))
-            } catch {
-                failed += 1
-                progress(String(format: "[%3.0f s] XgemmDirect %@: failed (%@)", elapsed(since: start), describe(candidate), "\(error)".prefix(80).description))
-            }
-        }
+        let direct = search("XgemmDirect", directCandidates(maxWorkGroup: maxWG), until: budget)
         guard let anyIndirect = indirect.first, let anyDirect = direct.first else {
             throw DeviceError("no GEMM candidate ran within the budget of \(Int(budget)) s; give more time with --budget")
         }

@@ -62,12 +62,7 @@ struct Xoshiro256StarStar {
             hasSpareNormal = false
             return spareNormal
         }
-        var u = 0.0, v = 0.0, s = 0.0
-        repeat {
-            u = 2 * uniform() - 1
-            v = 2 * uniform() - 1
-            s = u * u + v * v
-        } while s >= 1 || s == 0
+        let (u, v, s) = pointInUnitDisc()
         let f = (-2 * FastMath.log(s) / s).squareRoot()
         spareNormal = v * f
         hasSpareNormal = true
@@ -77,13 +72,19 @@ struct Xoshiro256StarStar {
     /// A uniformly distributed unit vector in the plane, without trigonometry (von Neumann's rejection):
     /// for (u, v) uniform in the unit disc, `(cos φ, sin φ) = ((u² − v²)/s, 2uv/s)`, `s = u² + v²`.
     @inline(__always) mutating func unitVector() -> (x: Double, y: Double) {
+        let (u, v, s) = pointInUnitDisc()
+        return ((u * u - v * v) / s, 2 * u * v / s)
+    }
+
+    /// A point (u, v) uniform in the unit disc without its centre, by rejection from the square; s = u² + v².
+    @inline(__always) private mutating func pointInUnitDisc() -> (u: Double, v: Double, s: Double) {
         var u = 0.0, v = 0.0, s = 0.0
         repeat {
             u = 2 * uniform() - 1
             v = 2 * uniform() - 1
             s = u * u + v * v
         } while s >= 1 || s == 0
-        return ((u * u - v * v) / s, 2 * u * v / s)
+        return (u, v, s)
     }
 
     /// Poisson deviate with mean `lambda`: multiplication of uniforms (Knuth) below 10, otherwise the
