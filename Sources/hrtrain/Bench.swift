@@ -25,24 +25,29 @@ extension HRTrainCommand {
         @Option(help: "Timed training steps.") var steps = 30
         @Option(help: "Untimed warm-up steps.") var warmupSteps = 3
         @Option(help: "Steps profiled with OpenCL events.") var profiledSteps = 10
-        @Option(help: "Largest n of the n×n×n SGEMM ceiling measurement (512 and 1024 are always tried).") var ceilingSize = 2048
+        @Option(help: "Largest n of the n×n×n SGEMM ceiling measurement (512 and 1024 are always tried).")
+        var ceilingSize = 2048
         @Flag(help: "Start with empty program caches (a first run on a new machine).") var cold = false
         @Flag(help: "Print JSON instead of tables.") var json = false
 
         func validate() throws {
             if batch < 2 { throw ValidationError("--batch must be at least 2, got \(batch)") }
-            if steps < 1 || profiledSteps < 1 || warmupSteps < 0 { throw ValidationError("--steps and --profiled-steps must be ≥ 1, --warmup-steps ≥ 0") }
+            if steps < 1 || profiledSteps < 1 || warmupSteps < 0 {
+                throw ValidationError("--steps and --profiled-steps must be ≥ 1, --warmup-steps ≥ 0")
+            }
             _ = try parseHidden(hidden)
         }
 
         func run() throws {
             if cold {
-                let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hrtrain-cold-\(UUID().uuidString)")
+                let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+                    "hrtrain-cold-\(UUID().uuidString)")
                 setenv("HRTRAIN_CACHE_DIR", dir.appendingPathComponent("hrtrain").path, 1)
                 setenv("POCL_CACHE_DIR", dir.appendingPathComponent("pocl").path, 1)
             }
             var options = Benchmark.Options()
-            options.spec = NetworkSpec(inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs, layerOrder: layout)
+            options.spec = NetworkSpec(
+                inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs, layerOrder: layout)
             options.profile = profile
             options.batch = batch
             options.steps = steps
@@ -66,10 +71,16 @@ extension HRTrainCommand {
 
                 """
             let rows = r.kernels.map { k in
-                [k.name, f(k.callsPerStep, 0), f(k.millisecondsPerStep, 3), f(100 * k.share) + " %", k.gflops.map { f($0) } ?? "", k.gigabytesPerSecond.map { f($0) } ?? ""]
+                [
+                    k.name, f(k.callsPerStep, 0), f(k.millisecondsPerStep, 3), f(100 * k.share) + " %",
+                    k.gflops.map { f($0) } ?? "", k.gigabytesPerSecond.map { f($0) } ?? "",
+                ]
             }
-            text += table(["kernel (per training step)", "calls", "ms", "of step", "GFLOP/s", "GB/s"], rows, rightAligned: [1, 2, 3, 4, 5])
-            text += "\n(our kernels: OpenCL profiling events; GEMMs: wall clock per shape, since CLBlast's event covers only its last kernel)"
+            text += table(
+                ["kernel (per training step)", "calls", "ms", "of step", "GFLOP/s", "GB/s"], rows,
+                rightAligned: [1, 2, 3, 4, 5])
+            text +=
+                "\n(our kernels: OpenCL profiling events; GEMMs: wall clock per shape, since CLBlast's event covers only its last kernel)"
             text += """
 
 

@@ -4,7 +4,11 @@ import HRTrain
 
 /// `--device N`, shared by every command that runs on a device.
 struct DeviceOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("OpenCL device index from `hrtrain devices` (default: $HRTRAIN_DEVICE, else the first GPU, else the first device).", valueName: "N"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "OpenCL device index from `hrtrain devices` (default: $HRTRAIN_DEVICE, else the first GPU, else the first device).",
+            valueName: "N"))
     var device: Int?
 
     func validate() throws {
@@ -50,7 +54,8 @@ func table(_ header: [String], _ rows: [[String]], rightAligned: Set<Int> = []) 
         cells.enumerated().map { c, cell in rightAligned.contains(c) ? leftPad(cell, widths[c]) : pad(cell, widths[c]) }
             .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
     }
-    return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + rows.map(line)).joined(separator: "\n")
+    return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + rows.map(line))
+        .joined(separator: "\n")
 }
 
 /// Runs `body`, turning hrtrain's own errors into a message on standard error and exit status 1.

@@ -20,11 +20,15 @@ extension HRTrainCommand {
             let rows = devices.map { d in
                 [
                     "\(d.index)", d.platform, d.name, d.kind.rawValue, "\(d.computeUnits)", "\(d.clockMHz) MHz",
-                    formatBytes(d.globalMemoryBytes), formatBytes(d.maxAllocationBytes), d.openCLCVersion.replacingOccurrences(of: "OpenCL C ", with: ""),
+                    formatBytes(d.globalMemoryBytes), formatBytes(d.maxAllocationBytes),
+                    d.openCLCVersion.replacingOccurrences(of: "OpenCL C ", with: ""),
                     d.supportsDouble ? "yes" : "no",
                 ]
             }
-            print(table(["#", "platform", "device", "type", "CUs", "clock", "global mem", "max alloc", "OpenCL C", "fp64"], rows, rightAligned: [0, 4, 5, 6, 7]))
+            print(
+                table(
+                    ["#", "platform", "device", "type", "CUs", "clock", "global mem", "max alloc", "OpenCL C", "fp64"],
+                    rows, rightAligned: [0, 4, 5, 6, 7]))
         }
     }
 }

@@ -19,7 +19,8 @@ extension HRTrainCommand {
                 """)
 
         @OptionGroup var inference: InferenceOptions
-        @Option(help: ArgumentHelp("A raw recoil to compare with, as its x,y columns (repeatable).", valueName: "x,y")) var compare: [String] = []
+        @Option(help: ArgumentHelp("A raw recoil to compare with, as its x,y columns (repeatable).", valueName: "x,y"))
+        var compare: [String] = []
         @Flag(help: "Print the evaluation as JSON (NaN and ∞ as the strings \"nan\" and \"inf\").") var json = false
         @Flag(name: .shortAndLong, help: "More detail: device, prediction time.") var verbose = false
 
@@ -31,7 +32,10 @@ extension HRTrainCommand {
 
         func run() throws {
             let evaluation = try reportingErrors { try evaluate() }
-            print(json ? String(decoding: try Evaluation.jsonEncoder().encode(evaluation), as: UTF8.self) : render(evaluation))
+            print(
+                json
+                    ? String(decoding: try Evaluation.jsonEncoder().encode(evaluation), as: UTF8.self)
+                    : render(evaluation))
         }
 
         private func evaluate() throws -> Evaluation {
@@ -39,12 +43,16 @@ extension HRTrainCommand {
             let model = try inference.loadModel()
             let targets = model.metadata.targetNames
             for pair in compare where parseList(pair).count != targets.count {
-                throw DataError("--compare \(pair) gives \(parseList(pair).count) column\(parseList(pair).count == 1 ? "" : "s"); give one per target of the model (\(targets.joined(separator: ",")))", file: inference.model)
+                throw DataError(
+                    "--compare \(pair) gives \(parseList(pair).count) column\(parseList(pair).count == 1 ? "" : "s"); give one per target of the model (\(targets.joined(separator: ",")))",
+                    file: inference.model)
             }
             let table = try inference.readData(log: log)
             let features = try inference.features(of: model, in: table)
             let result = try inference.predict(model, features: features, rows: table.rowCount, log: log)
-            log.detail("predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s on \(result.backend)")
+            log.detail(
+                "predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s on \(result.backend)"
+            )
             return try Evaluation(
                 predictions: result.values, table: table, targetNames: targets, comparisons: compare.map(parseList),
                 model: inference.model, data: inference.data, backend: result.backend)
@@ -68,21 +76,32 @@ extension HRTrainCommand {
             }
             for (b, binned) in first.binned.enumerated() {
                 let binning = binned.binning
-                text += "\n\nin bins of \(binning.variable)\(binning.column == nil ? " [GeV]" : ""): response ⟨u∥⟩/⟨|u_t|⟩, σ = RMS, w = (q84 − q16)/2\n"
+                text +=
+                    "\n\nin bins of \(binning.variable)\(binning.column == nil ? " [GeV]" : ""): response ⟨u∥⟩/⟨|u_t|⟩, σ = RMS, w = (q84 − q16)/2\n"
                 var rows: [[String]] = []
                 for i in binned.bins.indices {
                     for s in e.estimates {
                         let bin = s.binned[b].bins[i]
                         var row = [edgeLabel(bin.lowerEdge, bin.upperEdge), s.name, "\(bin.count)"]
-                        row += bin.count == 0
+                        row +=
+                            bin.count == 0
                             ? Array(repeating: "-", count: 8)
-                            : [number(bin.meanTruthMagnitude), "\(number(bin.response)) ± \(number(bin.responseError))", number(bin.parallelBias),
-                               "\(number(bin.parallelRMS)) ± \(number(bin.parallelRMSError))", number(bin.parallelWidth), number(bin.perpendicularMean),
-                               "\(number(bin.perpendicularRMS)) ± \(number(bin.perpendicularRMSError))", number(bin.perpendicularWidth)]
+                            : [
+                                number(bin.meanTruthMagnitude),
+                                "\(number(bin.response)) ± \(number(bin.responseError))", number(bin.parallelBias),
+                                "\(number(bin.parallelRMS)) ± \(number(bin.parallelRMSError))",
+                                number(bin.parallelWidth), number(bin.perpendicularMean),
+                                "\(number(bin.perpendicularRMS)) ± \(number(bin.perpendicularRMSError))",
+                                number(bin.perpendicularWidth),
+                            ]
                         rows.append(row)
                     }
                 }
-                text += table(["bin", "estimate", "events", "⟨|u_t|⟩", "response", "⟨u∥−|u_t|⟩", "σ(u∥−|u_t|)", "w(u∥−|u_t|)", "⟨u⊥⟩", "σ(u⊥)", "w(u⊥)"], rows, rightAligned: Set(2..<11))
+                text += table(
+                    [
+                        "bin", "estimate", "events", "⟨|u_t|⟩", "response", "⟨u∥−|u_t|⟩", "σ(u∥−|u_t|)", "w(u∥−|u_t|)",
+                        "⟨u⊥⟩", "σ(u⊥)", "w(u⊥)",
+                    ], rows, rightAligned: Set(2..<11))
             }
             return text
         }

@@ -19,8 +19,12 @@ extension HRTrainCommand {
         @Option(help: "Number of events (default: the thesis' 3,625,136).") var events = EventGenerator.thesisEventCount
         @Option(help: "Random seed.") var seed: UInt64 = 42
         @Option(help: "Output file: .csv, .npy or .h5/.hdf5 (with --split: the training file).") var output: String
-        @Option(help: "With --split: the test file (default: OUTPUT with '-test' before the extension).") var testOutput: String?
-        @Flag(help: "Write the thesis' training/test split (2,275,902 / 1,349,234 events, or those proportions) to two files.") var split = false
+        @Option(help: "With --split: the test file (default: OUTPUT with '-test' before the extension).")
+        var testOutput: String?
+        @Flag(
+            help:
+                "Write the thesis' training/test split (2,275,902 / 1,349,234 events, or those proportions) to two files."
+        ) var split = false
         @Flag(name: .shortAndLong, help: "No summary line.") var quiet = false
 
         func validate() throws {
@@ -40,23 +44,35 @@ extension HRTrainCommand {
                     let testURL = URL(fileURLWithPath: testOutput ?? defaultTestPath(output))
                     try requireWritableDirectory(of: testURL, option: "--test-output")
                     // The thesis' proportions (2,275,902 of 3,625,136 for training) for any --events.
-                    let trainingCount = min(max(1, Int((Double(events) * Double(EventGenerator.thesisTrainingCount) / Double(EventGenerator.thesisEventCount)).rounded())), events - 1)
-                    let (training, test) = generator.generateSplit(events: events, trainingCount: trainingCount, seed: seed)
+                    let trainingCount = min(
+                        max(
+                            1,
+                            Int(
+                                (Double(events) * Double(EventGenerator.thesisTrainingCount)
+                                    / Double(EventGenerator.thesisEventCount)).rounded())), events - 1)
+                    let (training, test) = generator.generateSplit(
+                        events: events, trainingCount: trainingCount, seed: seed)
                     let generated = elapsed(since: start)
                     try writeTable(training, to: outputURL)
                     try writeTable(test, to: testURL)
-                    summary("\(training.rowCount) training events → \(output), \(test.rowCount) test events → \(testURL.path)", generated, elapsed(since: start))
+                    summary(
+                        "\(training.rowCount) training events → \(output), \(test.rowCount) test events → \(testURL.path)",
+                        generated, elapsed(since: start))
                 } else {
                     let table = generator.generate(events: events, seed: seed)
                     let generated = elapsed(since: start)
                     try writeTable(table, to: outputURL)
-                    summary("\(table.rowCount) events × \(table.columnCount) columns → \(output)", generated, elapsed(since: start))
+                    summary(
+                        "\(table.rowCount) events × \(table.columnCount) columns → \(output)", generated,
+                        elapsed(since: start))
                 }
             }
         }
 
         private func summary(_ what: String, _ generated: Double, _ total: Double) {
-            if !quiet { printError(what + String(format: " (generated in %.1f s, %.1f s with writing)", generated, total)) }
+            if !quiet {
+                printError(what + String(format: " (generated in %.1f s, %.1f s with writing)", generated, total))
+            }
         }
     }
 }

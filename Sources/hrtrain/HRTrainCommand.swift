@@ -7,6 +7,9 @@ struct HRTrainCommand: ParsableCommand {
         commandName: "hrtrain",
         abstract: "Train deep neural networks that regress the hadronic recoil of collider events, on OpenCL.",
         version: HRTrainVersion.string,
-        subcommands: [Devices.self, Generate.self, Verify.self, Train.self, Bench.self, Tune.self, Init.self, Predict.self, Evaluate.self, Report.self]
+        subcommands: [
+            Devices.self, Generate.self, Verify.self, Train.self, Bench.self, Tune.self, Init.self, Predict.self,
+            Evaluate.self, Report.self,
+        ]
     )
 }

@@ -17,28 +17,41 @@ extension HRTrainCommand {
                 """)
 
         @Option(help: "Where to write the model (safetensors).") var out: String
-        @Option(help: "Feature columns, comma separated, or @FILE with one name per line (default: the 38 generated-sample features).") var features: String?
+        @Option(
+            help:
+                "Feature columns, comma separated, or @FILE with one name per line (default: the 38 generated-sample features)."
+        ) var features: String?
         @Option(help: "Number of input features, named f0, f1, … (instead of --features).") var inputs: Int?
         @Option(help: "Target columns, comma separated.") var targets = "truth_hr_x,truth_hr_y"
         @Option(help: "Hidden layer sizes, comma separated.") var hidden = "256,256,256"
         @Option(help: "Layer order: dense-tanh-bn or dense-bn-tanh.") var layout: LayerOrder = .denseTanhBatchNorm
         @Option(help: "Numerics profile: keras or pytorch.") var profile: NumericsProfile = .keras
-        @Option(help: "Seed of the weight initialisation (the default of `hrtrain train`).") var seed: UInt64 = TrainingOptions().seed
-        @Option(help: "Fit the feature scaler on every row of this file (.csv, .h5/.hdf5 or .npy) instead of the identity.") var scalerFrom: String?
-        @Flag(help: "With --scaler-from: drop rows with NaN or ±Inf (and report how many) instead of failing.") var dropNonfinite = false
+        @Option(help: "Seed of the weight initialisation (the default of `hrtrain train`).") var seed: UInt64 =
+            TrainingOptions().seed
+        @Option(
+            help: "Fit the feature scaler on every row of this file (.csv, .h5/.hdf5 or .npy) instead of the identity.")
+        var scalerFrom: String?
+        @Flag(help: "With --scaler-from: drop rows with NaN or ±Inf (and report how many) instead of failing.")
+        var dropNonfinite = false
 
         func validate() throws {
             _ = try parseHidden(hidden)
-            if features != nil && inputs != nil { throw ValidationError("give either --features or --inputs, not both") }
+            if features != nil && inputs != nil {
+                throw ValidationError("give either --features or --inputs, not both")
+            }
             if let inputs, inputs < 1 { throw ValidationError("--inputs must be at least 1, got \(inputs)") }
             if parseList(targets).isEmpty { throw ValidationError("--targets must name at least one column") }
-            if dropNonfinite && scalerFrom == nil { throw ValidationError("--drop-nonfinite only applies with --scaler-from") }
+            if dropNonfinite && scalerFrom == nil {
+                throw ValidationError("--drop-nonfinite only applies with --scaler-from")
+            }
             _ = try columnNames()
         }
 
         /// The feature and target names the options select, checked for repeats and overlap.
         private func columnNames() throws -> (features: [String], targets: [String]) {
-            let featureNames = try features.map(parseColumnList) ?? inputs.map { n in (0..<n).map { "f\($0)" } } ?? EventGenerator.featureNames
+            let featureNames =
+                try features.map(parseColumnList) ?? inputs.map { n in (0..<n).map { "f\($0)" } }
+                ?? EventGenerator.featureNames
             let targetNames = parseList(targets)
             if featureNames.isEmpty { throw ValidationError("--features names no column") }
             for (names, option) in [(featureNames, "--features"), (targetNames, "--targets")] {
@@ -46,7 +59,9 @@ extension HRTrainCommand {
                     throw ValidationError("\(option): the column \"\(duplicate)\" is named twice")
                 }
             }
-            if let clash = featureNames.first(where: targetNames.contains) { throw ValidationError("the column \"\(clash)\" is both a feature and a target") }
+            if let clash = featureNames.first(where: targetNames.contains) {
+                throw ValidationError("the column \"\(clash)\" is both a feature and a target")
+            }
             return (featureNames, targetNames)
         }
 
@@ -59,21 +74,36 @@ extension HRTrainCommand {
             let outURL = URL(fileURLWithPath: out)
             try requireWritableDirectory(of: outURL, option: "--out")
             let (featureNames, targetNames) = try columnNames()
-            let spec = NetworkSpec(inputSize: featureNames.count, hiddenSizes: try parseHidden(hidden), outputSize: targetNames.count, layerOrder: layout)
-            var scaler = StandardScaler(mean: Array(repeating: 0, count: spec.inputSize), scale: Array(repeating: 1, count: spec.inputSize))
+            let spec = NetworkSpec(
+                inputSize: featureNames.count, hiddenSizes: try parseHidden(hidden), outputSize: targetNames.count,
+                layerOrder: layout)
+            var scaler = StandardScaler(
+                mean: Array(repeating: 0, count: spec.inputSize), scale: Array(repeating: 1, count: spec.inputSize))
             if let scalerFrom {
-                let read = try readTableWithReport(URL(fileURLWithPath: scalerFrom), options: ReadOptions(dropNonFinite: dropNonfinite, columns: featureNames, option: "--scaler-from"))
-                if read.droppedRowCount > 0 { log.warn("--drop-nonfinite: dropped \(read.droppedRowCount) row\(read.droppedRowCount == 1 ? "" : "s") with NaN or Inf from \(scalerFrom)") }
+                let read = try readTableWithReport(
+                    URL(fileURLWithPath: scalerFrom),
+                    options: ReadOptions(dropNonFinite: dropNonfinite, columns: featureNames, option: "--scaler-from"))
+                if read.droppedRowCount > 0 {
+                    log.warn(
+                        "--drop-nonfinite: dropped \(read.droppedRowCount) row\(read.droppedRowCount == 1 ? "" : "s") with NaN or Inf from \(scalerFrom)"
+                    )
+                }
                 scaler = StandardScaler.fit(read.table.values, columns: spec.inputSize, rows: 0..<read.table.rowCount)
-                for c in scaler.constantColumns { log.warn("feature \"\(featureNames[c])\" is constant in \(scalerFrom): its scale is set to 1") }
+                for c in scaler.constantColumns {
+                    log.warn("feature \"\(featureNames[c])\" is constant in \(scalerFrom): its scale is set to 1")
+                }
             }
             let initial = Network<ReferenceBackend>.initialValues(spec: spec, profile: profile, seed: seed)
             let model = Model(
-                metadata: ModelMetadata(spec: spec, profile: profile, featureNames: featureNames, targetNames: targetNames),
-                parameters: initial.parameters.map(Float.init), runningStatistics: initial.runningStatistics.map(Float.init),
+                metadata: ModelMetadata(
+                    spec: spec, profile: profile, featureNames: featureNames, targetNames: targetNames),
+                parameters: initial.parameters.map(Float.init),
+                runningStatistics: initial.runningStatistics.map(Float.init),
                 featureScaler: scaler, targetScaler: nil)
             try model.write(to: outURL)
-            log.result("untrained model written to \(out): \(spec.inputSize) inputs, hidden \(spec.hiddenSizes.map(String.init).joined(separator: ",")) \(layout.rawValue), \(spec.outputSize) outputs, \(ParameterLayout(spec).parameterCount) parameters (\(profile.rawValue) initialisation, seed \(seed)\(scalerFrom.map { ", scaler fitted on \($0)" } ?? ", identity scaler"))")
+            log.result(
+                "untrained model written to \(out): \(spec.inputSize) inputs, hidden \(spec.hiddenSizes.map(String.init).joined(separator: ",")) \(layout.rawValue), \(spec.outputSize) outputs, \(ParameterLayout(spec).parameterCount) parameters (\(profile.rawValue) initialisation, seed \(seed)\(scalerFrom.map { ", scaler fitted on \($0)" } ?? ", identity scaler"))"
+            )
         }
     }
 }

@@ -13,15 +13,20 @@ enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
 /// The options `predict` and `evaluate` share: the model, the data, and where and how to run the model.
 struct InferenceOptions: ParsableArguments {
     @Option(help: "The model file (safetensors, from `hrtrain train` or `hrtrain init`).") var model: String
-    @Option(help: "The events: .csv, .h5/.hdf5 or .npy, holding the model's feature columns (by name).") var data: String
-    @Option(help: "Run on the OpenCL device (Float32) or on the Double CPU reference.") var backend: BackendChoice = .opencl
+    @Option(help: "The events: .csv, .h5/.hdf5 or .npy, holding the model's feature columns (by name).") var data:
+        String
+    @Option(help: "Run on the OpenCL device (Float32) or on the Double CPU reference.") var backend: BackendChoice =
+        .opencl
     @OptionGroup var deviceOptions: DeviceOptions
     @Option(help: "Events per forward pass.") var batchSize = 4000
-    @Flag(help: "Drop rows with NaN or ±Inf (and report how many) instead of failing; the output then has fewer rows.") var dropNonfinite = false
+    @Flag(help: "Drop rows with NaN or ±Inf (and report how many) instead of failing; the output then has fewer rows.")
+    var dropNonfinite = false
 
     func validate() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
-        if backend == .reference && deviceOptions.device != nil { throw ValidationError("--device applies to --backend opencl only") }
+        if backend == .reference && deviceOptions.device != nil {
+            throw ValidationError("--device applies to --backend opencl only")
+        }
     }
 
     /// Reads and validates the model file.
@@ -34,8 +39,13 @@ struct InferenceOptions: ParsableArguments {
 
     /// Reads the data file, warning about dropped rows.
     func readData(log: Log) throws -> Table {
-        let read = try readTableWithReport(URL(fileURLWithPath: data), options: ReadOptions(dropNonFinite: dropNonfinite, option: "--data"))
-        if read.droppedRowCount > 0 { log.warn("--drop-nonfinite: dropped \(read.droppedRowCount) row\(read.droppedRowCount == 1 ? "" : "s") with NaN or Inf from \(data)") }
+        let read = try readTableWithReport(
+            URL(fileURLWithPath: data), options: ReadOptions(dropNonFinite: dropNonfinite, option: "--data"))
+        if read.droppedRowCount > 0 {
+            log.warn(
+                "--drop-nonfinite: dropped \(read.droppedRowCount) row\(read.droppedRowCount == 1 ? "" : "s") with NaN or Inf from \(data)"
+            )
+        }
         return read.table
     }
 
@@ -58,11 +68,15 @@ struct InferenceOptions: ParsableArguments {
 
     /// Runs `model` on `features` (`[rows, inputs]`) on the chosen backend; returns `[rows, outputs]`, the
     /// backend's name and the seconds the prediction took (device setup excluded).
-    func predict(_ model: Model, features: [Float], rows: Int, log: Log) throws -> (values: [Float], backend: String, seconds: Double) {
+    func predict(_ model: Model, features: [Float], rows: Int, log: Log) throws -> (
+        values: [Float], backend: String, seconds: Double
+    ) {
         switch backend {
         case .opencl:
             let context = try deviceOptions.open()
-            log.detail("device: \(context.device.name) (\(context.device.platform)); kernel program \(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s")
+            log.detail(
+                "device: \(context.device.name) (\(context.device.platform)); kernel program \(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s"
+            )
             let backend = OpenCLBackend(context: context)
             let start = DispatchTime.now()
             let values = try model.predict(features, rows: rows, on: backend, batchSize: batchSize)
@@ -110,8 +124,12 @@ extension HRTrainCommand {
             let table = try inference.readData(log: log)
             let features = try inference.features(of: model, in: table)
             let result = try inference.predict(model, features: features, rows: table.rowCount, log: log)
-            try writeTable(Table(columnNames: model.metadata.targetNames, rowCount: table.rowCount, values: result.values), to: outputURL)
-            log.info("predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s (\(String(format: "%.0f", Double(table.rowCount) / max(result.seconds, 1e-9))) events/s) on \(result.backend); written to \(output)")
+            try writeTable(
+                Table(columnNames: model.metadata.targetNames, rowCount: table.rowCount, values: result.values),
+                to: outputURL)
+            log.info(
+                "predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s (\(String(format: "%.0f", Double(table.rowCount) / max(result.seconds, 1e-9))) events/s) on \(result.backend); written to \(output)"
+            )
         }
     }
 }

@@ -44,13 +44,16 @@ final class ProgressPrinter: TrainingObserver {
         let width = 24
         let filled = Int(Double(width) * Double(step + 1) / Double(steps))
         let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
-        let text = "epoch \(epoch)/\(epochs) [\(bar)] \(step + 1)/\(steps)  loss \(loss.map { String(format: "%.5g", $0) } ?? "-")  \(Int(rate)) ev/s  ETA \(Int(eta.rounded())) s"
+        let text =
+            "epoch \(epoch)/\(epochs) [\(bar)] \(step + 1)/\(steps)  loss \(loss.map { String(format: "%.5g", $0) } ?? "-")  \(Int(rate)) ev/s  ETA \(Int(eta.rounded())) s"
         FileHandle.standardError.write(Data(("\r" + text + "\u{1B}[K").utf8))
     }
 
     func didFinishEpoch(_ r: EpochRecord, state: TrainerState) {
         if log.isTerminal && !log.quiet { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         let val = r.validationLoss.map { String(format: "  val_loss %.6g", $0) } ?? ""
-        log.info(String(format: "epoch %d/%d  loss %.6g", r.epoch, epochs, r.trainLoss) + val + String(format: "  lr %.3g  %.1f s  %.0f ev/s", r.learningRate, r.seconds, r.eventsPerSecond))
+        log.info(
+            String(format: "epoch %d/%d  loss %.6g", r.epoch, epochs, r.trainLoss) + val
+                + String(format: "  lr %.3g  %.1f s  %.0f ev/s", r.learningRate, r.seconds, r.eventsPerSecond))
     }
 }

@@ -5,7 +5,8 @@ import HRTrain
 extension HRTrainCommand {
     struct Report: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write an HTML report of a model on a test sample: training curves, response, resolutions, residuals.",
+            abstract:
+                "Write an HTML report of a model on a test sample: training curves, response, resolutions, residuals.",
             discussion: """
                 Predicts as `hrtrain predict` does and evaluates as `hrtrain evaluate` does, then writes one \
                 self-contained HTML page (inline SVG, no script, nothing fetched): the loss and learning rate per \
@@ -19,14 +20,19 @@ extension HRTrainCommand {
 
         @OptionGroup var inference: InferenceOptions
         @Option(help: "Where to write the page (.html); the CSV files go next to it.") var output = "report.html"
-        @Option(help: "The metrics file of the training run (JSON lines from `hrtrain train --metrics`).") var metrics: String?
-        @Option(help: ArgumentHelp("Another raw recoil to compare with, as its x,y columns (repeatable).", valueName: "x,y")) var compare: [String] = []
+        @Option(help: "The metrics file of the training run (JSON lines from `hrtrain train --metrics`).") var metrics:
+            String?
+        @Option(
+            help: ArgumentHelp("Another raw recoil to compare with, as its x,y columns (repeatable).", valueName: "x,y")
+        ) var compare: [String] = []
         @Option(help: "The page's title.") var title = "Hadronic recoil regression report"
         @Flag(name: .shortAndLong, help: "Only errors and the final line.") var quiet = false
         @Flag(name: .shortAndLong, help: "More detail: device, prediction time.") var verbose = false
 
         /// The raw recoils of a generated sample, compared when the data has them.
-        static let standardComparisons = [["hr_charged_x", "hr_charged_y"], ["hr_neutral_x", "hr_neutral_y"], ["hr_all_x", "hr_all_y"]]
+        static let standardComparisons = [
+            ["hr_charged_x", "hr_charged_y"], ["hr_neutral_x", "hr_neutral_y"], ["hr_all_x", "hr_all_y"],
+        ]
 
         func validate() throws {
             guard URL(fileURLWithPath: output).pathExtension.lowercased().hasPrefix("htm") else {
@@ -56,12 +62,16 @@ extension HRTrainCommand {
             let model = try inference.loadModel()
             let targets = model.metadata.targetNames
             guard targets.count == 2 else {
-                throw ValidationError("--model \(inference.model): the report needs a model of the recoil's x and y (two targets); this one has \(targets.count) (\(targets.joined(separator: ",")))")
+                throw ValidationError(
+                    "--model \(inference.model): the report needs a model of the recoil's x and y (two targets); this one has \(targets.count) (\(targets.joined(separator: ",")))"
+                )
             }
             let table = try inference.readData(log: log)
             let features = try inference.features(of: model, in: table)
             let result = try inference.predict(model, features: features, rows: table.rowCount, log: log)
-            log.detail("predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s on \(result.backend)")
+            log.detail(
+                "predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s on \(result.backend)"
+            )
 
             var comparisons = Self.standardComparisons.filter { $0.allSatisfy { table.columnIndex($0) != nil } }
             for pair in compare.map(parseList) where !comparisons.contains(pair) { comparisons.append(pair) }
@@ -74,16 +84,26 @@ extension HRTrainCommand {
                 name: "network", x: stride(from: 0, to: result.values.count, by: 2).map { result.values[$0] },
                 y: stride(from: 1, to: result.values.count, by: 2).map { result.values[$0] })
             let raw = evaluation.estimates.dropFirst().map { e in
-                RecoilComponents(name: e.name, x: table.column(table.columnIndex(e.columns[0])!), y: table.column(table.columnIndex(e.columns[1])!))
+                RecoilComponents(
+                    name: e.name, x: table.column(table.columnIndex(e.columns[0])!),
+                    y: table.column(table.columnIndex(e.columns[1])!))
             }
             let input = ReportInput(
-                title: title, history: history, lossUnit: model.targetScaler == nil ? "GeV²" : nil, evaluation: evaluation,
-                truthX: truth[0], truthY: truth[1], components: [network] + raw, provenance: provenance(model, table: table, backend: result.backend))
+                title: title, history: history, lossUnit: model.targetScaler == nil ? "GeV²" : nil,
+                evaluation: evaluation,
+                truthX: truth[0], truthY: truth[1], components: [network] + raw,
+                provenance: provenance(model, table: table, backend: result.backend))
             let report = RecoilReport(input)
             try report.write(to: outputURL)
             let skipped = report.figures.reduce(0) { $0 + $1.rendered.skippedPoints }
-            if skipped > 0 { log.warn("\(skipped) point\(skipped == 1 ? "" : "s") not drawn (NaN, ±Inf, or ≤ 0 on a log axis); the plots say where") }
-            log.result("report written to \(output): \(report.figures.count) figures, \(evaluation.estimates.count) estimates, \(table.rowCount) events; CSV files \(RecoilReport.csvURL(for: outputURL, id: "*").lastPathComponent)")
+            if skipped > 0 {
+                log.warn(
+                    "\(skipped) point\(skipped == 1 ? "" : "s") not drawn (NaN, ±Inf, or ≤ 0 on a log axis); the plots say where"
+                )
+            }
+            log.result(
+                "report written to \(output): \(report.figures.count) figures, \(evaluation.estimates.count) estimates, \(table.rowCount) events; CSV files \(RecoilReport.csvURL(for: outputURL, id: "*").lastPathComponent)"
+            )
         }
 
         /// Where the page's numbers come from.
@@ -93,15 +113,27 @@ extension HRTrainCommand {
                 ("data file", "\(absolute(inference.data)) (\(table.rowCount) events, \(table.columnCount) columns)"),
                 ("model file", absolute(inference.model)),
                 ("metrics file", metrics.map(absolute) ?? "none"),
-                ("network", "\(m.spec.inputSize) inputs, hidden \(m.spec.hiddenSizes.map(String.init).joined(separator: ",")) \(m.spec.layerOrder.rawValue), \(m.spec.outputSize) outputs, \(m.profile.rawValue) profile\(model.targetScaler == nil ? "" : ", standardised targets")"),
+                (
+                    "network",
+                    "\(m.spec.inputSize) inputs, hidden \(m.spec.hiddenSizes.map(String.init).joined(separator: ",")) \(m.spec.layerOrder.rawValue), \(m.spec.outputSize) outputs, \(m.profile.rawValue) profile\(model.targetScaler == nil ? "" : ", standardised targets")"
+                ),
                 ("targets", m.targetNames.joined(separator: ", ")),
                 ("features", m.featureNames.joined(separator: ", ")),
             ]
             if let training = m.training, let json = try? jsonString(training) {
-                rows.append(("training configuration", json.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "  ", with: "")))
+                rows.append(
+                    (
+                        "training configuration",
+                        json.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "  ", with: "")
+                    ))
             }
             rows += [
-                ("trained", m.epochsTrained > 0 ? "\(m.epochsTrained) epochs\(m.dataFile.map { " on \($0)" } ?? "")\(m.device.map { ", device \($0)" } ?? "")" : "untrained (hrtrain init)"),
+                (
+                    "trained",
+                    m.epochsTrained > 0
+                        ? "\(m.epochsTrained) epochs\(m.dataFile.map { " on \($0)" } ?? "")\(m.device.map { ", device \($0)" } ?? "")"
+                        : "untrained (hrtrain init)"
+                ),
                 ("prediction backend", backend),
                 ("model written by", "hrtrain \(m.hrtrainVersion)"),
                 ("report written by", "hrtrain \(HRTrainVersion.string)"),

@@ -43,12 +43,28 @@ extension HRTrainCommand {
                 return
             }
             func f(_ x: Double) -> String { String(format: "%.1f", x) }
-            let rows = report.shapes.map { [$0.shape, "\($0.callsPerStep)", f($0.defaultGFLOPs), f($0.tunedGFLOPs), String(format: "%.2f×", $0.tunedGFLOPs / $0.defaultGFLOPs), $0.kernel] }
-            print("hrtrain tune: \(report.device), batch \(batch), \(report.candidatesTried) candidates (\(report.candidatesFailed) failed) in \(Int(report.seconds)) s\n")
-            print(table(["GEMM shape (m×n×k)", "calls/step", "default GFLOP/s", "tuned GFLOP/s", "speed-up", "kernel"], rows, rightAligned: [1, 2, 3, 4]))
-            print(String(format: "\nGEMMs of one training step: %.1f ms with CLBlast's defaults, %.1f ms tuned (%.2f×)", report.defaultSeconds * 1e3, report.tunedSeconds * 1e3, report.defaultSeconds / report.tunedSeconds))
+            let rows = report.shapes.map {
+                [
+                    $0.shape, "\($0.callsPerStep)", f($0.defaultGFLOPs), f($0.tunedGFLOPs),
+                    String(format: "%.2f×", $0.tunedGFLOPs / $0.defaultGFLOPs), $0.kernel,
+                ]
+            }
+            print(
+                "hrtrain tune: \(report.device), batch \(batch), \(report.candidatesTried) candidates (\(report.candidatesFailed) failed) in \(Int(report.seconds)) s\n"
+            )
+            print(
+                table(
+                    ["GEMM shape (m×n×k)", "calls/step", "default GFLOP/s", "tuned GFLOP/s", "speed-up", "kernel"],
+                    rows, rightAligned: [1, 2, 3, 4]))
+            print(
+                String(
+                    format: "\nGEMMs of one training step: %.1f ms with CLBlast's defaults, %.1f ms tuned (%.2f×)",
+                    report.defaultSeconds * 1e3, report.tunedSeconds * 1e3, report.defaultSeconds / report.tunedSeconds)
+            )
             print("parameters: \(report.parameters.summary)")
-            print(report.storedAt.map { "stored in \($0); every hrtrain run on this device uses them" } ?? "not stored: no better than CLBlast's defaults")
+            print(
+                report.storedAt.map { "stored in \($0); every hrtrain run on this device uses them" }
+                    ?? "not stored: no better than CLBlast's defaults")
         }
     }
 }

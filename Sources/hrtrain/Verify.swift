@@ -28,7 +28,9 @@ extension HRTrainCommand {
         @Flag(help: "Print JSON instead of a table.") var json = false
 
         func validate() throws {
-            if batch < 2 { throw ValidationError("--batch must be at least 2 (batch normalisation needs two rows), got \(batch)") }
+            if batch < 2 {
+                throw ValidationError("--batch must be at least 2 (batch normalisation needs two rows), got \(batch)")
+            }
             _ = try parseHidden(hidden)
             if inputs < 1 || outputs < 1 { throw ValidationError("--inputs and --outputs must be positive") }
         }
@@ -38,12 +40,14 @@ extension HRTrainCommand {
             options.batch = batch
             options.seed = seed
             options.profile = profile
-            options.spec = NetworkSpec(inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs, layerOrder: layout)
+            options.spec = NetworkSpec(
+                inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs, layerOrder: layout)
             options.finiteDifferenceProbes = probes
             options.trajectorySteps = steps
             let report = try reportingErrors { () -> Verification.Report in
                 let context = try deviceOptions.open()
-                return try Verification.run(device: OpenCLBackend(context: context), options: options, program: context.programBuild)
+                return try Verification.run(
+                    device: OpenCLBackend(context: context), options: options, program: context.programBuild)
             }
             if json { print(try jsonString(report)) } else { print(render(report)) }
             if !report.passed { throw ExitCode.failure }
@@ -58,21 +62,39 @@ extension HRTrainCommand {
             if let p = r.program { text += "\nkernel program: \(p.origin) in \(String(format: "%.2f", p.seconds)) s" }
             func rows(_ list: [TensorComparison]) -> [[String]] {
                 list.map { c in
-                    [c.name + (c.note == nil ? "" : " *"), c.shape.map(String.init).joined(separator: "×"), sci(c.error) + (c.absolute ? " (abs)" : ""), sci(c.maxAbsoluteError), sci(c.limit), c.nonFinite ? "FAIL (NaN/Inf)" : c.passed ? "PASS" : "FAIL"]
+                    [
+                        c.name + (c.note == nil ? "" : " *"), c.shape.map(String.init).joined(separator: "×"),
+                        sci(c.error) + (c.absolute ? " (abs)" : ""), sci(c.maxAbsoluteError), sci(c.limit),
+                        c.nonFinite ? "FAIL (NaN/Inf)" : c.passed ? "PASS" : "FAIL",
+                    ]
                 }
             }
-            text += "\n\n" + table(["tensor", "shape", "rel.err", "max.abs.err", "limit", "result"], rows(r.tensors + r.trajectory), rightAligned: [2, 3, 4])
+            text +=
+                "\n\n"
+                + table(
+                    ["tensor", "shape", "rel.err", "max.abs.err", "limit", "result"], rows(r.tensors + r.trajectory),
+                    rightAligned: [2, 3, 4])
             let notes = Set((r.tensors + r.trajectory).compactMap(\.note)).sorted()
             for note in notes { text += "\n* " + note }
             if !r.finiteDifferences.isEmpty {
-                text += "\n\nfinite differences of the reference loss (Double, h = 1e-5, first ≤ 256 rows) vs its analytic gradients: "
+                text +=
+                    "\n\nfinite differences of the reference loss (Double, h = 1e-5, first ≤ 256 rows) vs its analytic gradients: "
                 let failed = r.finiteDifferences.filter { !$0.passed }
                 let worst = r.finiteDifferences.map(\.margin).max() ?? 0
-                text += "\(r.finiteDifferences.count - failed.count)/\(r.finiteDifferences.count) PASS, worst margin \(String(format: "%.3f", worst)) (≤ 1 passes)"
-                for f in failed { text += "\n  FAIL \(f.tensor)[\(f.index)]: analytic \(f.analytic), numeric \(f.numeric)" }
+                text +=
+                    "\(r.finiteDifferences.count - failed.count)/\(r.finiteDifferences.count) PASS, worst margin \(String(format: "%.3f", worst)) (≤ 1 passes)"
+                for f in failed {
+                    text += "\n  FAIL \(f.tensor)[\(f.index)]: analytic \(f.analytic), numeric \(f.numeric)"
+                }
             }
-            let failures = (r.tensors + r.trajectory).filter { !$0.passed }.count + r.finiteDifferences.filter { !$0.passed }.count
-            text += "\n\n" + (r.passed ? "PASS: all \(r.tensors.count + r.trajectory.count) tensors and \(r.finiteDifferences.count) probes within limits" : "FAIL: \(failures) check\(failures == 1 ? "" : "s") out of limits") + String(format: " (%.1f s)", r.seconds)
+            let failures =
+                (r.tensors + r.trajectory).filter { !$0.passed }.count + r.finiteDifferences.filter { !$0.passed }.count
+            text +=
+                "\n\n"
+                + (r.passed
+                    ? "PASS: all \(r.tensors.count + r.trajectory.count) tensors and \(r.finiteDifferences.count) probes within limits"
+                    : "FAIL: \(failures) check\(failures == 1 ? "" : "s") out of limits")
+                + String(format: " (%.1f s)", r.seconds)
             return text
         }
     }
@@ -83,10 +105,13 @@ func sci(_ x: Double) -> String { x.isFinite ? String(format: "%.2e", x) : "\(x)
 
 /// Parses `256,256,256`.
 func parseHidden(_ text: String) throws -> [Int] {
-    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map {
+        $0.trimmingCharacters(in: .whitespaces)
+    }
     let sizes = parts.compactMap { Int($0) }
     guard !parts.isEmpty, sizes.count == parts.count, sizes.allSatisfy({ $0 > 0 }) else {
-        throw ValidationError("--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '\(text)'")
+        throw ValidationError(
+            "--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '\(text)'")
     }
     return sizes
 }

@@ -1,6 +1,7 @@
-import XCTest
-@testable import HRTrain
 import HRTrainKernels
+import XCTest
+
+@testable import HRTrain
 
 /// The device layer: discovery, selection errors, the program cache, build failures, allocation errors.
 final class DeviceTests: XCTestCase {
@@ -9,7 +10,8 @@ final class DeviceTests: XCTestCase {
         let devices = try DeviceCatalog.list()
         XCTAssertFalse(devices.isEmpty)
         XCTAssertEqual(devices.map(\.index), Array(0..<devices.count))
-        XCTAssertTrue(devices.allSatisfy { $0.computeUnits > 0 && $0.globalMemoryBytes > 0 && $0.maxAllocationBytes > 0 })
+        XCTAssertTrue(
+            devices.allSatisfy { $0.computeUnits > 0 && $0.globalMemoryBytes > 0 && $0.maxAllocationBytes > 0 })
         let chosen = try DeviceCatalog.select(nil, environment: [:])
         XCTAssertEqual(chosen.info, devices.first { $0.kind == .gpu } ?? devices[0])
         XCTAssertEqual(try DeviceCatalog.select(nil, environment: ["HRTRAIN_DEVICE": "0"]).info.index, 0)
@@ -66,17 +68,22 @@ final class DeviceTests: XCTestCase {
         XCTAssertEqual(try backend.read(x)[0], Foundation.tanh(0.5), accuracy: 1e-6)
         // A corrupted cache file is rebuilt, not trusted.
         try Data("HRTPROG1garbage".utf8).write(to: URL(fileURLWithPath: second.programBuild.cacheFile!))
-        XCTAssertEqual(try ComputeContext(handle: DeviceCatalog.select(nil), cache: cache).programBuild.origin, "compiled")
+        XCTAssertEqual(
+            try ComputeContext(handle: DeviceCatalog.select(nil), cache: cache).programBuild.origin, "compiled")
     }
 
     func testBuildFailureShowsTheBuildLog() throws {
         _ = try SharedDevice.backend()
         let dir = try temporaryDirectory(self)
         for file in KernelSources.files {
-            let text = file.name == "adam.cl" ? file.source + "\n__kernel void broken(__global float *x) { x[0] = undeclared_name; }\n" : file.source
+            let text =
+                file.name == "adam.cl"
+                ? file.source + "\n__kernel void broken(__global float *x) { x[0] = undeclared_name; }\n" : file.source
             try text.write(to: dir.appendingPathComponent(file.name), atomically: true, encoding: .utf8)
         }
-        let result = try runHRTrain(["verify", "--batch", "8", "--hidden", "4"], environment: ["HRTRAIN_KERNELS_DIR": dir.path, "HRTRAIN_CACHE_DIR": dir.path])
+        let result = try runHRTrain(
+            ["verify", "--batch", "8", "--hidden", "4"],
+            environment: ["HRTRAIN_KERNELS_DIR": dir.path, "HRTRAIN_CACHE_DIR": dir.path])
         XCTAssertEqual(result.status, 1)
         XCTAssertTrue(result.err.contains("clBuildProgram failed with CL_BUILD_PROGRAM_FAILURE"), result.err)
         XCTAssertTrue(result.err.contains("undeclared_name"), "the build log names the problem: \(result.err)")
@@ -87,14 +94,18 @@ final class DeviceTests: XCTestCase {
         let limit = device.context.device.maxAllocationBytes
         XCTAssertThrowsError(try device.scratch([limit / 4 + 1024])) { error in
             let text = "\(error)"
-            XCTAssertTrue(text.contains("cannot allocate") && text.contains(device.context.device.name) && text.contains("largest single allocation"), text)
+            XCTAssertTrue(
+                text.contains("cannot allocate") && text.contains(device.context.device.name)
+                    && text.contains("largest single allocation"), text)
         }
     }
 
     func testStatusNamesAreSymbolic() {
         let e = OpenCLError(call: "clCreateBuffer", code: -4, detail: "", location: "x")
         XCTAssertEqual(e.codeName, "CL_MEM_OBJECT_ALLOCATION_FAILURE")
-        XCTAssertEqual(OpenCLError(call: "CLBlastSgemm", code: -1009, detail: "", location: "x").codeName, "CLBlastInsufficientMemoryC")
+        XCTAssertEqual(
+            OpenCLError(call: "CLBlastSgemm", code: -1009, detail: "", location: "x").codeName,
+            "CLBlastInsufficientMemoryC")
     }
 }
 
@@ -104,7 +115,10 @@ final class VerifyCommandTests: XCTestCase {
         _ = try SharedDevice.backend()
         let result = try runHRTrain(["verify", "--batch", "50", "--hidden", "16,16", "--fd-probes", "8"])
         XCTAssertEqual(result.status, 0, result.out + result.err)
-        for row in ["bn1 output", "loss", "∂L/∂dense1.weight", "∂L/∂output.bias", "bn2.running_var (after step)", "output.weight (after Adam)", "loss over 5 steps", "finite differences"] {
+        for row in [
+            "bn1 output", "loss", "∂L/∂dense1.weight", "∂L/∂output.bias", "bn2.running_var (after step)",
+            "output.weight (after Adam)", "loss over 5 steps", "finite differences",
+        ] {
             XCTAssertTrue(result.out.contains(row), "missing row \(row)")
         }
         XCTAssertTrue(result.out.contains("PASS: all"))
@@ -126,7 +140,9 @@ final class VerifyCommandTests: XCTestCase {
             try text.write(to: dir.appendingPathComponent(file.name), atomically: true, encoding: .utf8)
         }
         XCTAssertEqual(broken, 2)
-        let result = try runHRTrain(["verify", "--batch", "50", "--hidden", "16,16", "--fd-probes", "4", "--json"], environment: ["HRTRAIN_KERNELS_DIR": dir.path, "HRTRAIN_CACHE_DIR": dir.path])
+        let result = try runHRTrain(
+            ["verify", "--batch", "50", "--hidden", "16,16", "--fd-probes", "4", "--json"],
+            environment: ["HRTRAIN_KERNELS_DIR": dir.path, "HRTRAIN_CACHE_DIR": dir.path])
         XCTAssertEqual(result.status, 1, "verify must exit non-zero")
         let report = try JSONDecoder().decode(Verification.Report.self, from: Data(result.out.utf8))
         let failed = report.tensors.filter { !$0.passed }.map(\.name)

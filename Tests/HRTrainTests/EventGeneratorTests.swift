@@ -39,18 +39,22 @@ final class EventGeneratorTests: XCTestCase {
         XCTAssertEqual(split.training.rowCount, 6_000)
         XCTAssertEqual(split.test.rowCount, 3_000)
         XCTAssertEqual(split.training.columnNames, EventGenerator.columnNames)
-        XCTAssertEqual((split.training.values + split.test.values).map(\.bitPattern), samplePrefix(9_000).map(\.bitPattern))
+        XCTAssertEqual(
+            (split.training.values + split.test.values).map(\.bitPattern), samplePrefix(9_000).map(\.bitPattern))
     }
 
     func testThesisSampleSizes() {
-        XCTAssertEqual(EventGenerator.thesisTrainingCount + EventGenerator.thesisTestCount, EventGenerator.thesisEventCount)
+        XCTAssertEqual(
+            EventGenerator.thesisTrainingCount + EventGenerator.thesisTestCount, EventGenerator.thesisEventCount)
         XCTAssertEqual(EventGenerator.thesisEventCount, 3_625_136)
     }
 
     func testFeatureNamesCountAndOrder() {
         let expected =
-            ["hr_charged_x", "hr_charged_y", "hr_neutral_x", "hr_neutral_y", "hr_all_x", "hr_all_y",
-             "sumet_charged", "sumet_neutral", "sumet_all", "jet1_px", "jet1_py", "jet2_px", "jet2_py"]
+            [
+                "hr_charged_x", "hr_charged_y", "hr_neutral_x", "hr_neutral_y", "hr_all_x", "hr_all_y",
+                "sumet_charged", "sumet_neutral", "sumet_all", "jet1_px", "jet1_py", "jet2_px", "jet2_py",
+            ]
             + (1...5).flatMap { ["npfo\($0)_px", "npfo\($0)_py"] }
             + (1...5).flatMap { ["cpfo\($0)_px", "cpfo\($0)_py"] }
             + ["n_pv", "mu", "n_jets", "n_npfo", "n_cpfo"]
@@ -89,12 +93,14 @@ final class EventGeneratorTests: XCTestCase {
     /// response rises with |u_t| (the calorimeter response rises with energy; soft particles are lost).
     func testRawRecoilResponseIsBelowOneAndRisesWithRecoil() {
         let t = Self.sample
-        let tx = column(t, "truth_hr_x"), ty = column(t, "truth_hr_y")
+        let tx = column(t, "truth_hr_x")
+        let ty = column(t, "truth_hr_y")
         let magnitude = zip(tx, ty).map { ($0 * $0 + $1 * $1).squareRoot() }
         let bins = recoilFigures(
             predictedX: column(t, "hr_all_x"), predictedY: column(t, "hr_all_y"), truthX: tx, truthY: ty,
             variable: magnitude, edges: [0, 10, 40, 100])
-        let low = bins[0], high = bins[2]
+        let low = bins[0]
+        let high = bins[2]
         XCTAssertGreaterThan(low.response, 0.4)
         XCTAssertLessThan(low.response, 0.85)
         XCTAssertLessThan(high.response, 1.0)
@@ -115,7 +121,8 @@ final class EventGeneratorTests: XCTestCase {
             predictedX: column(t, "hr_all_x"), predictedY: column(t, "hr_all_y"),
             truthX: column(t, "truth_hr_x"), truthY: column(t, "truth_hr_y"),
             variable: column(t, "mu"), edges: [10, 25, 50, 70])
-        let low = bins[0], high = bins[2]
+        let low = bins[0]
+        let high = bins[2]
         XCTAssertGreaterThan(low.perpendicularRMS, 6)
         XCTAssertLessThan(low.perpendicularRMS, 13)
         XCTAssertGreaterThan(high.perpendicularRMS, 1.3 * low.perpendicularRMS)
@@ -129,13 +136,18 @@ final class EventGeneratorTests: XCTestCase {
         let t = Self.sample
         let stride = t.columnCount
         func index(_ name: String) -> Int { t.columnIndex(name)! }
-        let nJets = index("n_jets"), nN = index("n_npfo"), nC = index("n_cpfo"), nPV = index("n_pv"), mu = index("mu")
+        let nJets = index("n_jets")
+        let nN = index("n_npfo")
+        let nC = index("n_cpfo")
+        let nPV = index("n_pv")
+        let mu = index("mu")
         var eventsWithMissingJet2 = 0
         for row in 0..<t.rowCount {
             let v = t.values[(row * stride)..<((row + 1) * stride)]
             func value(_ i: Int) -> Float { v[v.startIndex + i] }
             func pt(_ name: String) -> Float {
-                let x = value(index(name + "_px")), y = value(index(name + "_py"))
+                let x = value(index(name + "_px"))
+                let y = value(index(name + "_py"))
                 return (x * x + y * y).squareRoot()
             }
             for count in [value(nJets), value(nN), value(nC), value(nPV)] {
@@ -168,9 +180,15 @@ final class EventGeneratorTests: XCTestCase {
                 }
             }
             let tolerance: Float = 1e-3
-            XCTAssertEqual(value(index("hr_all_x")), value(index("hr_charged_x")) + value(index("hr_neutral_x")), accuracy: tolerance)
-            XCTAssertEqual(value(index("hr_all_y")), value(index("hr_charged_y")) + value(index("hr_neutral_y")), accuracy: tolerance)
-            XCTAssertEqual(value(index("sumet_all")), value(index("sumet_charged")) + value(index("sumet_neutral")), accuracy: tolerance)
+            XCTAssertEqual(
+                value(index("hr_all_x")), value(index("hr_charged_x")) + value(index("hr_neutral_x")),
+                accuracy: tolerance)
+            XCTAssertEqual(
+                value(index("hr_all_y")), value(index("hr_charged_y")) + value(index("hr_neutral_y")),
+                accuracy: tolerance)
+            XCTAssertEqual(
+                value(index("sumet_all")), value(index("sumet_charged")) + value(index("sumet_neutral")),
+                accuracy: tolerance)
             let leadingCharged = (1...5).map { pt("cpfo\($0)") }.reduce(0, +)
             XCTAssertLessThanOrEqual(leadingCharged, value(index("sumet_charged")) + tolerance)
         }

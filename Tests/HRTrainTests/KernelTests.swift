@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import HRTrain
 
 /// Every kernel against its Double twin in `ReferenceBackend`, on fresh random inputs of several shapes
@@ -15,8 +16,10 @@ final class KernelTests: XCTestCase {
         for (n, (rows, cols)) in shapes.enumerated() {
             let z = randomValues(rows * cols, seed: UInt64(10 + n), scale: 2)
             let b = randomValues(cols, seed: UInt64(20 + n))
-            let zr = try reference.tensor(z, shape: [rows, cols]), br = try reference.tensor(b, shape: [cols])
-            let zd = try device.tensor(z, shape: [rows, cols]), bd = try device.tensor(b, shape: [cols])
+            let zr = try reference.tensor(z, shape: [rows, cols])
+            let br = try reference.tensor(b, shape: [cols])
+            let zd = try device.tensor(z, shape: [rows, cols])
+            let bd = try device.tensor(b, shape: [cols])
             for fused in [false, true] {
                 let yr = try reference.scratch([rows, cols])
                 let yd = try GuardedTensor(device, shape: [rows, cols])
@@ -47,25 +50,30 @@ final class KernelTests: XCTestCase {
             try yd.checkGuards(device, "tanh")
 
             let dzr = try reference.scratch([rows, cols])
-            try reference.tanhBackward(outputGradient: try reference.tensor(dy, shape: [rows, cols]), output: yr, into: dzr)
+            try reference.tanhBackward(
+                outputGradient: try reference.tensor(dy, shape: [rows, cols]), output: yr, into: dzr)
             let dzd = try GuardedTensor(device, shape: [rows, cols])
-            try device.tanhBackward(outputGradient: try device.tensor(dy, shape: [rows, cols]), output: yd.tensor, into: dzd.tensor)
-            assertClose(try device.read(dzd.tensor), try reference.read(dzr), limit: 1e-5, "tanhBackward \(rows)×\(cols)")
+            try device.tanhBackward(
+                outputGradient: try device.tensor(dy, shape: [rows, cols]), output: yd.tensor, into: dzd.tensor)
+            assertClose(
+                try device.read(dzd.tensor), try reference.read(dzr), limit: 1e-5, "tanhBackward \(rows)×\(cols)")
             try dzd.checkGuards(device, "tanhBackward")
         }
     }
 
     func testColumnSums() throws {
         for device in try SharedDevice.variants() {
-        for (n, (rows, cols)) in shapes.enumerated() {
-            let x = randomValues(rows * cols, seed: UInt64(50 + n))
-            let sr = try reference.scratch([cols])
-            try reference.columnSums(try reference.tensor(x, shape: [rows, cols]), into: sr)
-            let sd = try GuardedTensor(device, shape: [cols])
-            try device.columnSums(try device.tensor(x, shape: [rows, cols]), into: sd.tensor)
-            assertClose(try device.read(sd.tensor), try reference.read(sr), limit: 1e-5, "columnSums \(device.variant) \(rows)×\(cols)")
-            try sd.checkGuards(device, "columnSums")
-        }
+            for (n, (rows, cols)) in shapes.enumerated() {
+                let x = randomValues(rows * cols, seed: UInt64(50 + n))
+                let sr = try reference.scratch([cols])
+                try reference.columnSums(try reference.tensor(x, shape: [rows, cols]), into: sr)
+                let sd = try GuardedTensor(device, shape: [cols])
+                try device.columnSums(try device.tensor(x, shape: [rows, cols]), into: sd.tensor)
+                assertClose(
+                    try device.read(sd.tensor), try reference.read(sr), limit: 1e-5,
+                    "columnSums \(device.variant) \(rows)×\(cols)")
+                try sd.checkGuards(device, "columnSums")
+            }
         }
     }
 
@@ -80,24 +88,43 @@ final class KernelTests: XCTestCase {
                     let bias = randomValues(cols, seed: seed + 1, scale: 0.3)
                     let gamma = randomValues(cols, seed: seed + 2).map { 1 + 0.3 * $0 }
                     let beta = randomValues(cols, seed: seed + 3, scale: 0.3)
-                    let rm = randomValues(cols, seed: seed + 4, scale: 0.2), rv = randomValues(cols, seed: seed + 5, scale: 0.2).map { 1 + abs($0) }
+                    let rm = randomValues(cols, seed: seed + 4, scale: 0.2)
+                    let rv = randomValues(cols, seed: seed + 5, scale: 0.2).map { 1 + abs($0) }
                     let dy = randomValues(rows * cols, seed: seed + 6)
                     let what = "\(device.variant) \(order.rawValue) \(rows)×\(cols)"
                     let settings = NumericsProfile.pytorch.batchNorm
 
                     func run<B: Backend>(_ b: B, guarded: (([Int]) throws -> B.Tensor)) throws -> [String: [Double]] {
                         let zt = try b.tensor(z, shape: [rows, cols])
-                        let (bt, gt, bet) = (try b.tensor(bias, shape: [cols]), try b.tensor(gamma, shape: [cols]), try b.tensor(beta, shape: [cols]))
+                        let (bt, gt, bet) = (
+                            try b.tensor(bias, shape: [cols]), try b.tensor(gamma, shape: [cols]),
+                            try b.tensor(beta, shape: [cols])
+                        )
                         let (rmt, rvt) = (try b.tensor(rm, shape: [cols]), try b.tensor(rv, shape: [cols]))
-                        let mean = try guarded([cols]), inv = try guarded([cols])
-                        let saved = try guarded([rows, cols]), y = try guarded([rows, cols])
-                        try b.hiddenBlockForward(order: order, z: zt, bias: bt, gamma: gt, beta: bet, runningMean: rmt, runningVariance: rvt, savedMean: mean, savedInverseStd: inv, settings: settings, saved: saved, output: y)
+                        let mean = try guarded([cols])
+                        let inv = try guarded([cols])
+                        let saved = try guarded([rows, cols])
+                        let y = try guarded([rows, cols])
+                        try b.hiddenBlockForward(
+                            order: order, z: zt, bias: bt, gamma: gt, beta: bet, runningMean: rmt, runningVariance: rvt,
+                            savedMean: mean, savedInverseStd: inv, settings: settings, saved: saved, output: y)
                         let dyt = try b.tensor(dy, shape: [rows, cols])
-                        let dz = try guarded([rows, cols]), dg = try guarded([cols]), dbe = try guarded([cols]), db = try guarded([cols])
+                        let dz = try guarded([rows, cols])
+                        let dg = try guarded([cols])
+                        let dbe = try guarded([cols])
+                        let db = try guarded([cols])
                         var out: [String: [Double]] = [:]
-                        for (k, t) in [("saved", saved), ("y", y), ("mean", mean), ("invstd", inv), ("running mean", rmt), ("running var", rvt)] { out[k] = try b.read(t) }
-                        try b.hiddenBlockBackward(order: order, outputGradient: dyt, saved: saved, output: y, gamma: gt, savedMean: mean, savedInverseStd: inv, inputGradient: dz, gammaGradient: dg, betaGradient: dbe, biasGradient: db)
-                        for (k, t) in [("dz", dz), ("dgamma", dg), ("dbeta", dbe), ("dbias", db)] { out[k] = try b.read(t) }
+                        for (k, t) in [
+                            ("saved", saved), ("y", y), ("mean", mean), ("invstd", inv), ("running mean", rmt),
+                            ("running var", rvt),
+                        ] { out[k] = try b.read(t) }
+                        try b.hiddenBlockBackward(
+                            order: order, outputGradient: dyt, saved: saved, output: y, gamma: gt, savedMean: mean,
+                            savedInverseStd: inv, inputGradient: dz, gammaGradient: dg, betaGradient: dbe,
+                            biasGradient: db)
+                        for (k, t) in [("dz", dz), ("dgamma", dg), ("dbeta", dbe), ("dbias", db)] {
+                            out[k] = try b.read(t)
+                        }
                         return out
                     }
                     var guards: [GuardedTensor] = []
@@ -111,9 +138,13 @@ final class KernelTests: XCTestCase {
                         assertClose(d[key]!, r[key]!, limit: 2e-5, "\(key) \(what)")
                     }
                     // dz and db come out of batch norm's cancelling difference: judged on the size of its terms.
-                    let termScale = (0..<cols).map { abs(gamma[$0] * r["invstd"]![$0]) }.max()! * dy.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                    let termScale =
+                        (0..<cols).map { abs(gamma[$0] * r["invstd"]![$0]) }.max()!
+                        * dy.reduce(0) { $0 + $1 * $1 }.squareRoot()
                     assertClose(d["dz"]!, r["dz"]!, limit: 2e-5, floor: termScale, "dz \(what)")
-                    assertClose(d["dbias"]!, r["dbias"]!, limit: 2e-5, floor: termScale * Double(rows).squareRoot(), "dbias \(what)")
+                    assertClose(
+                        d["dbias"]!, r["dbias"]!, limit: 2e-5, floor: termScale * Double(rows).squareRoot(),
+                        "dbias \(what)")
                     for g in guards { try g.checkGuards(device, what) }
                 }
             }
@@ -133,12 +164,18 @@ final class KernelTests: XCTestCase {
                 let dy = randomValues(rows * cols, seed: seed + 5)
                 let what = "\(profile) \(rows)×\(cols)"
 
-                let r = try BatchNormCase(reference, x: x, gamma: gamma, beta: beta, rm: rm, rv: rv, dy: dy, rows: rows, cols: cols)
-                let d = try BatchNormCase(device, x: x, gamma: gamma, beta: beta, rm: rm, rv: rv, dy: dy, rows: rows, cols: cols)
+                let r = try BatchNormCase(
+                    reference, x: x, gamma: gamma, beta: beta, rm: rm, rv: rv, dy: dy, rows: rows, cols: cols)
+                let d = try BatchNormCase(
+                    device, x: x, gamma: gamma, beta: beta, rm: rm, rv: rv, dy: dy, rows: rows, cols: cols)
                 let yd = try GuardedTensor(device, shape: [rows, cols])
                 let yr = try reference.scratch([rows, cols])
-                try reference.batchNormTraining(r.x, gamma: r.gamma, beta: r.beta, runningMean: r.rm, runningVariance: r.rv, savedMean: r.mean, savedInverseStd: r.invstd, settings: profile.batchNorm, into: yr)
-                try device.batchNormTraining(d.x, gamma: d.gamma, beta: d.beta, runningMean: d.rm, runningVariance: d.rv, savedMean: d.mean, savedInverseStd: d.invstd, settings: profile.batchNorm, into: yd.tensor)
+                try reference.batchNormTraining(
+                    r.x, gamma: r.gamma, beta: r.beta, runningMean: r.rm, runningVariance: r.rv, savedMean: r.mean,
+                    savedInverseStd: r.invstd, settings: profile.batchNorm, into: yr)
+                try device.batchNormTraining(
+                    d.x, gamma: d.gamma, beta: d.beta, runningMean: d.rm, runningVariance: d.rv, savedMean: d.mean,
+                    savedInverseStd: d.invstd, settings: profile.batchNorm, into: yd.tensor)
                 assertClose(try device.read(yd.tensor), try reference.read(yr), limit: 1e-5, "bn training y \(what)")
                 assertClose(try device.read(d.mean), try reference.read(r.mean), limit: 1e-5, "bn mean \(what)")
                 assertClose(try device.read(d.invstd), try reference.read(r.invstd), limit: 1e-5, "bn invstd \(what)")
@@ -146,21 +183,36 @@ final class KernelTests: XCTestCase {
                 assertClose(try device.read(d.rv), try reference.read(r.rv), limit: 1e-5, "bn running var \(what)")
                 try yd.checkGuards(device, "bn training")
 
-                let dxd = try GuardedTensor(device, shape: [rows, cols]), dgd = try GuardedTensor(device, shape: [cols]), dbd = try GuardedTensor(device, shape: [cols])
-                let dxr = try reference.scratch([rows, cols]), dgr = try reference.scratch([cols]), dbr = try reference.scratch([cols])
-                try reference.batchNormBackward(outputGradient: r.dy, input: r.x, gamma: r.gamma, savedMean: r.mean, savedInverseStd: r.invstd, inputGradient: dxr, gammaGradient: dgr, betaGradient: dbr)
-                try device.batchNormBackward(outputGradient: d.dy, input: d.x, gamma: d.gamma, savedMean: d.mean, savedInverseStd: d.invstd, inputGradient: dxd.tensor, gammaGradient: dgd.tensor, betaGradient: dbd.tensor)
+                let dxd = try GuardedTensor(device, shape: [rows, cols])
+                let dgd = try GuardedTensor(device, shape: [cols])
+                let dbd = try GuardedTensor(device, shape: [cols])
+                let dxr = try reference.scratch([rows, cols])
+                let dgr = try reference.scratch([cols])
+                let dbr = try reference.scratch([cols])
+                try reference.batchNormBackward(
+                    outputGradient: r.dy, input: r.x, gamma: r.gamma, savedMean: r.mean, savedInverseStd: r.invstd,
+                    inputGradient: dxr, gammaGradient: dgr, betaGradient: dbr)
+                try device.batchNormBackward(
+                    outputGradient: d.dy, input: d.x, gamma: d.gamma, savedMean: d.mean, savedInverseStd: d.invstd,
+                    inputGradient: dxd.tensor, gammaGradient: dgd.tensor, betaGradient: dbd.tensor)
                 // dx = γs/N·(N·dy − Σdy − x̂·Σdy·x̂) cancels (to ~0 for N = 2): judge it on the size of its terms.
-                let termScale = (0..<cols).map { abs(gamma[$0] * r.invstd[$0]) }.max()! * dy.reduce(0) { $0 + $1 * $1 }.squareRoot()
-                assertClose(try device.read(dxd.tensor), try reference.read(dxr), limit: 1e-5, floor: termScale, "bn dx \(what)")
+                let termScale =
+                    (0..<cols).map { abs(gamma[$0] * r.invstd[$0]) }.max()! * dy.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                assertClose(
+                    try device.read(dxd.tensor), try reference.read(dxr), limit: 1e-5, floor: termScale, "bn dx \(what)"
+                )
                 assertClose(try device.read(dgd.tensor), try reference.read(dgr), limit: 1e-5, "bn dgamma \(what)")
                 assertClose(try device.read(dbd.tensor), try reference.read(dbr), limit: 1e-5, "bn dbeta \(what)")
                 for g in [dxd, dgd, dbd] { try g.checkGuards(device, "bn backward") }
 
                 let ir = try reference.scratch([rows, cols])
                 let id = try GuardedTensor(device, shape: [rows, cols])
-                try reference.batchNormInference(r.x, gamma: r.gamma, beta: r.beta, runningMean: r.rm, runningVariance: r.rv, epsilon: profile.batchNorm.epsilon, into: ir)
-                try device.batchNormInference(d.x, gamma: d.gamma, beta: d.beta, runningMean: d.rm, runningVariance: d.rv, epsilon: profile.batchNorm.epsilon, into: id.tensor)
+                try reference.batchNormInference(
+                    r.x, gamma: r.gamma, beta: r.beta, runningMean: r.rm, runningVariance: r.rv,
+                    epsilon: profile.batchNorm.epsilon, into: ir)
+                try device.batchNormInference(
+                    d.x, gamma: d.gamma, beta: d.beta, runningMean: d.rm, runningVariance: d.rv,
+                    epsilon: profile.batchNorm.epsilon, into: id.tensor)
                 assertClose(try device.read(id.tensor), try reference.read(ir), limit: 1e-5, "bn inference \(what)")
                 try id.checkGuards(device, "bn inference")
             }
@@ -169,8 +221,14 @@ final class KernelTests: XCTestCase {
 
     func testBatchNormRefusesASingleRow() throws {
         let device = try SharedDevice.backend()
-        let d = try BatchNormCase(device, x: [1, 2, 3], gamma: [1, 1, 1], beta: [0, 0, 0], rm: [0, 0, 0], rv: [1, 1, 1], dy: [1, 1, 1], rows: 1, cols: 3)
-        XCTAssertThrowsError(try device.batchNormTraining(d.x, gamma: d.gamma, beta: d.beta, runningMean: d.rm, runningVariance: d.rv, savedMean: d.mean, savedInverseStd: d.invstd, settings: NumericsProfile.pytorch.batchNorm, into: d.dy)) { error in
+        let d = try BatchNormCase(
+            device, x: [1, 2, 3], gamma: [1, 1, 1], beta: [0, 0, 0], rm: [0, 0, 0], rv: [1, 1, 1], dy: [1, 1, 1],
+            rows: 1, cols: 3)
+        XCTAssertThrowsError(
+            try device.batchNormTraining(
+                d.x, gamma: d.gamma, beta: d.beta, runningMean: d.rm, runningVariance: d.rv, savedMean: d.mean,
+                savedInverseStd: d.invstd, settings: NumericsProfile.pytorch.batchNorm, into: d.dy)
+        ) { error in
             XCTAssertTrue("\(error)".contains("at least 2 rows"), "\(error)")
         }
     }
@@ -180,11 +238,18 @@ final class KernelTests: XCTestCase {
         for (n, (rows, cols)) in (shapes + [(4000, 2)]).enumerated() {
             let p = randomValues(rows * cols, seed: UInt64(200 + n), scale: 5)
             let t = randomValues(rows * cols, seed: UInt64(300 + n), scale: 5)
-            let gr = try reference.scratch([rows, cols]), lr = try reference.scratch([1])
-            try reference.meanSquaredError(prediction: try reference.tensor(p, shape: [rows, cols]), target: try reference.tensor(t, shape: [rows, cols]), gradient: gr, loss: lr)
-            let gd = try GuardedTensor(device, shape: [rows, cols]), ld = try GuardedTensor(device, shape: [1])
-            try device.meanSquaredError(prediction: try device.tensor(p, shape: [rows, cols]), target: try device.tensor(t, shape: [rows, cols]), gradient: gd.tensor, loss: ld.tensor)
-            assertClose(try device.read(gd.tensor), try reference.read(gr), limit: limit, "mse gradient \(rows)×\(cols)")
+            let gr = try reference.scratch([rows, cols])
+            let lr = try reference.scratch([1])
+            try reference.meanSquaredError(
+                prediction: try reference.tensor(p, shape: [rows, cols]),
+                target: try reference.tensor(t, shape: [rows, cols]), gradient: gr, loss: lr)
+            let gd = try GuardedTensor(device, shape: [rows, cols])
+            let ld = try GuardedTensor(device, shape: [1])
+            try device.meanSquaredError(
+                prediction: try device.tensor(p, shape: [rows, cols]),
+                target: try device.tensor(t, shape: [rows, cols]), gradient: gd.tensor, loss: ld.tensor)
+            assertClose(
+                try device.read(gd.tensor), try reference.read(gr), limit: limit, "mse gradient \(rows)×\(cols)")
             assertClose(try device.read(ld.tensor), try reference.read(lr), limit: 1e-5, "mse loss \(rows)×\(cols)")
             try gd.checkGuards(device, "mse gradient")
             try ld.checkGuards(device, "mse loss")
@@ -196,15 +261,21 @@ final class KernelTests: XCTestCase {
         for profile in NumericsProfile.allCases {
             for count in [1, 255, 257, 5003] {
                 let theta = randomValues(count, seed: UInt64(400 + count))
-                let pr = try reference.tensor(theta, shape: [count]), pd = try device.tensor(theta, shape: [count])
+                let pr = try reference.tensor(theta, shape: [count])
+                let pd = try device.tensor(theta, shape: [count])
                 let zeros = [Double](repeating: 0, count: count)
-                let mr = try reference.tensor(zeros, shape: [count]), vr = try reference.tensor(zeros, shape: [count])
-                let md = try device.tensor(zeros, shape: [count]), vd = try device.tensor(zeros, shape: [count])
+                let mr = try reference.tensor(zeros, shape: [count])
+                let vr = try reference.tensor(zeros, shape: [count])
+                let md = try device.tensor(zeros, shape: [count])
+                let vd = try device.tensor(zeros, shape: [count])
                 for step in 1...4 {
                     let g = randomValues(count, seed: UInt64(500 + step * 7 + count), scale: 0.1)
                     let k = profile.adamCoefficients(learningRate: 1e-3, step: step)
-                    try reference.adamUpdate(parameters: pr, gradients: try reference.tensor(g, shape: [count]), m: mr, v: vr, coefficients: k)
-                    try device.adamUpdate(parameters: pd, gradients: try device.tensor(g, shape: [count]), m: md, v: vd, coefficients: k)
+                    try reference.adamUpdate(
+                        parameters: pr, gradients: try reference.tensor(g, shape: [count]), m: mr, v: vr,
+                        coefficients: k)
+                    try device.adamUpdate(
+                        parameters: pd, gradients: try device.tensor(g, shape: [count]), m: md, v: vd, coefficients: k)
                 }
                 let what = "adam \(profile) n=\(count)"
                 // m sums gradients of both signs, so a few ulps of cancellation are expected at n = 1.
@@ -223,18 +294,28 @@ final class KernelTests: XCTestCase {
             let idx = (0..<(rows + 3)).map { _ in Int32(rng.next() % UInt64(rows)) }
             let out = rows + 1  // gather one more row than the source has: repeats are allowed
             let gr = try reference.scratch([out, cols])
-            try reference.gatherRows(try reference.tensor(source, shape: [rows, cols]), indices: idx, indexOffset: 2, into: gr)
+            try reference.gatherRows(
+                try reference.tensor(source, shape: [rows, cols]), indices: idx, indexOffset: 2, into: gr)
             let gd = try GuardedTensor(device, shape: [out, cols])
-            try device.gatherRows(try device.tensor(source, shape: [rows, cols]), indices: try device.indices(idx), indexOffset: 2, into: gd.tensor)
-            XCTAssertEqual(try device.read(gd.tensor), try reference.read(gr).map { Double(Float($0)) }, "gather is a copy: exact")
+            try device.gatherRows(
+                try device.tensor(source, shape: [rows, cols]), indices: try device.indices(idx), indexOffset: 2,
+                into: gd.tensor)
+            XCTAssertEqual(
+                try device.read(gd.tensor), try reference.read(gr).map { Double(Float($0)) }, "gather is a copy: exact")
             try gd.checkGuards(device, "gather")
 
-            let mean = randomValues(cols, seed: UInt64(800 + n)), scale = randomValues(cols, seed: UInt64(900 + n)).map { 0.5 + abs($0) }
+            let mean = randomValues(cols, seed: UInt64(800 + n))
+            let scale = randomValues(cols, seed: UInt64(900 + n)).map { 0.5 + abs($0) }
             let sr = try reference.scratch([rows, cols])
-            try reference.standardScale(try reference.tensor(source, shape: [rows, cols]), mean: try reference.tensor(mean, shape: [cols]), scale: try reference.tensor(scale, shape: [cols]), into: sr)
+            try reference.standardScale(
+                try reference.tensor(source, shape: [rows, cols]), mean: try reference.tensor(mean, shape: [cols]),
+                scale: try reference.tensor(scale, shape: [cols]), into: sr)
             let sd = try GuardedTensor(device, shape: [rows, cols])
-            try device.standardScale(try device.tensor(source, shape: [rows, cols]), mean: try device.tensor(mean, shape: [cols]), scale: try device.tensor(scale, shape: [cols]), into: sd.tensor)
-            assertClose(try device.read(sd.tensor), try reference.read(sr), limit: limit, "standardScale \(rows)×\(cols)")
+            try device.standardScale(
+                try device.tensor(source, shape: [rows, cols]), mean: try device.tensor(mean, shape: [cols]),
+                scale: try device.tensor(scale, shape: [cols]), into: sd.tensor)
+            assertClose(
+                try device.read(sd.tensor), try reference.read(sr), limit: limit, "standardScale \(rows)×\(cols)")
             try sd.checkGuards(device, "standardScale")
         }
     }
@@ -242,24 +323,40 @@ final class KernelTests: XCTestCase {
     func testMatmulAllThreeTrainingForms() throws {
         let device = try SharedDevice.backend()
         for (n, (m, k, nn)) in [(3, 38, 17), (37, 5, 2), (129, 33, 64)].enumerated() {
-            let a = randomValues(m * k, seed: UInt64(1000 + n)), b = randomValues(k * nn, seed: UInt64(1100 + n))
+            let a = randomValues(m * k, seed: UInt64(1000 + n))
+            let b = randomValues(k * nn, seed: UInt64(1100 + n))
             // x·W
-            let cr = try reference.scratch([m, nn]); let cd = try GuardedTensor(device, shape: [m, nn])
-            try reference.matmul(try reference.tensor(a, shape: [m, k]), transposeA: false, try reference.tensor(b, shape: [k, nn]), transposeB: false, into: cr)
-            try device.matmul(try device.tensor(a, shape: [m, k]), transposeA: false, try device.tensor(b, shape: [k, nn]), transposeB: false, into: cd.tensor)
+            let cr = try reference.scratch([m, nn])
+            let cd = try GuardedTensor(device, shape: [m, nn])
+            try reference.matmul(
+                try reference.tensor(a, shape: [m, k]), transposeA: false, try reference.tensor(b, shape: [k, nn]),
+                transposeB: false, into: cr)
+            try device.matmul(
+                try device.tensor(a, shape: [m, k]), transposeA: false, try device.tensor(b, shape: [k, nn]),
+                transposeB: false, into: cd.tensor)
             assertClose(try device.read(cd.tensor), try reference.read(cr), limit: 1e-5, "x·W \(m)×\(k)×\(nn)")
             try cd.checkGuards(device, "x·W")
             // xᵀ·dy: a is [m, k] read as [k, m]ᵀ... use a as x [m,k], c [k, nn] from dy [m, nn]
             let dy = randomValues(m * nn, seed: UInt64(1200 + n))
-            let wr = try reference.scratch([k, nn]); let wd = try GuardedTensor(device, shape: [k, nn])
-            try reference.matmul(try reference.tensor(a, shape: [m, k]), transposeA: true, try reference.tensor(dy, shape: [m, nn]), transposeB: false, into: wr)
-            try device.matmul(try device.tensor(a, shape: [m, k]), transposeA: true, try device.tensor(dy, shape: [m, nn]), transposeB: false, into: wd.tensor)
+            let wr = try reference.scratch([k, nn])
+            let wd = try GuardedTensor(device, shape: [k, nn])
+            try reference.matmul(
+                try reference.tensor(a, shape: [m, k]), transposeA: true, try reference.tensor(dy, shape: [m, nn]),
+                transposeB: false, into: wr)
+            try device.matmul(
+                try device.tensor(a, shape: [m, k]), transposeA: true, try device.tensor(dy, shape: [m, nn]),
+                transposeB: false, into: wd.tensor)
             assertClose(try device.read(wd.tensor), try reference.read(wr), limit: 1e-5, "xᵀ·dy")
             try wd.checkGuards(device, "xᵀ·dy")
             // dy·Wᵀ
-            let xr = try reference.scratch([m, k]); let xd = try GuardedTensor(device, shape: [m, k])
-            try reference.matmul(try reference.tensor(dy, shape: [m, nn]), transposeA: false, try reference.tensor(b, shape: [k, nn]), transposeB: true, into: xr)
-            try device.matmul(try device.tensor(dy, shape: [m, nn]), transposeA: false, try device.tensor(b, shape: [k, nn]), transposeB: true, into: xd.tensor)
+            let xr = try reference.scratch([m, k])
+            let xd = try GuardedTensor(device, shape: [m, k])
+            try reference.matmul(
+                try reference.tensor(dy, shape: [m, nn]), transposeA: false, try reference.tensor(b, shape: [k, nn]),
+                transposeB: true, into: xr)
+            try device.matmul(
+                try device.tensor(dy, shape: [m, nn]), transposeA: false, try device.tensor(b, shape: [k, nn]),
+                transposeB: true, into: xd.tensor)
             assertClose(try device.read(xd.tensor), try reference.read(xr), limit: 1e-5, "dy·Wᵀ")
             try xd.checkGuards(device, "dy·Wᵀ")
         }
@@ -270,16 +367,25 @@ final class KernelTests: XCTestCase {
         let (rows, cols) = (4000, 256)
         let x = try device.tensor(randomValues(rows * cols, seed: 77, scale: 3), shape: [rows, cols])
         func once() throws -> [Double] {
-            let s = try device.scratch([cols]), mean = try device.scratch([cols]), inv = try device.scratch([cols])
-            let rm = try device.tensor([Double](repeating: 0, count: cols), shape: [cols]), rv = try device.tensor([Double](repeating: 1, count: cols), shape: [cols])
-            let y = try device.scratch([rows, cols]), loss = try device.scratch([1]), g = try device.scratch([rows, cols])
-            let ones = try device.tensor([Double](repeating: 1, count: cols), shape: [cols]), zeros = try device.tensor([Double](repeating: 0, count: cols), shape: [cols])
+            let s = try device.scratch([cols])
+            let mean = try device.scratch([cols])
+            let inv = try device.scratch([cols])
+            let rm = try device.tensor([Double](repeating: 0, count: cols), shape: [cols])
+            let rv = try device.tensor([Double](repeating: 1, count: cols), shape: [cols])
+            let y = try device.scratch([rows, cols])
+            let loss = try device.scratch([1])
+            let g = try device.scratch([rows, cols])
+            let ones = try device.tensor([Double](repeating: 1, count: cols), shape: [cols])
+            let zeros = try device.tensor([Double](repeating: 0, count: cols), shape: [cols])
             try device.columnSums(x, into: s)
-            try device.batchNormTraining(x, gamma: ones, beta: zeros, runningMean: rm, runningVariance: rv, savedMean: mean, savedInverseStd: inv, settings: NumericsProfile.keras.batchNorm, into: y)
+            try device.batchNormTraining(
+                x, gamma: ones, beta: zeros, runningMean: rm, runningVariance: rv, savedMean: mean,
+                savedInverseStd: inv, settings: NumericsProfile.keras.batchNorm, into: y)
             try device.meanSquaredError(prediction: x, target: y, gradient: g, loss: loss)
             return try [s, mean, inv, rm, rv, loss].flatMap { try device.read($0) }
         }
-        let first = try once(), second = try once()
+        let first = try once()
+        let second = try once()
         XCTAssertEqual(first.map { Float($0).bitPattern }, second.map { Float($0).bitPattern })
     }
 }
@@ -287,7 +393,10 @@ final class KernelTests: XCTestCase {
 /// The inputs of one batch-norm test case on one backend.
 struct BatchNormCase<B: Backend> {
     let x, gamma, beta, rm, rv, dy, mean, invstd: B.Tensor
-    init(_ b: B, x: [Double], gamma: [Double], beta: [Double], rm: [Double], rv: [Double], dy: [Double], rows: Int, cols: Int) throws {
+    init(
+        _ b: B, x: [Double], gamma: [Double], beta: [Double], rm: [Double], rv: [Double], dy: [Double], rows: Int,
+        cols: Int
+    ) throws {
         self.x = try b.tensor(x, shape: [rows, cols])
         self.gamma = try b.tensor(gamma, shape: [cols])
         self.beta = try b.tensor(beta, shape: [cols])

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import HRTrain
 
 final class NumericsProfileTests: XCTestCase {
@@ -14,8 +15,12 @@ final class NumericsProfileTests: XCTestCase {
     }
 
     func testBatchNormSettings() {
-        XCTAssertEqual(NumericsProfile.keras.batchNorm, BatchNormSettings(epsilon: 1e-3, runningUpdateFactor: 0.01, unbiasedRunningVariance: false))
-        XCTAssertEqual(NumericsProfile.pytorch.batchNorm, BatchNormSettings(epsilon: 1e-5, runningUpdateFactor: 0.1, unbiasedRunningVariance: true))
+        XCTAssertEqual(
+            NumericsProfile.keras.batchNorm,
+            BatchNormSettings(epsilon: 1e-3, runningUpdateFactor: 0.01, unbiasedRunningVariance: false))
+        XCTAssertEqual(
+            NumericsProfile.pytorch.batchNorm,
+            BatchNormSettings(epsilon: 1e-5, runningUpdateFactor: 0.1, unbiasedRunningVariance: true))
     }
 
     func testInitialisationRanges() {

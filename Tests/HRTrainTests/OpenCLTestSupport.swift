@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import HRTrain
 
 /// The OpenCL device all kernel tests share (one context per test process, like one per run).
@@ -32,10 +33,16 @@ func randomValues(_ count: Int, seed: UInt64, scale: Double = 1) -> [Double] {
 
 /// Asserts that `device` matches `reference` in relative L2 norm within `limit`, with no NaN/Inf.
 /// `floor` (see `TensorComparison`) is for results that cancel: the size of the terms that cancel.
-func assertClose(_ device: [Double], _ reference: [Double], limit: Double, floor: Double = 0, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-    let c = TensorComparison(name: what, shape: [reference.count], device: device, reference: reference, limit: limit, floor: floor)
+func assertClose(
+    _ device: [Double], _ reference: [Double], limit: Double, floor: Double = 0, _ what: String,
+    file: StaticString = #filePath, line: UInt = #line
+) {
+    let c = TensorComparison(
+        name: what, shape: [reference.count], device: device, reference: reference, limit: limit, floor: floor)
     XCTAssertFalse(c.nonFinite, "\(what): NaN or Inf", file: file, line: line)
-    XCTAssertTrue(c.passed, "\(what): error \(c.error) > limit \(c.limit) (max abs \(c.maxAbsoluteError))", file: file, line: line)
+    XCTAssertTrue(
+        c.passed, "\(what): error \(c.error) > limit \(c.limit) (max abs \(c.maxAbsoluteError))", file: file, line: line
+    )
 }
 
 /// A device tensor of `shape` placed between two guard regions of a larger buffer, whose guards are filled
@@ -54,10 +61,15 @@ struct GuardedTensor {
         tensor = whole.view(offset: Self.guardCount, shape: shape)
     }
 
-    func checkGuards(_ backend: OpenCLBackend, _ what: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    func checkGuards(_ backend: OpenCLBackend, _ what: String, file: StaticString = #filePath, line: UInt = #line)
+        throws
+    {
         let all = try backend.context.download(whole)
-        let head = all[..<Self.guardCount], tail = all[(all.count - Self.guardCount)...]
-        XCTAssertTrue(head.allSatisfy { $0 == Self.sentinel } && tail.allSatisfy { $0 == Self.sentinel }, "\(what): a kernel wrote into a guard region", file: file, line: line)
+        let head = all[..<Self.guardCount]
+        let tail = all[(all.count - Self.guardCount)...]
+        XCTAssertTrue(
+            head.allSatisfy { $0 == Self.sentinel } && tail.allSatisfy { $0 == Self.sentinel },
+            "\(what): a kernel wrote into a guard region", file: file, line: line)
     }
 }
 
@@ -71,21 +83,26 @@ func hrtrainExecutable() -> URL {
 }
 
 /// Runs `hrtrain` with `arguments`; returns (exit status, stdout, stderr).
-func runHRTrain(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+func runHRTrain(_ arguments: [String], environment: [String: String] = [:]) throws -> (
+    status: Int32, out: String, err: String
+) {
     let process = Process()
     process.executableURL = hrtrainExecutable()
     process.arguments = arguments
     var env = ProcessInfo.processInfo.environment
     for (k, v) in environment { env[k] = v }
     process.environment = env
-    let out = Pipe(), err = Pipe()
+    let out = Pipe()
+    let err = Pipe()
     process.standardOutput = out
     process.standardError = err
     try process.run()
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    return (
+        process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self)
+    )
 }
 
 /// A fresh temporary folder, removed at the end of the test.

@@ -23,12 +23,19 @@ final class RecoilMetricsTests: XCTestCase {
     /// robust widths, within a few statistical errors.
     func testRecoversResponseAndResolutionOfASmearedRecoil() {
         var rng = Xoshiro256StarStar(seed: 99, stream: 0)
-        let n = 200_000, response = 0.7, sigma = 8.0
-        var ux = [Float](), uy = [Float](), tx = [Float](), ty = [Float](), magnitude = [Float]()
+        let n = 200_000
+        let response = 0.7
+        let sigma = 8.0
+        var ux = [Float]()
+        var uy = [Float]()
+        var tx = [Float]()
+        var ty = [Float]()
+        var magnitude = [Float]()
         for _ in 0..<n {
             let truth = rng.uniform(1, 60)
             let direction = rng.unitVector()
-            let x = truth * direction.x, y = truth * direction.y
+            let x = truth * direction.x
+            let y = truth * direction.y
             tx.append(Float(x))
             ty.append(Float(y))
             ux.append(Float(response * x + sigma * rng.normal()))
@@ -57,7 +64,8 @@ final class RecoilMetricsTests: XCTestCase {
     /// A perfect prediction has response 1, zero widths and zero RMSE; events with |u_t| = 0 and events
     /// outside the edges are skipped by the bins.
     func testPerfectPredictionAndSkippedEvents() {
-        let tx: [Float] = [0, 1, -2, 5, 7], ty: [Float] = [0, 2, 3, -1, 0]
+        let tx: [Float] = [0, 1, -2, 5, 7]
+        let ty: [Float] = [0, 2, 3, -1, 0]
         let bins = recoilFigures(
             predictedX: tx, predictedY: ty, truthX: tx, truthY: ty, variable: [1, 1, 1, 1, 9], edges: [0, 5])
         XCTAssertEqual(bins.count, 1)
@@ -73,7 +81,8 @@ final class RecoilMetricsTests: XCTestCase {
 
     /// Per-component RMSE: a constant offset (3, −4) gives RMSE_x = 3, RMSE_y = 4, RMSE = √(12.5).
     func testRMSEOfAConstantOffset() {
-        let tx: [Float] = [1, 2, 3, 4], ty: [Float] = [0, 1, 0, 1]
+        let tx: [Float] = [1, 2, 3, 4]
+        let ty: [Float] = [0, 1, 0, 1]
         let summary = recoilSummary(
             predictedX: tx.map { $0 + 3 }, predictedY: ty.map { $0 - 4 }, truthX: tx, truthY: ty)
         XCTAssertEqual(summary.rmseX, 3, accuracy: 1e-6)

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import HRTrain
 
 #if canImport(FoundationXML)
@@ -21,15 +22,24 @@ final class ReportTests: XCTestCase {
         let degenerate = niceTicks(lower: 5, upper: 5)
         XCTAssertTrue(degenerate.first! < 5 && degenerate.last! > 5, "a degenerate range is widened: \(degenerate)")
         let rates = logTicks(lower: 1e-4, upper: 1e-2)
-        for (a, b) in zip(rates, [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]) { XCTAssertEqual(a, b, accuracy: b * 1e-9) }
+        for (a, b) in zip(rates, [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]) {
+            XCTAssertEqual(a, b, accuracy: b * 1e-9)
+        }
         XCTAssertEqual(logTicks(lower: 1, upper: 1e6), [1, 10, 100, 1000, 1e4, 1e5, 1e6])
         XCTAssertGreaterThanOrEqual(logTicks(lower: 0.31, upper: 0.52).count, 2, "a narrow log range still gets ticks")
     }
 
     func testPlotSkipsNonFinitePointsAndIsWellFormedXML() throws {
-        var plot = SVGPlot(id: "t", title: "Loss & <things> “quoted”", x: PlotAxis("epoch"), y: PlotAxis("σ(u_{∥})", unit: "GeV²", scale: .log10))
+        var plot = SVGPlot(
+            id: "t", title: "Loss & <things> “quoted”", x: PlotAxis("epoch"),
+            y: PlotAxis("σ(u_{∥})", unit: "GeV²", scale: .log10))
         plot.series = [
-            PlotSeries(name: "a < b", points: [PlotPoint(x: 1, y: 2, error: 0.5), PlotPoint(x: 2, y: .nan), PlotPoint(x: 3, y: 1.5, error: .infinity), PlotPoint(x: .infinity, y: 1), PlotPoint(x: 4, y: -1)], style: 0),
+            PlotSeries(
+                name: "a < b",
+                points: [
+                    PlotPoint(x: 1, y: 2, error: 0.5), PlotPoint(x: 2, y: .nan),
+                    PlotPoint(x: 3, y: 1.5, error: .infinity), PlotPoint(x: .infinity, y: 1), PlotPoint(x: 4, y: -1),
+                ], style: 0),
             PlotSeries(name: "b", points: [PlotPoint(x: 1, y: 3), PlotPoint(x: 4, y: 0.9, error: 2)], style: 1),
         ]
         plot.referenceLines = [.horizontal(1)]
@@ -41,7 +51,10 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(document.elements(class: "marker").count, 4)
         XCTAssertNil(document.attributeValues.first(where: holdsNonFiniteNumber))
         XCTAssertTrue(document.text.contains("Loss & <things> “quoted”"), "the title is escaped, not dropped")
-        XCTAssertEqual(SVGWriter.rich("u_{∥} − 10^{−3} hr_all"), "u<tspan dy=\"0.3em\" font-size=\"75%\">∥</tspan><tspan dy=\"-0.3em\"> − 10</tspan><tspan dy=\"-0.45em\" font-size=\"75%\">−3</tspan><tspan dy=\"0.45em\"> hr_all</tspan>")
+        XCTAssertEqual(
+            SVGWriter.rich("u_{∥} − 10^{−3} hr_all"),
+            "u<tspan dy=\"0.3em\" font-size=\"75%\">∥</tspan><tspan dy=\"-0.3em\"> − 10</tspan><tspan dy=\"-0.45em\" font-size=\"75%\">−3</tspan><tspan dy=\"0.45em\"> hr_all</tspan>"
+        )
 
         var histogram = SVGPlot(id: "h", title: "h", x: PlotAxis("x", unit: "GeV"), y: PlotAxis("density"))
         histogram.histograms = [HistogramSeries(name: "n", edges: [0, 1, 2, 3], values: [0.2, .nan, 0.5], style: 0)]
@@ -51,7 +64,8 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(try XMLDocumentSummary(h.svg).elements(class: "hist").count, 1)
 
         var density = SVGPlot(id: "d", title: "d", x: PlotAxis("true"), y: PlotAxis("predicted"))
-        density.density = DensityGrid(x: [0.5, 0.5, 1.5, 9], y: [0.5, 0.5, 1.5, 0.5], xEdges: [0, 1, 2], yEdges: [0, 1, 2])
+        density.density = DensityGrid(
+            x: [0.5, 0.5, 1.5, 9], y: [0.5, 0.5, 1.5, 0.5], xEdges: [0, 1, 2], yEdges: [0, 1, 2])
         density.referenceLines = [.diagonal]
         XCTAssertEqual(density.density?.counts, [2, 0, 0, 1], "the event outside the edges is not counted")
         let d = density.render()
@@ -64,15 +78,20 @@ final class ReportTests: XCTestCase {
     func testReportHoldsTheEvaluationInEveryPlotAndCSV() throws {
         let sample = SyntheticSample(events: 4000, seed: 11)
         let report = try sample.report()
-        let expectedFigures = ["loss", "learning_rate"]
-            + ["response", "resolution_parallel", "resolution_perpendicular"].flatMap { q in ["truth", "mu", "npv"].map { "\(q)_vs_\($0)" } }
+        let expectedFigures =
+            ["loss", "learning_rate"]
+            + ["response", "resolution_parallel", "resolution_perpendicular"].flatMap { q in
+                ["truth", "mu", "npv"].map { "\(q)_vs_\($0)" }
+            }
             + ["residual_x", "residual_y", "density_x", "density_y"]
         XCTAssertEqual(report.figures.map(\.id), expectedFigures)
 
         let page = report.html(csvStem: "report")
         XCTAssertFalse(page.contains("NaN"))
         XCTAssertFalse(page.contains("<script"), "no JavaScript")
-        XCTAssertFalse(page.contains("http://") && page.replacingOccurrences(of: "http://www.w3.org/", with: "").contains("http://"), "nothing fetched")
+        XCTAssertFalse(
+            page.contains("http://")
+                && page.replacingOccurrences(of: "http://www.w3.org/", with: "").contains("http://"), "nothing fetched")
         let document = try XMLDocumentSummary(page)
         XCTAssertNil(document.attributeValues.first(where: holdsNonFiniteNumber))
         XCTAssertEqual(document.elements(named: "svg").count, expectedFigures.count)
@@ -80,8 +99,11 @@ final class ReportTests: XCTestCase {
         let evaluation = report.input.evaluation
         for figure in report.figures {
             let inPlot = document.elements(inSVG: figure.id)
-            let points = inPlot.filter { ["marker", "cell"].contains($0.attributes["class"]) }.count
-                + inPlot.filter { $0.attributes["class"]?.hasPrefix("hist") == true }.compactMap { $0.attributes["data-bins"].flatMap(Int.init) }.reduce(0, +)
+            let points =
+                inPlot.filter { ["marker", "cell"].contains($0.attributes["class"]) }.count
+                + inPlot.filter { $0.attributes["class"]?.hasPrefix("hist") == true }.compactMap {
+                    $0.attributes["data-bins"].flatMap(Int.init)
+                }.reduce(0, +)
             XCTAssertGreaterThan(points, 0, "\(figure.id) has no data points")
             XCTAssertEqual(points, figure.rendered.drawnPoints, figure.id)
             XCTAssertEqual(figure.rendered.skippedPoints, 0, figure.id)
@@ -94,16 +116,22 @@ final class ReportTests: XCTestCase {
         var notes: [String] = []
         for estimate in evaluation.estimates {
             for bin in estimate.binned[0].bins where bin.count >= 2 {
-                expectedRows.append([estimate.name, csvNumber(bin.lowerEdge), csvNumber(bin.upperEdge), "\(bin.count)", csvNumber(bin.meanTruthMagnitude), csvNumber(bin.response), csvNumber(bin.responseError)])
+                expectedRows.append([
+                    estimate.name, csvNumber(bin.lowerEdge), csvNumber(bin.upperEdge), "\(bin.count)",
+                    csvNumber(bin.meanTruthMagnitude), csvNumber(bin.response), csvNumber(bin.responseError),
+                ])
                 notes.append("\(bin.count) events: \(plainNumber(bin.response)) ± \(plainNumber(bin.responseError))")
             }
         }
         XCTAssertEqual(response.csv.rows, expectedRows)
-        XCTAssertEqual(expectedRows.count, document.elements(inSVG: "response_vs_truth").filter { $0.attributes["class"] == "marker" }.count)
+        XCTAssertEqual(
+            expectedRows.count,
+            document.elements(inSVG: "response_vs_truth").filter { $0.attributes["class"] == "marker" }.count)
         let tooltips = document.titles(inSVG: "response_vs_truth")
         for note in notes { XCTAssertTrue(tooltips.contains { $0.hasSuffix(note) }, "no marker for \(note)") }
         XCTAssertEqual(evaluation.estimates.map(\.name), ["network", "hr_charged", "hr_neutral", "hr_all"])
-        let network = try XCTUnwrap(evaluation.estimates[0].summary), charged = try XCTUnwrap(evaluation.estimates[1].summary)
+        let network = try XCTUnwrap(evaluation.estimates[0].summary)
+        let charged = try XCTUnwrap(evaluation.estimates[1].summary)
         XCTAssertEqual(network.response, 1, accuracy: 0.05, "the synthetic network is unbiased")
         XCTAssertEqual(charged.response, 0.6, accuracy: 0.05, "the synthetic charged recoil has a response of 0.6")
 
@@ -113,16 +141,24 @@ final class ReportTests: XCTestCase {
         try report.write(to: url)
         XCTAssertEqual(try String(contentsOf: url, encoding: .utf8), page)
         for id in expectedFigures + ["summary"] {
-            XCTAssertTrue(FileManager.default.fileExists(atPath: directory.appendingPathComponent("report_\(id).csv").path), id)
+            XCTAssertTrue(
+                FileManager.default.fileExists(atPath: directory.appendingPathComponent("report_\(id).csv").path), id)
         }
-        let lines = { (id: String) in try String(contentsOf: directory.appendingPathComponent("report_\(id).csv"), encoding: .utf8).split(separator: "\n").map(String.init) }
-        XCTAssertEqual(try lines("response_vs_truth"), [response.csv.header.joined(separator: ",")] + expectedRows.map { $0.joined(separator: ",") })
+        let lines = { (id: String) in
+            try String(contentsOf: directory.appendingPathComponent("report_\(id).csv"), encoding: .utf8).split(
+                separator: "\n"
+            ).map(String.init)
+        }
+        XCTAssertEqual(
+            try lines("response_vs_truth"),
+            [response.csv.header.joined(separator: ",")] + expectedRows.map { $0.joined(separator: ",") })
         XCTAssertEqual(try lines("loss").count, 1 + sample.history.count)
         XCTAssertEqual(try lines("residual_x").count, 1 + 4 * 80)
         let summary = try lines("summary")
         XCTAssertEqual(summary.count, 1 + 4)
         XCTAssertTrue(summary[1].hasPrefix("network,truth_hr_x truth_hr_y,"))
-        XCTAssertTrue(try lines("resolution_parallel_vs_npv").dropFirst().allSatisfy { $0.split(separator: ",").count == 8 })
+        XCTAssertTrue(
+            try lines("resolution_parallel_vs_npv").dropFirst().allSatisfy { $0.split(separator: ",").count == 8 })
     }
 
     func testReportWithoutHistorySaysSo() throws {
@@ -139,10 +175,10 @@ final class ReportTests: XCTestCase {
         let directory = try temporaryDirectory(self)
         let url = directory.appendingPathComponent("metrics.jsonl")
         try """
-            {"epoch":1,"events_per_second":1000,"learning_rate":0.001,"seconds":2,"train_loss":50.5,"val_loss":48}
-            {"epoch":2,"events_per_second":1100,"learning_rate":0.0005,"seconds":1.9,"train_loss":40.25}
+        {"epoch":1,"events_per_second":1000,"learning_rate":0.001,"seconds":2,"train_loss":50.5,"val_loss":48}
+        {"epoch":2,"events_per_second":1100,"learning_rate":0.0005,"seconds":1.9,"train_loss":40.25}
 
-            """.write(to: url, atomically: true, encoding: .utf8)
+        """.write(to: url, atomically: true, encoding: .utf8)
         let history = try readMetrics(from: url)
         XCTAssertEqual(history.map(\.epoch), [1, 2])
         XCTAssertEqual(history[0].validationLoss, 48)
@@ -164,8 +200,16 @@ final class ReportTests: XCTestCase {
         try report.write(to: url)
 
         let screenshot = directory.appendingPathComponent("page.png")
-        let common = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars", "--user-data-dir=\(directory.appendingPathComponent("profile").path)"]
-        let shot = try runProcess(chromium, common + ["--enable-logging=stderr", "--v=0", "--window-size=1280,2000", "--screenshot=\(screenshot.path)", url.absoluteString])
+        let common = [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            "--hide-scrollbars", "--user-data-dir=\(directory.appendingPathComponent("profile").path)",
+        ]
+        let shot = try runProcess(
+            chromium,
+            common + [
+                "--enable-logging=stderr", "--v=0", "--window-size=1280,2000", "--screenshot=\(screenshot.path)",
+                url.absoluteString,
+            ])
         XCTAssertEqual(shot.status, 0, shot.err)
         let consoleErrors = shot.err.split(separator: "\n").filter { $0.contains("CONSOLE") || $0.contains("Uncaught") }
         XCTAssertEqual(consoleErrors, [], "console messages while loading the page")
@@ -175,7 +219,9 @@ final class ReportTests: XCTestCase {
         if let python = executableOnPath("python3") {
             let stats = try runProcess(python, ["-c", pngStatisticsScript, screenshot.path])
             XCTAssertEqual(stats.status, 0, stats.err)
-            let numbers = stats.out.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            let numbers = stats.out.split(separator: " ").compactMap {
+                Double($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
             XCTAssertEqual(numbers.count, 2, stats.out)
             if numbers.count == 2 {
                 XCTAssertGreaterThan(numbers[0], 64, "distinct colours: the page is blank or nearly so")
@@ -185,7 +231,8 @@ final class ReportTests: XCTestCase {
 
         let dom = try runProcess(chromium, common + ["--dump-dom", url.absoluteString])
         XCTAssertEqual(dom.status, 0, dom.err)
-        XCTAssertEqual(dom.out.components(separatedBy: "<svg").count - 1, report.figures.count, "the DOM holds every plot")
+        XCTAssertEqual(
+            dom.out.components(separatedBy: "<svg").count - 1, report.figures.count, "the DOM holds every plot")
         XCTAssertTrue(dom.out.contains("Provenance"))
     }
 
@@ -201,22 +248,36 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         r = try runHRTrain(["init", "--out", model, "--hidden", "16,16", "--scaler-from", data])
         XCTAssertEqual(r.status, 0, r.err)
-        try "{\"epoch\":1,\"events_per_second\":10,\"learning_rate\":0.001,\"seconds\":1,\"train_loss\":300,\"val_loss\":310}\n".write(toFile: metrics, atomically: true, encoding: .utf8)
-        r = try runHRTrain(["report", "--model", model, "--data", data, "--backend", "reference", "--metrics", metrics, "--compare", "hr_all_x,hr_charged_y", "--output", output, "--title", "Untrained <test>"])
+        try
+            "{\"epoch\":1,\"events_per_second\":10,\"learning_rate\":0.001,\"seconds\":1,\"train_loss\":300,\"val_loss\":310}\n"
+            .write(toFile: metrics, atomically: true, encoding: .utf8)
+        r = try runHRTrain([
+            "report", "--model", model, "--data", data, "--backend", "reference", "--metrics", metrics, "--compare",
+            "hr_all_x,hr_charged_y", "--output", output, "--title", "Untrained <test>",
+        ])
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertTrue(r.out.contains("report written to"), r.out)
         let page = try String(contentsOfFile: output, encoding: .utf8)
         let document = try XMLDocumentSummary(page)
         XCTAssertTrue(document.text.contains("Untrained <test>"))
-        for name in ["raw charged", "raw neutral", "raw all", "hr_all_x,hr_charged_y", "untrained (hrtrain init)"] { XCTAssertTrue(document.text.contains(name), name) }
+        for name in ["raw charged", "raw neutral", "raw all", "hr_all_x,hr_charged_y", "untrained (hrtrain init)"] {
+            XCTAssertTrue(document.text.contains(name), name)
+        }
         XCTAssertGreaterThan(document.elements(class: "marker").count, 50)
-        let summary = try String(contentsOfFile: directory.appendingPathComponent("page_summary.csv").path, encoding: .utf8)
+        let summary = try String(
+            contentsOfFile: directory.appendingPathComponent("page_summary.csv").path, encoding: .utf8)
         XCTAssertEqual(summary.split(separator: "\n").count, 1 + 5)
 
-        r = try runHRTrain(["report", "--model", model, "--data", data, "--backend", "reference", "--output", directory.appendingPathComponent("page.pdf").path])
+        r = try runHRTrain([
+            "report", "--model", model, "--data", data, "--backend", "reference", "--output",
+            directory.appendingPathComponent("page.pdf").path,
+        ])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains(".html"), r.err)
-        r = try runHRTrain(["report", "--model", model, "--data", data, "--backend", "reference", "--compare", "hr_all_x", "--output", output])
+        r = try runHRTrain([
+            "report", "--model", model, "--data", data, "--backend", "reference", "--compare", "hr_all_x", "--output",
+            output,
+        ])
         XCTAssertNotEqual(r.status, 0)
     }
 }
@@ -233,7 +294,10 @@ private struct SyntheticSample {
     init(events: Int, seed: UInt64) {
         var rng = SplitMix64(seed: seed)
         var columns: [String: [Float]] = [:]
-        let names = ["truth_hr_x", "truth_hr_y", "hr_charged_x", "hr_charged_y", "hr_neutral_x", "hr_neutral_y", "hr_all_x", "hr_all_y", "mu", "n_pv", "feature"]
+        let names = [
+            "truth_hr_x", "truth_hr_y", "hr_charged_x", "hr_charged_y", "hr_neutral_x", "hr_neutral_y", "hr_all_x",
+            "hr_all_y", "mu", "n_pv", "feature",
+        ]
         for name in names { columns[name] = [] }
         predictions = []
         for _ in 0..<events {
@@ -257,22 +321,35 @@ private struct SyntheticSample {
         for row in 0..<events { for name in names { values.append(columns[name]![row]) } }
         table = Table(columnNames: names, rowCount: events, values: values)
         history = (1...8).map { epoch in
-            EpochRecord(epoch: epoch, trainLoss: 300 / Double(epoch), validationLoss: 320 / Double(epoch) + 5, learningRate: epoch > 5 ? 1e-4 : 1e-3, seconds: 1.5, eventsPerSecond: 2e6)
+            EpochRecord(
+                epoch: epoch, trainLoss: 300 / Double(epoch), validationLoss: 320 / Double(epoch) + 5,
+                learningRate: epoch > 5 ? 1e-4 : 1e-3, seconds: 1.5, eventsPerSecond: 2e6)
         }
     }
 
     func report() throws -> RecoilReport {
-        let truthX = table.column(table.columnIndex("truth_hr_x")!), truthY = table.column(table.columnIndex("truth_hr_y")!)
-        let comparisons = [["hr_charged_x", "hr_charged_y"], ["hr_neutral_x", "hr_neutral_y"], ["hr_all_x", "hr_all_y"]]
+        let truthX = table.column(table.columnIndex("truth_hr_x")!)
+        let truthY = table.column(table.columnIndex("truth_hr_y")!)
+        let comparisons = [
+            ["hr_charged_x", "hr_charged_y"], ["hr_neutral_x", "hr_neutral_y"], ["hr_all_x", "hr_all_y"],
+        ]
         let evaluation = try Evaluation(
             predictions: predictions, table: table, targetNames: ["truth_hr_x", "truth_hr_y"], comparisons: comparisons,
             model: "model.safetensors", data: "events.csv", backend: "synthetic",
             binnings: RecoilReport.binnings(table: table, truthX: truthX, truthY: truthY))
-        let network = RecoilComponents(name: "network", x: stride(from: 0, to: predictions.count, by: 2).map { predictions[$0] }, y: stride(from: 1, to: predictions.count, by: 2).map { predictions[$0] })
-        let raw = comparisons.map { RecoilComponents(name: Evaluation.recoilName($0), x: table.column(table.columnIndex($0[0])!), y: table.column(table.columnIndex($0[1])!)) }
+        let network = RecoilComponents(
+            name: "network", x: stride(from: 0, to: predictions.count, by: 2).map { predictions[$0] },
+            y: stride(from: 1, to: predictions.count, by: 2).map { predictions[$0] })
+        let raw = comparisons.map {
+            RecoilComponents(
+                name: Evaluation.recoilName($0), x: table.column(table.columnIndex($0[0])!),
+                y: table.column(table.columnIndex($0[1])!))
+        }
         let input = ReportInput(
-            title: "Synthetic report", history: history, lossUnit: "GeV²", evaluation: evaluation, truthX: truthX, truthY: truthY,
-            components: [network] + raw, provenance: [("data file", "events.csv"), ("note", "a <synthetic> & escaped value")])
+            title: "Synthetic report", history: history, lossUnit: "GeV²", evaluation: evaluation, truthX: truthX,
+            truthY: truthY,
+            components: [network] + raw,
+            provenance: [("data file", "events.csv"), ("note", "a <synthetic> & escaped value")])
         return RecoilReport(input)
     }
 }
@@ -297,18 +374,30 @@ private final class XMLDocumentSummary: NSObject, XMLParserDelegate {
         let parser = XMLParser(data: Data(xml.utf8))
         parser.delegate = self
         guard parser.parse() else {
-            throw NSError(domain: "XML", code: 1, userInfo: [NSLocalizedDescriptionKey: "not well-formed XML at line \(parser.lineNumber): \(parser.parserError.map { "\($0)" } ?? "?")"])
+            throw NSError(
+                domain: "XML", code: 1,
+                userInfo: [
+                    NSLocalizedDescriptionKey:
+                        "not well-formed XML at line \(parser.lineNumber): \(parser.parserError.map { "\($0)" } ?? "?")"
+                ])
         }
     }
 
     var attributeValues: [String] { all.flatMap { $0.attributes.values } }
     func elements(named name: String) -> [Element] { all.filter { $0.name == name } }
-    func elements(class name: String) -> [Element] { all.filter { $0.attributes["class"]?.split(separator: " ").contains(Substring(name)) == true } }
+    func elements(class name: String) -> [Element] {
+        all.filter { $0.attributes["class"]?.split(separator: " ").contains(Substring(name)) == true }
+    }
     func elements(inSVG id: String) -> [Element] { all.filter { $0.svg == id } }
     /// The tooltips of the markers of a plot.
-    func titles(inSVG id: String) -> [String] { all.filter { $0.svg == id && $0.attributes["class"] == "marker" }.map(\.title) }
+    func titles(inSVG id: String) -> [String] {
+        all.filter { $0.svg == id && $0.attributes["class"] == "marker" }.map(\.title)
+    }
 
-    func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+    func parser(
+        _ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+        attributes: [String: String] = [:]
+    ) {
         if name == "svg" { svgStack.append(attributes["id"] ?? "") }
         all.append(Element(name: name, attributes: attributes, svg: svgStack.last))
         stack.append(all.count - 1)
@@ -328,7 +417,8 @@ private final class XMLDocumentSummary: NSObject, XMLParserDelegate {
 
 /// Whether text holds `nan` or `inf` as a word (any case), as a non-finite number would be written.
 private func holdsNonFiniteNumber(_ text: String) -> Bool {
-    text.range(of: "(^|[^A-Za-z])(nan|inf|infinity)([^A-Za-z]|$)", options: [.regularExpression, .caseInsensitive]) != nil
+    text.range(of: "(^|[^A-Za-z])(nan|inf|infinity)([^A-Za-z]|$)", options: [.regularExpression, .caseInsensitive])
+        != nil
 }
 
 /// The full path of `name` on $PATH, or nil.
@@ -341,7 +431,9 @@ private func executableOnPath(_ name: String) -> String? {
 }
 
 /// Runs a program (killed after `timeout` seconds); returns (exit status, stdout, stderr).
-private func runProcess(_ path: String, _ arguments: [String], timeout: TimeInterval = 180) throws -> (status: Int32, out: String, err: String) {
+private func runProcess(_ path: String, _ arguments: [String], timeout: TimeInterval = 180) throws -> (
+    status: Int32, out: String, err: String
+) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
@@ -367,44 +459,44 @@ private func runProcess(_ path: String, _ arguments: [String], timeout: TimeInte
 /// Decodes an 8-bit, non-interlaced RGB(A) PNG with Python's zlib and prints the number of distinct colours
 /// and the fraction of pixels that differ from the top-left (background) pixel.
 private let pngStatisticsScript = #"""
-import struct, sys, zlib
-data = open(sys.argv[1], "rb").read()
-assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-pos, idat = 8, b""
-while pos < len(data):
-    length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-    body = data[pos + 8:pos + 8 + length]
-    if kind == b"IHDR":
-        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
-    elif kind == b"IDAT":
-        idat += body
-    pos += 12 + length
-assert depth == 8 and colour in (2, 6) and interlace == 0, "unsupported PNG layout"
-bpp = 3 if colour == 2 else 4
-raw = zlib.decompress(idat)
-stride = width * bpp
-previous = bytearray(stride)
-colours, differing, background = set(), 0, None
-for y in range(height):
-    kind = raw[y * (stride + 1)]
-    line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-    for i in range(stride):
-        a = line[i - bpp] if i >= bpp else 0
-        b = previous[i]
-        c = previous[i - bpp] if i >= bpp else 0
-        if kind == 1: line[i] = (line[i] + a) & 255
-        elif kind == 2: line[i] = (line[i] + b) & 255
-        elif kind == 3: line[i] = (line[i] + (a + b) // 2) & 255
-        elif kind == 4:
-            p = a + b - c
-            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-            line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-    previous = line
-    if y % 4 == 0:
-        for x in range(0, width, 2):
-            pixel = bytes(line[x * bpp:x * bpp + 3])
-            if background is None: background = pixel
-            colours.add(pixel)
-            differing += pixel != background
-print(len(colours), differing / ((height + 3) // 4 * ((width + 1) // 2)))
-"""#
+    import struct, sys, zlib
+    data = open(sys.argv[1], "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat = 8, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert depth == 8 and colour in (2, 6) and interlace == 0, "unsupported PNG layout"
+    bpp = 3 if colour == 2 else 4
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    previous = bytearray(stride)
+    colours, differing, background = set(), 0, None
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = previous[i]
+            c = previous[i - bpp] if i >= bpp else 0
+            if kind == 1: line[i] = (line[i] + a) & 255
+            elif kind == 2: line[i] = (line[i] + b) & 255
+            elif kind == 3: line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        previous = line
+        if y % 4 == 0:
+            for x in range(0, width, 2):
+                pixel = bytes(line[x * bpp:x * bpp + 3])
+                if background is None: background = pixel
+                colours.add(pixel)
+                differing += pixel != background
+    print(len(colours), differing / ((height + 3) // 4 * ((width + 1) // 2)))
+    """#

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import HRTrain
 
 /// The command line end to end: every bad input of `hrtrain train` (message, exit status, no output files),
@@ -13,10 +14,15 @@ final class TrainCommandTests: XCTestCase {
         var rng = SplitMix64(seed: seed)
         var lines = ["f0,f1,f2,f3,hr_all_x,hr_all_y,mu,n_pv,truth_hr_x,truth_hr_y"]
         for _ in 0..<rows {
-            let tx = 20 * rng.normal(), ty = 20 * rng.normal()
-            let hx = 0.7 * tx + 5 * rng.normal(), hy = 0.7 * ty + 5 * rng.normal()
+            let tx = 20 * rng.normal()
+            let ty = 20 * rng.normal()
+            let hx = 0.7 * tx + 5 * rng.normal()
+            let hy = 0.7 * ty + 5 * rng.normal()
             let mu = rng.uniform(5, 60)
-            let values = [hx + rng.normal(), hy + rng.normal(), rng.normal(), mu / 10, hx, hy, mu, (0.6 * mu).rounded(.down), tx, ty]
+            let values = [
+                hx + rng.normal(), hy + rng.normal(), rng.normal(), mu / 10, hx, hy, mu, (0.6 * mu).rounded(.down), tx,
+                ty,
+            ]
             lines.append(values.map { "\(Float($0))" }.joined(separator: ","))
         }
         return lines
@@ -50,11 +56,15 @@ final class TrainCommandTests: XCTestCase {
     /// error output, and no file written: first with no outputs present (none may appear), then with
     /// existing model, checkpoint and metrics files (they must stay byte-identical).
     func assertTrainFails(
-        data: String, _ extra: [String] = [], in dir: URL, status: Int32? = nil, messages: [String], file: StaticString = #filePath,
+        data: String, _ extra: [String] = [], in dir: URL, status: Int32? = nil, messages: [String],
+        file: StaticString = #filePath,
         line: UInt = #line
     ) throws {
         let model = dir.appendingPathComponent("model.safetensors")
-        let outputs = [model, dir.appendingPathComponent("model.safetensors.checkpoint"), dir.appendingPathComponent("metrics.jsonl")]
+        let outputs = [
+            model, dir.appendingPathComponent("model.safetensors.checkpoint"),
+            dir.appendingPathComponent("metrics.jsonl"),
+        ]
         let arguments = ["train", "--data", data, "--model", model.path, "--metrics", outputs[2].path] + extra
         for existing in [false, true] {
             if existing {
@@ -65,10 +75,13 @@ final class TrainCommandTests: XCTestCase {
             XCTAssertNotEqual(result.status, 0, "train must fail: \(arguments)", file: file, line: line)
             if let status { XCTAssertEqual(result.status, status, result.err, file: file, line: line) }
             for message in messages {
-                XCTAssertTrue(result.err.contains(message), "expected \"\(message)\" in: \(result.err)", file: file, line: line)
+                XCTAssertTrue(
+                    result.err.contains(message), "expected \"\(message)\" in: \(result.err)", file: file, line: line)
             }
             XCTAssertFalse(result.err.contains("Fatal error"), "must not trap: \(result.err)", file: file, line: line)
-            XCTAssertEqual(try snapshot(dir), before, "a failed run must leave the folder as it was (existing outputs: \(existing))", file: file, line: line)
+            XCTAssertEqual(
+                try snapshot(dir), before,
+                "a failed run must leave the folder as it was (existing outputs: \(existing))", file: file, line: line)
         }
         for url in outputs { try? FileManager.default.removeItem(at: url) }
     }
@@ -100,11 +113,16 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let folder = dir.appendingPathComponent("folder.csv")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false)
-        try assertTrainFails(data: folder.path, in: dir, status: 1, messages: ["--data", folder.path, "not a regular file"])
+        try assertTrainFails(
+            data: folder.path, in: dir, status: 1, messages: ["--data", folder.path, "not a regular file"])
     }
 
     func testTrainRejectsAnUnreadableFile() throws {
-        if getuid() == 0 { throw XCTSkip("running as root: chmod 000 does not block reads (testTrainRejectsAPathThatIsNotAFile covers an unreadable path)") }
+        if getuid() == 0 {
+            throw XCTSkip(
+                "running as root: chmod 000 does not block reads (testTrainRejectsAPathThatIsNotAFile covers an unreadable path)"
+            )
+        }
         let dir = try temporaryDirectory(self)
         let csv = try write(Self.sampleLines(rows: 50), "locked.csv", in: dir)
         try FileManager.default.setAttributes([.posixPermissions: 0], ofItemAtPath: csv.path)
@@ -128,7 +146,9 @@ final class TrainCommandTests: XCTestCase {
         var lines = Self.sampleLines(rows: 50)
         lines[4] = "1,2,3"
         let csv = try write(lines, "ragged.csv", in: dir)
-        try assertTrainFails(data: csv.path, in: dir, status: 1, messages: ["--data", "\(csv.path):5:", "expected 10 fields (as in the header), found 3"])
+        try assertTrainFails(
+            data: csv.path, in: dir, status: 1,
+            messages: ["--data", "\(csv.path):5:", "expected 10 fields (as in the header), found 3"])
     }
 
     func testTrainRejectsANonNumericField() throws {
@@ -136,7 +156,9 @@ final class TrainCommandTests: XCTestCase {
         var lines = Self.sampleLines(rows: 50)
         lines[7] = "1,2,abc,4,5,6,7,8,9,10"
         let csv = try write(lines, "text.csv", in: dir)
-        try assertTrainFails(data: csv.path, in: dir, status: 1, messages: ["--data", "\(csv.path):8:", "column 3 (\"f2\")", "cannot parse \"abc\""])
+        try assertTrainFails(
+            data: csv.path, in: dir, status: 1,
+            messages: ["--data", "\(csv.path):8:", "column 3 (\"f2\")", "cannot parse \"abc\""])
     }
 
     func testTrainRejectsNaNAndInfinityUnlessDropped() throws {
@@ -149,7 +171,9 @@ final class TrainCommandTests: XCTestCase {
             lines[3] = fields.joined(separator: ",")
             let csv = try write(lines, "nonfinite.csv", in: dir)
             let name = clean[0].split(separator: ",")[column - 1]
-            try assertTrainFails(data: csv.path, in: dir, status: 1, messages: ["--data", "\(csv.path):4:", "column \(column) (\"\(name)\")", "not finite"])
+            try assertTrainFails(
+                data: csv.path, in: dir, status: 1,
+                messages: ["--data", "\(csv.path):4:", "column \(column) (\"\(name)\")", "not finite"])
         }
 
         _ = try SharedDevice.backend()
@@ -170,9 +194,11 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let empty = dir.appendingPathComponent("empty.csv")
         try Data().write(to: empty)
-        try assertTrainFails(data: empty.path, in: dir, status: 1, messages: ["--data", empty.path, "the file is empty"])
+        try assertTrainFails(
+            data: empty.path, in: dir, status: 1, messages: ["--data", empty.path, "the file is empty"])
         let header = try write([Self.sampleLines(rows: 0)[0]], "header.csv", in: dir)
-        try assertTrainFails(data: header.path, in: dir, status: 1, messages: ["--data", header.path, "no data rows after the header"])
+        try assertTrainFails(
+            data: header.path, in: dir, status: 1, messages: ["--data", header.path, "no data rows after the header"])
     }
 
     func testTrainRejectsTooFewEventsForTheSplit() throws {
@@ -186,7 +212,9 @@ final class TrainCommandTests: XCTestCase {
     func testTrainRejectsAnUnknownExtension() throws {
         let dir = try temporaryDirectory(self)
         let txt = try write(Self.sampleLines(rows: 50), "sample.txt", in: dir)
-        try assertTrainFails(data: txt.path, in: dir, status: 1, messages: ["--data", txt.path, "unknown table format (extension \".txt\")"])
+        try assertTrainFails(
+            data: txt.path, in: dir, status: 1,
+            messages: ["--data", txt.path, "unknown table format (extension \".txt\")"])
     }
 
     func testTrainRejectsBadFlagValues() throws {
@@ -195,7 +223,10 @@ final class TrainCommandTests: XCTestCase {
         let cases: [([String], String)] = [
             (["--epochs", "0"], "--epochs must be at least 1, got 0"),
             (["--batch-size", "1"], "--batch-size must be at least 2"),
-            (["--hidden", "2,x"], "--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '2,x'"),
+            (
+                ["--hidden", "2,x"],
+                "--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '2,x'"
+            ),
         ]
         for (flags, message) in cases {
             try assertTrainFails(data: csv.path, flags, in: dir, status: 64, messages: [message])
@@ -205,7 +236,9 @@ final class TrainCommandTests: XCTestCase {
     func testTrainWarnsAboutAConstantFeature() throws {
         _ = try SharedDevice.backend()
         let dir = try temporaryDirectory(self)
-        let lines = Self.sampleLines(rows: 100).enumerated().map { $0.offset == 0 ? $0.element + ",flat" : $0.element + ",2.5" }
+        let lines = Self.sampleLines(rows: 100).enumerated().map {
+            $0.offset == 0 ? $0.element + ",flat" : $0.element + ",2.5"
+        }
         let csv = try write(lines, "constant.csv", in: dir)
         let model = dir.appendingPathComponent("model.safetensors")
         let err = try train(["--data", csv.path, "--model", model.path] + Self.quick)
@@ -218,7 +251,9 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let csv = try write(Self.sampleLines(rows: 40), "small.csv", in: dir)
         let model = dir.appendingPathComponent("model.safetensors")
-        let err = try train(["--data", csv.path, "--model", model.path, "--hidden", "8,8", "--batch-size", "64", "--epochs", "1"])
+        let err = try train([
+            "--data", csv.path, "--model", model.path, "--hidden", "8,8", "--batch-size", "64", "--epochs", "1",
+        ])
         XCTAssertTrue(err.contains("warning: --batch-size 64 is larger than the 32 training rows"), err)
         XCTAssertTrue(FileManager.default.fileExists(atPath: model.path))
     }
@@ -229,7 +264,8 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let csv = try write(Self.sampleLines(rows: 120), "sample.csv", in: dir)
         let features = ["--features", "f0,f1,f2,f3,mu", "--hidden", "8,8", "--seed", "7"]
-        let a = dir.appendingPathComponent("a.safetensors"), b = dir.appendingPathComponent("b.safetensors")
+        let a = dir.appendingPathComponent("a.safetensors")
+        let b = dir.appendingPathComponent("b.safetensors")
         for url in [a, b] {
             let result = try runHRTrain(["init", "--out", url.path] + features)
             XCTAssertEqual(result.status, 0, result.err)
@@ -262,11 +298,16 @@ final class TrainCommandTests: XCTestCase {
 
         // train --init-from starts from exactly the weights train draws itself from the same seed.
         _ = try SharedDevice.backend()
-        let common = ["--data", csv.path, "--features", "f0,f1,f2,f3,mu", "--batch-size", "32", "--epochs", "2", "--seed", "7", "--quiet"]
-        let fromInit = dir.appendingPathComponent("from-init.safetensors"), fromSeed = dir.appendingPathComponent("from-seed.safetensors")
+        let common = [
+            "--data", csv.path, "--features", "f0,f1,f2,f3,mu", "--batch-size", "32", "--epochs", "2", "--seed", "7",
+            "--quiet",
+        ]
+        let fromInit = dir.appendingPathComponent("from-init.safetensors")
+        let fromSeed = dir.appendingPathComponent("from-seed.safetensors")
         try train(common + ["--model", fromInit.path, "--init-from", a.path])
         try train(common + ["--model", fromSeed.path, "--hidden", "8,8"])
-        let x = try Model.read(from: fromInit), y = try Model.read(from: fromSeed)
+        let x = try Model.read(from: fromInit)
+        let y = try Model.read(from: fromSeed)
         XCTAssertEqual(x.metadata.epochsTrained, 2)
         XCTAssertNotEqual(x.parameters, initial.parameters, "training moved the weights")
         XCTAssertEqual(x.parameters.map(\.bitPattern), y.parameters.map(\.bitPattern))
@@ -279,11 +320,15 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let csv = try write(Self.sampleLines(rows: 75), "sample.csv", in: dir)
         let model = dir.appendingPathComponent("model.safetensors")
-        XCTAssertEqual(try runHRTrain(["init", "--out", model.path, "--features", "f0,f1,f2,f3", "--hidden", "8,8"]).status, 0)
+        XCTAssertEqual(
+            try runHRTrain(["init", "--out", model.path, "--features", "f0,f1,f2,f3", "--hidden", "8,8"]).status, 0)
         var tables: [Table] = []
         for name in ["p.csv", "p.npy", "p.h5"] {
             let output = dir.appendingPathComponent(name)
-            let result = try runHRTrain(["predict", "--model", model.path, "--data", csv.path, "--output", output.path, "--backend", "reference", "--batch-size", "16"])
+            let result = try runHRTrain([
+                "predict", "--model", model.path, "--data", csv.path, "--output", output.path, "--backend", "reference",
+                "--batch-size", "16",
+            ])
             XCTAssertEqual(result.status, 0, result.err)
             XCTAssertTrue(result.err.contains("predicted 75 events in"), result.err)
             XCTAssertTrue(result.err.contains("events/s"), result.err)
@@ -295,10 +340,14 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertEqual(tables[0], tables[1])
         XCTAssertEqual(tables[0], tables[2])
         let features = try readTable(csv, options: ReadOptions(columns: ["f0", "f1", "f2", "f3"]))
-        let direct = try Model.read(from: model).predict(features.values, rows: 75, on: ReferenceBackend(), batchSize: 16)
+        let direct = try Model.read(from: model).predict(
+            features.values, rows: 75, on: ReferenceBackend(), batchSize: 16)
         XCTAssertEqual(tables[0].values, direct, "rows in input order, the library's values")
 
-        let quiet = try runHRTrain(["predict", "--model", model.path, "--data", csv.path, "--output", dir.appendingPathComponent("q.csv").path, "--backend", "reference", "--quiet"])
+        let quiet = try runHRTrain([
+            "predict", "--model", model.path, "--data", csv.path, "--output", dir.appendingPathComponent("q.csv").path,
+            "--backend", "reference", "--quiet",
+        ])
         XCTAssertEqual(quiet.status, 0, quiet.err)
         XCTAssertEqual(quiet.err, "")
     }
@@ -307,13 +356,21 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let csv = try write(Self.sampleLines(rows: 20), "sample.csv", in: dir)
         let model = dir.appendingPathComponent("model.safetensors")
-        XCTAssertEqual(try runHRTrain(["init", "--out", model.path, "--features", "f0,f1,f2,f9", "--hidden", "4"]).status, 0)
+        XCTAssertEqual(
+            try runHRTrain(["init", "--out", model.path, "--features", "f0,f1,f2,f9", "--hidden", "4"]).status, 0)
         let output = dir.appendingPathComponent("p.csv")
-        let result = try runHRTrain(["predict", "--model", model.path, "--data", csv.path, "--output", output.path, "--backend", "reference"])
+        let result = try runHRTrain([
+            "predict", "--model", model.path, "--data", csv.path, "--output", output.path, "--backend", "reference",
+        ])
         XCTAssertEqual(result.status, 1)
-        XCTAssertTrue(result.err.contains("--data \(csv.path): the model \(model.path) needs a feature column that the data lacks: no column named \"f9\""), result.err)
+        XCTAssertTrue(
+            result.err.contains(
+                "--data \(csv.path): the model \(model.path) needs a feature column that the data lacks: no column named \"f9\""
+            ), result.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
-        let badExtension = try runHRTrain(["predict", "--model", model.path, "--data", csv.path, "--output", dir.appendingPathComponent("p.txt").path])
+        let badExtension = try runHRTrain([
+            "predict", "--model", model.path, "--data", csv.path, "--output", dir.appendingPathComponent("p.txt").path,
+        ])
         XCTAssertNotEqual(badExtension.status, 0)
         XCTAssertTrue(badExtension.err.contains("--output"), badExtension.err)
     }
@@ -322,7 +379,8 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let csv = try write(Self.sampleLines(rows: 20), "sample.csv", in: dir)
         let good = dir.appendingPathComponent("good.safetensors")
-        XCTAssertEqual(try runHRTrain(["init", "--out", good.path, "--features", "f0,f1,f2,f3", "--hidden", "8,8"]).status, 0)
+        XCTAssertEqual(
+            try runHRTrain(["init", "--out", good.path, "--features", "f0,f1,f2,f3", "--hidden", "8,8"]).status, 0)
         let bytes = try Data(contentsOf: good)
         var garbledHeader = bytes
         garbledHeader.replaceSubrange(8..<24, with: Data(repeating: UInt8(ascii: "#"), count: 16))
@@ -340,7 +398,9 @@ final class TrainCommandTests: XCTestCase {
             if let contents { try contents.write(to: model) }
             let output = dir.appendingPathComponent("\(name).csv")
             for backend in ["reference", "opencl"] {
-                let result = try runHRTrain(["predict", "--model", model.path, "--data", csv.path, "--output", output.path, "--backend", backend])
+                let result = try runHRTrain([
+                    "predict", "--model", model.path, "--data", csv.path, "--output", output.path, "--backend", backend,
+                ])
                 XCTAssertEqual(result.status, 1, "\(name): \(result.err)")
                 XCTAssertTrue(result.err.contains("error: --model \(model.path): "), "\(name): \(result.err)")
                 XCTAssertTrue(result.err.contains(message), "\(name): \(result.err)")
@@ -355,8 +415,14 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let csv = try write(Self.sampleLines(rows: 400, seed: 9), "sample.csv", in: dir)
         let model = dir.appendingPathComponent("model.safetensors")
-        XCTAssertEqual(try runHRTrain(["init", "--out", model.path, "--features", "f0,f1,f2,f3", "--hidden", "8,8", "--scaler-from", csv.path]).status, 0)
-        let arguments = ["evaluate", "--model", model.path, "--data", csv.path, "--backend", "reference", "--compare", "hr_all_x,hr_all_y", "--compare", "f0,f1"]
+        XCTAssertEqual(
+            try runHRTrain([
+                "init", "--out", model.path, "--features", "f0,f1,f2,f3", "--hidden", "8,8", "--scaler-from", csv.path,
+            ]).status, 0)
+        let arguments = [
+            "evaluate", "--model", model.path, "--data", csv.path, "--backend", "reference", "--compare",
+            "hr_all_x,hr_all_y", "--compare", "f0,f1",
+        ]
         let result = try runHRTrain(arguments + ["--json"])
         XCTAssertEqual(result.status, 0, result.err)
         let evaluation = try Evaluation.jsonDecoder().decode(Evaluation.self, from: Data(result.out.utf8))
@@ -369,15 +435,24 @@ final class TrainCommandTests: XCTestCase {
             XCTAssertTrue(estimate.loss.isFinite && estimate.rmse.allSatisfy(\.isFinite), estimate.name)
             let summary = try XCTUnwrap(estimate.summary)
             XCTAssertEqual(summary.count, 400)
-            for x in [summary.response, summary.parallelRMS, summary.perpendicularRMS, summary.rmseX, summary.rmseY, summary.rmse] {
+            for x in [
+                summary.response, summary.parallelRMS, summary.perpendicularRMS, summary.rmseX, summary.rmseY,
+                summary.rmse,
+            ] {
                 XCTAssertTrue(x.isFinite, "\(estimate.name): \(summary)")
             }
             XCTAssertEqual(estimate.binned.map(\.binning.variable), ["|u_t|", "mu", "n_pv"])
             for binned in estimate.binned {
-                XCTAssertEqual(binned.bins.map(\.count).reduce(0, +), 400, "every event falls in one \(binned.binning.variable) bin")
+                XCTAssertEqual(
+                    binned.bins.map(\.count).reduce(0, +), 400,
+                    "every event falls in one \(binned.binning.variable) bin")
                 for bin in binned.bins where bin.count >= 2 {
-                    let figures = [bin.meanTruthMagnitude, bin.response, bin.responseError, bin.parallelBias, bin.parallelRMS, bin.parallelRMSError,
-                                   bin.parallelWidth, bin.perpendicularMean, bin.perpendicularRMS, bin.perpendicularRMSError, bin.perpendicularWidth]
+                    let figures = [
+                        bin.meanTruthMagnitude, bin.response, bin.responseError, bin.parallelBias, bin.parallelRMS,
+                        bin.parallelRMSError,
+                        bin.parallelWidth, bin.perpendicularMean, bin.perpendicularRMS, bin.perpendicularRMSError,
+                        bin.perpendicularWidth,
+                    ]
                     XCTAssertTrue(figures.allSatisfy(\.isFinite), "\(estimate.name) \(binned.binning.variable) \(bin)")
                 }
             }
@@ -385,21 +460,36 @@ final class TrainCommandTests: XCTestCase {
         // The raw recoil's loss is the MSE over all elements in target units, as in training.
         let raw = table.selecting(try table.indices(of: ["hr_all_x", "hr_all_y"], file: csv.path)).values
         let truth = table.selecting(try table.indices(of: ["truth_hr_x", "truth_hr_y"], file: csv.path)).values
-        let mse = zip(raw, truth).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) } / Double(raw.count)
+        let mse =
+            zip(raw, truth).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }
+            / Double(raw.count)
         XCTAssertEqual(evaluation.estimates[1].loss, mse, accuracy: 1e-9 * mse)
-        XCTAssertEqual(evaluation.estimates[1].summary!.response, 0.7, accuracy: 0.05, "the sample's raw recoil has response 0.7")
+        XCTAssertEqual(
+            evaluation.estimates[1].summary!.response, 0.7, accuracy: 0.05, "the sample's raw recoil has response 0.7")
 
         let text = try runHRTrain(arguments)
         XCTAssertEqual(text.status, 0, text.err)
-        for part in ["loss (MSE)", "RMSE x", "σ(u∥−|u_t|)", "hr_all_x,hr_all_y", "in bins of |u_t| [GeV]", "in bins of mu", "in bins of n_pv", "[100, ∞)"] {
+        for part in [
+            "loss (MSE)", "RMSE x", "σ(u∥−|u_t|)", "hr_all_x,hr_all_y", "in bins of |u_t| [GeV]", "in bins of mu",
+            "in bins of n_pv", "[100, ∞)",
+        ] {
             XCTAssertTrue(text.out.contains(part), "missing \(part) in:\n\(text.out)")
         }
-        let wrongArity = try runHRTrain(["evaluate", "--model", model.path, "--data", csv.path, "--backend", "reference", "--compare", "hr_all_x"])
+        let wrongArity = try runHRTrain([
+            "evaluate", "--model", model.path, "--data", csv.path, "--backend", "reference", "--compare", "hr_all_x",
+        ])
         XCTAssertEqual(wrongArity.status, 1)
-        XCTAssertTrue(wrongArity.err.contains("--compare hr_all_x gives 1 column; give one per target of the model"), wrongArity.err)
-        let unknown = try runHRTrain(["evaluate", "--model", model.path, "--data", csv.path, "--backend", "reference", "--compare", "hr_all_x,hr_al_y"])
+        XCTAssertTrue(
+            wrongArity.err.contains("--compare hr_all_x gives 1 column; give one per target of the model"),
+            wrongArity.err)
+        let unknown = try runHRTrain([
+            "evaluate", "--model", model.path, "--data", csv.path, "--backend", "reference", "--compare",
+            "hr_all_x,hr_al_y",
+        ])
         XCTAssertEqual(unknown.status, 1)
-        XCTAssertTrue(unknown.err.contains("--compare \(csv.path): no column named \"hr_al_y\"; did you mean \"hr_all_y\"?"), unknown.err)
+        XCTAssertTrue(
+            unknown.err.contains("--compare \(csv.path): no column named \"hr_al_y\"; did you mean \"hr_all_y\"?"),
+            unknown.err)
     }
 
     // MARK: Round trip
@@ -411,12 +501,21 @@ final class TrainCommandTests: XCTestCase {
         let dir = try temporaryDirectory(self)
         let csv = try write(Self.sampleLines(rows: 300, seed: 4), "sample.csv", in: dir)
         let model = dir.appendingPathComponent("model.safetensors")
-        try train(["--data", csv.path, "--model", model.path, "--features", "f0,f1,f2,f3,mu,n_pv", "--hidden", "16,16", "--batch-size", "32", "--epochs", "3", "--scale-targets", "--quiet"])
+        try train([
+            "--data", csv.path, "--model", model.path, "--features", "f0,f1,f2,f3,mu,n_pv", "--hidden", "16,16",
+            "--batch-size", "32", "--epochs", "3", "--scale-targets", "--quiet",
+        ])
 
-        let deviceOutput = dir.appendingPathComponent("opencl.csv"), referenceOutput = dir.appendingPathComponent("reference.csv")
-        let onDevice = try runHRTrain(["predict", "--model", model.path, "--data", csv.path, "--output", deviceOutput.path, "--batch-size", "64"])
+        let deviceOutput = dir.appendingPathComponent("opencl.csv")
+        let referenceOutput = dir.appendingPathComponent("reference.csv")
+        let onDevice = try runHRTrain([
+            "predict", "--model", model.path, "--data", csv.path, "--output", deviceOutput.path, "--batch-size", "64",
+        ])
         XCTAssertEqual(onDevice.status, 0, onDevice.err)
-        let onReference = try runHRTrain(["predict", "--model", model.path, "--data", csv.path, "--output", referenceOutput.path, "--backend", "reference"])
+        let onReference = try runHRTrain([
+            "predict", "--model", model.path, "--data", csv.path, "--output", referenceOutput.path, "--backend",
+            "reference",
+        ])
         XCTAssertEqual(onReference.status, 0, onReference.err)
 
         let loaded = try Model.read(from: model)
@@ -425,7 +524,8 @@ final class TrainCommandTests: XCTestCase {
         let reference = try loaded.predict(features.values, rows: features.rowCount, on: ReferenceBackend())
         let device = try readTable(deviceOutput)
         XCTAssertEqual(device.rowCount, 300)
-        XCTAssertEqual(try readTable(referenceOutput).values, reference, "the CLI's reference prediction is the library's")
+        XCTAssertEqual(
+            try readTable(referenceOutput).values, reference, "the CLI's reference prediction is the library's")
         let error = relativeL2(device.values, reference)
         XCTAssertLessThanOrEqual(error, 1e-5, "OpenCL (Float32) vs reference (Double) prediction: relative L2 \(error)")
         XCTAssertTrue(device.values.allSatisfy(\.isFinite))

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import HRTrain
 
 /// The whole training step, device against reference, for both profiles and both layer orders; the
@@ -16,25 +17,31 @@ final class TrainingStepTests: XCTestCase {
 
     func testWholeStepMatchesReferenceForEveryProfileAndLayout() throws {
         for device in try SharedDevice.variants() {
-        for profile in NumericsProfile.allCases {
-            for order in LayerOrder.allCases {
-                let report = try Verification.run(device: device, options: smallOptions(profile, order))
-                for row in report.tensors + report.trajectory {
-                    XCTAssertTrue(row.passed, "\(device.variant) \(profile) \(order.rawValue): \(row.name) error \(row.error) > \(row.limit)")
+            for profile in NumericsProfile.allCases {
+                for order in LayerOrder.allCases {
+                    let report = try Verification.run(device: device, options: smallOptions(profile, order))
+                    for row in report.tensors + report.trajectory {
+                        XCTAssertTrue(
+                            row.passed,
+                            "\(device.variant) \(profile) \(order.rawValue): \(row.name) error \(row.error) > \(row.limit)"
+                        )
+                    }
+                    XCTAssertEqual(report.tensors.count, 1 + 2 * 2 + 1 + 1 + 10 + 4 + 10, "one row per tensor")
+                    XCTAssertTrue(report.passed, "\(device.variant) \(profile) \(order.rawValue)")
                 }
-                XCTAssertEqual(report.tensors.count, 1 + 2 * 2 + 1 + 1 + 10 + 4 + 10, "one row per tensor")
-                XCTAssertTrue(report.passed, "\(device.variant) \(profile) \(order.rawValue)")
             }
-        }
         }
     }
 
     func testBatchesOfTwoAndThreeRows() throws {
         for device in try SharedDevice.variants() {
-        for batch in [2, 3] {
-            let report = try Verification.run(device: device, options: smallOptions(.pytorch, .denseTanhBatchNorm, batch: batch))
-            XCTAssertTrue(report.passed, "\(device.variant) batch \(batch): \(report.tensors.filter { !$0.passed }.map(\.name))")
-        }
+            for batch in [2, 3] {
+                let report = try Verification.run(
+                    device: device, options: smallOptions(.pytorch, .denseTanhBatchNorm, batch: batch))
+                XCTAssertTrue(
+                    report.passed,
+                    "\(device.variant) batch \(batch): \(report.tensors.filter { !$0.passed }.map(\.name))")
+            }
         }
     }
 
@@ -43,11 +50,16 @@ final class TrainingStepTests: XCTestCase {
             var rng = SplitMix64(seed: 5)
             let spec = NetworkSpec(inputSize: 5, hiddenSizes: [7, 6], outputSize: 2, layerOrder: order)
             let (p, r) = Verification.randomState(spec: spec, profile: .keras, rng: &rng)
-            let x = (0..<9 * 5).map { _ in rng.normal() }, y = (0..<9 * 2).map { _ in rng.normal() }
-            let probes = try Verification.finiteDifferences(spec: spec, profile: .keras, parameters: p, running: r, input: x, target: y, batch: 9, count: 40, rng: &rng)
+            let x = (0..<9 * 5).map { _ in rng.normal() }
+            let y = (0..<9 * 2).map { _ in rng.normal() }
+            let probes = try Verification.finiteDifferences(
+                spec: spec, profile: .keras, parameters: p, running: r, input: x, target: y, batch: 9, count: 40,
+                rng: &rng)
             XCTAssertEqual(probes.count, 40)
             XCTAssertTrue(probes.contains { $0.tensor == "input" })
-            for f in probes { XCTAssertTrue(f.passed, "\(order): \(f.tensor)[\(f.index)] analytic \(f.analytic) numeric \(f.numeric)") }
+            for f in probes {
+                XCTAssertTrue(f.passed, "\(order): \(f.tensor)[\(f.index)] analytic \(f.analytic) numeric \(f.numeric)")
+            }
         }
     }
 
@@ -55,11 +67,13 @@ final class TrainingStepTests: XCTestCase {
         var rng = SplitMix64(seed: 9)
         let spec = NetworkSpec(inputSize: 4, hiddenSizes: [5], outputSize: 2)
         let (p, r) = Verification.randomState(spec: spec, profile: .keras, rng: &rng)
-        let x = (0..<6 * 4).map { _ in rng.normal() }, y = (0..<6 * 2).map { _ in rng.normal() }
+        let x = (0..<6 * 4).map { _ in rng.normal() }
+        let y = (0..<6 * 2).map { _ in rng.normal() }
         let device = try SharedDevice.backend()
         // Device step vs a deliberately wrong reference gradient: the comparison must fail.
         let devNet = try Network(backend: device, spec: spec, profile: .keras, parameters: p, runningStatistics: r)
-        let refNet = try Network(backend: ReferenceBackend(), spec: spec, profile: .keras, parameters: p, runningStatistics: r)
+        let refNet = try Network(
+            backend: ReferenceBackend(), spec: spec, profile: .keras, parameters: p, runningStatistics: r)
         try devNet.forward(try device.tensor(x, shape: [6, 4]), training: true)
         try devNet.loss(target: try device.tensor(y, shape: [6, 2]), into: try device.scratch([1]))
         try devNet.backward()
@@ -68,21 +82,29 @@ final class TrainingStepTests: XCTestCase {
         try refNet.backward()
         var wrong = try refNet.backend.read(refNet.gradient("dense1.weight"))
         wrong[3] *= 1.05
-        let c = TensorComparison(name: "dW1", shape: [20], device: try device.read(devNet.gradient("dense1.weight")), reference: wrong, limit: Verification.gradientLimit)
+        let c = TensorComparison(
+            name: "dW1", shape: [20], device: try device.read(devNet.gradient("dense1.weight")), reference: wrong,
+            limit: Verification.gradientLimit)
         XCTAssertFalse(c.passed, "a 5 % error in one gradient element must fail the 1e-3 limit (error \(c.error))")
-        XCTAssertFalse(TensorComparison(name: "nan", shape: [2], device: [.nan, 1], reference: [1, 1], limit: 1).passed, "NaN never passes")
+        XCTAssertFalse(
+            TensorComparison(name: "nan", shape: [2], device: [.nan, 1], reference: [1, 1], limit: 1).passed,
+            "NaN never passes")
     }
 
     func testDeviceTrainingStepIsBitwiseReproducible() throws {
         let device = try SharedDevice.backend()
         let spec = NetworkSpec(inputSize: 38, hiddenSizes: [64, 64], outputSize: 2)
         let (p, r) = Network<OpenCLBackend>.initialValues(spec: spec, profile: .keras, seed: 3)
-        let x = randomValues(300 * 38, seed: 4), y = randomValues(300 * 2, seed: 5)
+        let x = randomValues(300 * 38, seed: 4)
+        let y = randomValues(300 * 2, seed: 5)
         func run() throws -> [Float] {
             let net = try Network(backend: device, spec: spec, profile: .keras, parameters: p, runningStatistics: r)
-            let xt = try device.tensor(x, shape: [300, 38]), yt = try device.tensor(y, shape: [300, 2]), loss = try device.scratch([1])
+            let xt = try device.tensor(x, shape: [300, 38])
+            let yt = try device.tensor(y, shape: [300, 2])
+            let loss = try device.scratch([1])
             for _ in 0..<3 { try net.trainStep(input: xt, target: yt, learningRate: 1e-3, loss: loss) }
-            return try (device.read(net.parameters) + device.read(net.runningStatistics) + device.read(loss)).map(Float.init)
+            return try (device.read(net.parameters) + device.read(net.runningStatistics) + device.read(loss)).map(
+                Float.init)
         }
         XCTAssertEqual(try run().map(\.bitPattern), try run().map(\.bitPattern))
     }

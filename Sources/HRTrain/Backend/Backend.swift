@@ -115,7 +115,8 @@ extension Backend {
     ) throws {
         try composedHiddenBlockForward(
             self, order: order, z: z, bias: bias, gamma: gamma, beta: beta, runningMean: runningMean,
-            runningVariance: runningVariance, savedMean: savedMean, savedInverseStd: savedInverseStd, settings: settings,
+            runningVariance: runningVariance, savedMean: savedMean, savedInverseStd: savedInverseStd,
+            settings: settings,
             saved: saved, output: y)
     }
 
@@ -126,7 +127,8 @@ extension Backend {
     ) throws {
         try composedHiddenBlockBackward(
             self, order: order, outputGradient: dy, saved: saved, output: y, gamma: gamma, savedMean: savedMean,
-            savedInverseStd: savedInverseStd, inputGradient: dz, gammaGradient: gammaGradient, betaGradient: betaGradient,
+            savedInverseStd: savedInverseStd, inputGradient: dz, gammaGradient: gammaGradient,
+            betaGradient: betaGradient,
             biasGradient: biasGradient)
     }
 }

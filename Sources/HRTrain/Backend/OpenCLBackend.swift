@@ -64,7 +64,8 @@ public final class OpenCLBackend: Backend {
                 CLBlastSGemmTempBufferSize(
                     CLBlastLayoutRowMajor, call.transposeA ? CLBlastTransposeYes : CLBlastTransposeNo,
                     call.transposeB ? CLBlastTransposeYes : CLBlastTransposeNo, call.m, call.n, call.k, call.offsets[0],
-                    call.leading[0], call.offsets[1], call.leading[1], call.offsets[2], call.leading[2], &context.queue, &bytes),
+                    call.leading[0], call.offsets[1], call.leading[1], call.offsets[2], call.leading[2], &context.queue,
+                    &bytes),
                 "CLBlastSGemmTempBufferSize")
             size = bytes
             gemmTemporarySizes[call] = size
@@ -78,7 +79,8 @@ public final class OpenCLBackend: Backend {
     /// Wraps an open device context, with `variant` or the device's default variant.
     public init(context: ComputeContext, variant: KernelVariant? = nil) {
         self.context = context
-        let fromEnvironment = ProcessInfo.processInfo.environment["HRTRAIN_KERNEL_VARIANT"].flatMap(KernelVariant.init(rawValue:))
+        let fromEnvironment = ProcessInfo.processInfo.environment["HRTRAIN_KERNEL_VARIANT"].flatMap(
+            KernelVariant.init(rawValue:))
         self.variant = variant ?? fromEnvironment ?? (context.device.kind == .cpu ? .columnStrip : .tiled)
     }
 
@@ -87,7 +89,9 @@ public final class OpenCLBackend: Backend {
         self.init(context: try ComputeContext(deviceIndex: deviceIndex))
     }
 
-    public var name: String { "OpenCL: \(context.device.name)" + (variant == .tiled ? "" : " (\(variant.rawValue) kernels)") }
+    public var name: String {
+        "OpenCL: \(context.device.name)" + (variant == .tiled ? "" : " (\(variant.rawValue) kernels)")
+    }
 
     // MARK: Memory
 
@@ -96,7 +100,8 @@ public final class OpenCLBackend: Backend {
     }
     public func tensor(_ values: [Float], shape: [Int]) throws -> DeviceTensor {
         try require(values.count == shape.reduce(1, *), "tensor: \(values.count) values for shape \(shape)")
-        let t = try DeviceTensor(buffer: CLBuffer(context: context, byteCount: values.count * 4), offset: 0, shape: shape, pool: nil)
+        let t = try DeviceTensor(
+            buffer: CLBuffer(context: context, byteCount: values.count * 4), offset: 0, shape: shape, pool: nil)
         try context.upload(values, to: t)
         return t
     }
@@ -115,13 +120,17 @@ public final class OpenCLBackend: Backend {
         try context.copy(source, to: destination)
     }
     public func fill(_ tensor: DeviceTensor, with value: Double) throws {
-        try run("kernel_fill_f32", [.buffer(tensor.buffer.mem), .int(Int32(tensor.offset)), .float(Float(value)), .int(Int32(tensor.count))], count: tensor.count)
+        try run(
+            "kernel_fill_f32",
+            [.buffer(tensor.buffer.mem), .int(Int32(tensor.offset)), .float(Float(value)), .int(Int32(tensor.count))],
+            count: tensor.count)
     }
     public func indices(_ values: [Int32]) throws -> DeviceIndices {
         let buffer = try CLBuffer(context: context, byteCount: values.count * 4)
         try values.withUnsafeBytes { raw in
             try clCheck(
-                clEnqueueWriteBuffer(context.queue, buffer.mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
+                clEnqueueWriteBuffer(
+                    context.queue, buffer.mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
                 "clEnqueueWriteBuffer", detail: "row indices")
         }
         return DeviceIndices(buffer: buffer, count: values.count)
@@ -130,19 +139,27 @@ public final class OpenCLBackend: Backend {
 
     // MARK: Dense layer
 
-    public func matmul(_ a: DeviceTensor, transposeA: Bool, _ b: DeviceTensor, transposeB: Bool, into c: DeviceTensor) throws {
+    public func matmul(_ a: DeviceTensor, transposeA: Bool, _ b: DeviceTensor, transposeB: Bool, into c: DeviceTensor)
+        throws
+    {
         let (m, n, k) = try matmulDimensions(a.shape, transposeA, b.shape, transposeB, c.shape)
         let label = "gemm \(m)x\(n)x\(k)\(transposeA ? " Aᵀ" : "")\(transposeB ? " Bᵀ" : "")"
         let bytes = Double(4 * (m * k + k * n + m * n))
-        let ta = transposeA ? CLBlastTransposeYes : CLBlastTransposeNo, tb = transposeB ? CLBlastTransposeYes : CLBlastTransposeNo
-        let temp = try gemmTemporary(GEMMCall(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, offsets: [a.offset, b.offset, c.offset], leading: [a.columns, b.columns, c.columns]))
-        let status = context.recordingEvent(label, flops: 2 * Double(m) * Double(n) * Double(k), bytes: bytes) { event in
+        let ta = transposeA ? CLBlastTransposeYes : CLBlastTransposeNo
+        let tb = transposeB ? CLBlastTransposeYes : CLBlastTransposeNo
+        let temp = try gemmTemporary(
+            GEMMCall(
+                m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
+                offsets: [a.offset, b.offset, c.offset], leading: [a.columns, b.columns, c.columns]))
+        let status = context.recordingEvent(label, flops: 2 * Double(m) * Double(n) * Double(k), bytes: bytes) {
+            event in
             CLBlastSgemmWithTempBuffer(
                 CLBlastLayoutRowMajor, ta, tb, m, n, k, 1,
                 a.buffer.mem, a.offset, a.columns, b.buffer.mem, b.offset, b.columns, 0,
                 c.buffer.mem, c.offset, c.columns, &context.queue, event, temp?.mem)
         }
-        try clblastCheck(status, "CLBlastSgemm", detail: "m=\(m) n=\(n) k=\(k) transA=\(transposeA) transB=\(transposeB)")
+        try clblastCheck(
+            status, "CLBlastSgemm", detail: "m=\(m) n=\(n) k=\(k) transA=\(transposeA) transB=\(transposeB)")
     }
 
     public func biasAdd(_ z: DeviceTensor, bias: DeviceTensor, into y: DeviceTensor) throws {
@@ -152,9 +169,19 @@ public final class OpenCLBackend: Backend {
     public func columnSums(_ x: DeviceTensor, into sums: DeviceTensor) throws {
         try require(sums.count == x.columns, "columnSums: \(x.columns) columns into \(sums.count) sums")
         if variant == .columnStrip {
-            return try runStrips("kernel_column_sums_strip_f32", [.buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)), .int(Int32(x.rows)), .int(Int32(x.columns))], columns: x.columns, bytes: 4 * x.count)
+            return try runStrips(
+                "kernel_column_sums_strip_f32",
+                [
+                    .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)),
+                    .int(Int32(x.rows)), .int(Int32(x.columns)),
+                ], columns: x.columns, bytes: 4 * x.count)
         }
-        try runColumns("kernel_column_sums_f32", [.buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)), .int(Int32(x.rows)), .int(Int32(x.columns))], columns: x.columns, bytes: 4 * x.count)
+        try runColumns(
+            "kernel_column_sums_f32",
+            [
+                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)),
+                .int(Int32(x.rows)), .int(Int32(x.columns)),
+            ], columns: x.columns, bytes: 4 * x.count)
     }
 
     // MARK: tanh
@@ -165,12 +192,22 @@ public final class OpenCLBackend: Backend {
 
     public func tanh(_ x: DeviceTensor, into y: DeviceTensor) throws {
         try require(x.count == y.count, "tanh: element counts differ")
-        try run("kernel_tanh_f32", [.buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)), .int(Int32(x.count))], count: x.count)
+        try run(
+            "kernel_tanh_f32",
+            [
+                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)),
+                .int(Int32(x.count)),
+            ], count: x.count)
     }
 
     public func tanhBackward(outputGradient dy: DeviceTensor, output y: DeviceTensor, into dz: DeviceTensor) throws {
         try require(dy.count == y.count && dz.count == y.count, "tanhBackward: element counts differ")
-        try run("kernel_tanh_backward_f32", [.buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)), .buffer(dz.buffer.mem), .int(Int32(dz.offset)), .int(Int32(y.count))], count: y.count)
+        try run(
+            "kernel_tanh_backward_f32",
+            [
+                .buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)),
+                .buffer(dz.buffer.mem), .int(Int32(dz.offset)), .int(Int32(y.count)),
+            ], count: y.count)
     }
 
     // MARK: Batch normalisation
@@ -188,7 +225,8 @@ public final class OpenCLBackend: Backend {
         try runColumns(
             "kernel_batchnorm_stats_f32",
             [
-                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)),
+                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(savedMean.buffer.mem),
+                .int(Int32(savedMean.offset)),
                 .buffer(savedInverseStd.buffer.mem), .int(Int32(savedInverseStd.offset)),
                 .buffer(runningMean.buffer.mem), .int(Int32(runningMean.offset)),
                 .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)),
@@ -207,7 +245,12 @@ public final class OpenCLBackend: Backend {
             [gamma, beta, runningMean, runningVariance].allSatisfy { $0.count == cols } && y.count == x.count,
             "batchNormInference: per-feature tensors must have \(cols) elements")
         let inverseStd = try scratch([cols])
-        try run("kernel_batchnorm_invstd_f32", [.buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)), .buffer(inverseStd.buffer.mem), .int(0), .float(Float(epsilon)), .int(Int32(cols))], count: cols)
+        try run(
+            "kernel_batchnorm_invstd_f32",
+            [
+                .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)),
+                .buffer(inverseStd.buffer.mem), .int(0), .float(Float(epsilon)), .int(Int32(cols)),
+            ], count: cols)
         try batchNormApply(x, mean: runningMean, inverseStd: inverseStd, gamma: gamma, beta: beta, into: y)
     }
 
@@ -240,8 +283,10 @@ public final class OpenCLBackend: Backend {
             [
                 .buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(x.buffer.mem), .int(Int32(x.offset)),
                 .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
-                .int(Int32(savedInverseStd.offset)), .buffer(gammaGradient.buffer.mem), .int(Int32(gammaGradient.offset)),
-                .buffer(betaGradient.buffer.mem), .int(Int32(betaGradient.offset)), .int(Int32(rows)), .int(Int32(cols)),
+                .int(Int32(savedInverseStd.offset)), .buffer(gammaGradient.buffer.mem),
+                .int(Int32(gammaGradient.offset)),
+                .buffer(betaGradient.buffer.mem), .int(Int32(betaGradient.offset)), .int(Int32(rows)),
+                .int(Int32(cols)),
             ], columns: cols, bytes: 8 * x.count)
         try run(
             "kernel_batchnorm_backward_dx_f32",
@@ -259,7 +304,8 @@ public final class OpenCLBackend: Backend {
 
     public func hiddenBlockForward(
         order: LayerOrder, z: DeviceTensor, bias: DeviceTensor, gamma: DeviceTensor, beta: DeviceTensor,
-        runningMean: DeviceTensor, runningVariance: DeviceTensor, savedMean: DeviceTensor, savedInverseStd: DeviceTensor,
+        runningMean: DeviceTensor, runningVariance: DeviceTensor, savedMean: DeviceTensor,
+        savedInverseStd: DeviceTensor,
         settings: BatchNormSettings, saved: DeviceTensor, output y: DeviceTensor
     ) throws {
         guard variant == .columnStrip else {
@@ -271,17 +317,22 @@ public final class OpenCLBackend: Backend {
         let (rows, cols) = (z.rows, z.columns)
         try require(rows >= 2, "batch normalisation in training mode needs at least 2 rows, got \(rows)")
         try require(
-            [bias, gamma, beta, runningMean, runningVariance, savedMean, savedInverseStd].allSatisfy { $0.count == cols }
+            [bias, gamma, beta, runningMean, runningVariance, savedMean, savedInverseStd].allSatisfy {
+                $0.count == cols
+            }
                 && saved.count == z.count && y.count == z.count, "hiddenBlockForward: shapes differ")
         try runStrips(
-            order == .denseTanhBatchNorm ? "kernel_bias_tanh_bn_forward_strip_f32" : "kernel_bias_bn_tanh_forward_strip_f32",
+            order == .denseTanhBatchNorm
+                ? "kernel_bias_tanh_bn_forward_strip_f32" : "kernel_bias_bn_tanh_forward_strip_f32",
             [
                 .buffer(z.buffer.mem), .int(Int32(z.offset)), .buffer(bias.buffer.mem), .int(Int32(bias.offset)),
-                .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)), .buffer(beta.buffer.mem), .int(Int32(beta.offset)),
+                .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)), .buffer(beta.buffer.mem),
+                .int(Int32(beta.offset)),
                 .buffer(saved.buffer.mem), .int(Int32(saved.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)),
                 .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
                 .int(Int32(savedInverseStd.offset)), .buffer(runningMean.buffer.mem), .int(Int32(runningMean.offset)),
-                .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)), .int(Int32(rows)), .int(Int32(cols)),
+                .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)), .int(Int32(rows)),
+                .int(Int32(cols)),
                 .float(Float(settings.epsilon)), .float(Float(settings.runningUpdateFactor)),
                 .int(settings.unbiasedRunningVariance ? 1 : 0),
             ], columns: cols, bytes: 4 * 5 * z.count)
@@ -300,17 +351,23 @@ public final class OpenCLBackend: Backend {
         }
         let (rows, cols) = (dy.rows, dy.columns)
         try require(
-            [gamma, savedMean, savedInverseStd, gammaGradient, betaGradient, biasGradient].allSatisfy { $0.count == cols }
+            [gamma, savedMean, savedInverseStd, gammaGradient, betaGradient, biasGradient].allSatisfy {
+                $0.count == cols
+            }
                 && [saved, y, dz].allSatisfy { $0.count == dy.count }, "hiddenBlockBackward: shapes differ")
         var arguments: [Kernel.Argument] = [.buffer(dy.buffer.mem), .int(Int32(dy.offset))]
         switch order {
         case .denseTanhBatchNorm: arguments += [.buffer(saved.buffer.mem), .int(Int32(saved.offset))]
-        case .denseBatchNormTanh: arguments += [.buffer(y.buffer.mem), .int(Int32(y.offset)), .buffer(saved.buffer.mem), .int(Int32(saved.offset))]
+        case .denseBatchNormTanh:
+            arguments += [
+                .buffer(y.buffer.mem), .int(Int32(y.offset)), .buffer(saved.buffer.mem), .int(Int32(saved.offset)),
+            ]
         }
         arguments += [
             .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
             .int(Int32(savedInverseStd.offset)), .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)),
-            .buffer(dz.buffer.mem), .int(Int32(dz.offset)), .buffer(gammaGradient.buffer.mem), .int(Int32(gammaGradient.offset)),
+            .buffer(dz.buffer.mem), .int(Int32(dz.offset)), .buffer(gammaGradient.buffer.mem),
+            .int(Int32(gammaGradient.offset)),
             .buffer(betaGradient.buffer.mem), .int(Int32(betaGradient.offset)), .buffer(biasGradient.buffer.mem),
             .int(Int32(biasGradient.offset)), .int(Int32(rows)), .int(Int32(cols)),
         ]
@@ -321,8 +378,12 @@ public final class OpenCLBackend: Backend {
 
     // MARK: Loss, optimizer, data
 
-    public func meanSquaredError(prediction p: DeviceTensor, target t: DeviceTensor, gradient g: DeviceTensor, loss: DeviceTensor) throws {
-        try require(p.count == t.count && g.count == t.count && loss.count >= 1, "meanSquaredError: prediction \(p.shape), target \(t.shape), gradient \(g.shape)")
+    public func meanSquaredError(
+        prediction p: DeviceTensor, target t: DeviceTensor, gradient g: DeviceTensor, loss: DeviceTensor
+    ) throws {
+        try require(
+            p.count == t.count && g.count == t.count && loss.count >= 1,
+            "meanSquaredError: prediction \(p.shape), target \(t.shape), gradient \(g.shape)")
         let kernel = try context.kernel("kernel_mse_loss_grad_f32")
         try kernel.setArguments([
             .buffer(p.buffer.mem), .int(Int32(p.offset)), .buffer(t.buffer.mem), .int(Int32(t.offset)),
@@ -332,32 +393,44 @@ public final class OpenCLBackend: Backend {
         try context.launch(kernel, global: [Self.lossLanes], local: [Self.lossLanes], bytes: 12 * p.count)
     }
 
-    public func adamUpdate(parameters: DeviceTensor, gradients: DeviceTensor, m: DeviceTensor, v: DeviceTensor, coefficients k: AdamCoefficients) throws {
+    public func adamUpdate(
+        parameters: DeviceTensor, gradients: DeviceTensor, m: DeviceTensor, v: DeviceTensor,
+        coefficients k: AdamCoefficients
+    ) throws {
         try require(
             [gradients, m, v].allSatisfy { $0.count == parameters.count && $0.offset == 0 } && parameters.offset == 0,
             "adamUpdate: parameters, gradients and moments must be whole buffers of equal size")
         try run(
             "kernel_adam_update_f32",
             [
-                .buffer(parameters.buffer.mem), .buffer(gradients.buffer.mem), .buffer(m.buffer.mem), .buffer(v.buffer.mem),
-                .int(Int32(parameters.count)), .float(Float(k.beta1)), .float(Float(1 - k.beta1)), .float(Float(k.beta2)), .float(Float(1 - k.beta2)), .float(Float(k.stepSize)),
+                .buffer(parameters.buffer.mem), .buffer(gradients.buffer.mem), .buffer(m.buffer.mem),
+                .buffer(v.buffer.mem),
+                .int(Int32(parameters.count)), .float(Float(k.beta1)), .float(Float(1 - k.beta1)),
+                .float(Float(k.beta2)), .float(Float(1 - k.beta2)), .float(Float(k.stepSize)),
                 .float(Float(k.rootScale)), .float(Float(k.epsilon)),
             ], count: parameters.count, traffic: 7)
     }
 
-    public func gatherRows(_ source: DeviceTensor, indices: DeviceIndices, indexOffset: Int, into out: DeviceTensor) throws {
-        try require(out.columns == source.columns, "gatherRows: source has \(source.columns) columns, output \(out.columns)")
-        try require(indexOffset >= 0 && indexOffset + out.rows <= indices.count, "gatherRows: index range out of bounds")
+    public func gatherRows(_ source: DeviceTensor, indices: DeviceIndices, indexOffset: Int, into out: DeviceTensor)
+        throws
+    {
+        try require(
+            out.columns == source.columns, "gatherRows: source has \(source.columns) columns, output \(out.columns)")
+        try require(
+            indexOffset >= 0 && indexOffset + out.rows <= indices.count, "gatherRows: index range out of bounds")
         try run(
             "kernel_gather_rows_f32",
             [
-                .buffer(source.buffer.mem), .int(Int32(source.offset)), .buffer(indices.buffer.mem), .int(Int32(indexOffset)),
+                .buffer(source.buffer.mem), .int(Int32(source.offset)), .buffer(indices.buffer.mem),
+                .int(Int32(indexOffset)),
                 .buffer(out.buffer.mem), .int(Int32(out.offset)), .int(Int32(out.rows)), .int(Int32(out.columns)),
             ], count: out.count, traffic: 3)
     }
 
-    public func standardScale(_ x: DeviceTensor, mean: DeviceTensor, scale: DeviceTensor, into out: DeviceTensor) throws {
-        try require(mean.count == x.columns && scale.count == x.columns && out.count == x.count, "standardScale: shapes differ")
+    public func standardScale(_ x: DeviceTensor, mean: DeviceTensor, scale: DeviceTensor, into out: DeviceTensor) throws
+    {
+        try require(
+            mean.count == x.columns && scale.count == x.columns && out.count == x.count, "standardScale: shapes differ")
         try run(
             "kernel_standard_scale_f32",
             [
@@ -381,19 +454,23 @@ public final class OpenCLBackend: Backend {
     private func runColumns(_ name: String, _ arguments: [Kernel.Argument], columns: Int, bytes: Int) throws {
         let kernel = try context.kernel(name)
         try kernel.setArguments(arguments)
-        try context.launch(kernel, global: [columns, Self.rowLanes], local: [Self.columnTile, Self.rowLanes], bytes: bytes)
+        try context.launch(
+            kernel, global: [columns, Self.rowLanes], local: [Self.columnTile, Self.rowLanes], bytes: bytes)
     }
 
     /// A column-strip kernel: one work-item per 16 columns, work-groups of one.
     private func runStrips(_ name: String, _ arguments: [Kernel.Argument], columns: Int, bytes: Int) throws {
         let kernel = try context.kernel(name)
         try kernel.setArguments(arguments)
-        try context.launch(kernel, global: [(columns + Self.stripWidth - 1) / Self.stripWidth], local: [1], bytes: bytes)
+        try context.launch(
+            kernel, global: [(columns + Self.stripWidth - 1) / Self.stripWidth], local: [1], bytes: bytes)
     }
 
     /// `y[r, c] = op(z[r, c], bias[c])` kernels.
     private func rowwise(_ name: String, _ z: DeviceTensor, _ bias: DeviceTensor, _ y: DeviceTensor) throws {
-        try require(bias.count == z.columns && y.count == z.count, "\(name): bias has \(bias.count) elements for \(z.columns) columns")
+        try require(
+            bias.count == z.columns && y.count == z.count,
+            "\(name): bias has \(bias.count) elements for \(z.columns) columns")
         try run(
             name,
             [

@@ -263,7 +263,9 @@ public final class ReferenceBackend: Backend {
     private func batchNormShape(_ x: Tensor, _ y: Tensor, _ gamma: Tensor, _ beta: Tensor) throws -> (Int, Int) {
         let (rows, cols) = matrixShape(x.shape)
         try require(y.count == x.count, "batch norm: output has \(y.count) elements, input \(x.count)")
-        try require(gamma.count == cols && beta.count == cols, "batch norm: γ/β have \(gamma.count) elements for \(cols) features")
+        try require(
+            gamma.count == cols && beta.count == cols,
+            "batch norm: γ/β have \(gamma.count) elements for \(cols) features")
         return (rows, cols)
     }
 }

@@ -104,14 +104,19 @@ public enum Benchmark {
         let spec = options.spec
         var rng = SplitMix64(seed: 42)
         let initial = Network<OpenCLBackend>.initialValues(spec: spec, profile: options.profile, seed: 1)
-        let network = try Network(backend: backend, spec: spec, profile: options.profile, parameters: initial.parameters, runningStatistics: initial.runningStatistics)
+        let network = try Network(
+            backend: backend, spec: spec, profile: options.profile, parameters: initial.parameters,
+            runningStatistics: initial.runningStatistics)
 
         // A resident set of eight batches, gathered in shuffled order as the trainer does.
         let rows = options.batch * 8
         let features = (0..<rows * spec.inputSize).map { _ in Float(rng.normal()) }
         let targets = (0..<rows * spec.outputSize).map { _ in Float(10 * rng.normal()) }
-        let identityInputs = StandardScaler(mean: .init(repeating: 0, count: spec.inputSize), scale: .init(repeating: 1, count: spec.inputSize))
-        let data = try DeviceDataset(backend: backend, features: features, targets: targets, rows: rows, featureScaler: identityInputs, targetScaler: nil, residentLimitBytes: .max, chunkRows: rows)
+        let identityInputs = StandardScaler(
+            mean: .init(repeating: 0, count: spec.inputSize), scale: .init(repeating: 1, count: spec.inputSize))
+        let data = try DeviceDataset(
+            backend: backend, features: features, targets: targets, rows: rows, featureScaler: identityInputs,
+            targetScaler: nil, residentLimitBytes: .max, chunkRows: rows)
         let losses = try backend.scratch([8])
         let sizes = [Int](repeating: options.batch, count: 8)
         var epoch = 0
@@ -121,7 +126,8 @@ public enum Benchmark {
                 epoch += 1
                 let order = Trainer<OpenCLBackend>.permutation(rows: rows, seed: 7, epoch: epoch)
                 try data.forEachBatch(sizes: Array(sizes.prefix(count - done)), order: order) { x, y, step in
-                    try network.trainStep(input: x, target: y, learningRate: 1e-3, loss: backend.view(losses, offset: step, shape: [1]))
+                    try network.trainStep(
+                        input: x, target: y, learningRate: 1e-3, loss: backend.view(losses, offset: step, shape: [1]))
                 }
                 done += min(8, count - done)
             }
@@ -148,32 +154,43 @@ public enum Benchmark {
         var kernelRows: [KernelRow] = profiler.totals.filter { !$0.key.hasPrefix("gemm") }.map { name, t in
             let seconds = Double(t.nanoseconds) / 1e9
             return KernelRow(
-                name: name, callsPerStep: Double(t.calls) * perStep, millisecondsPerStep: Double(t.nanoseconds) * perStep / 1e6,
+                name: name, callsPerStep: Double(t.calls) * perStep,
+                millisecondsPerStep: Double(t.nanoseconds) * perStep / 1e6,
                 share: Double(t.nanoseconds) * perStep / 1e6 / stepMilliseconds, gflops: nil,
                 gigabytesPerSecond: t.bytes > 0 ? t.bytes / seconds / 1e9 : nil)
         }
-        var gemmSeconds = 0.0, gemmFlops = 0.0
+        var gemmSeconds = 0.0
+        var gemmFlops = 0.0
         for shape in trainingGEMMs(spec: spec, batch: options.batch) {
             let seconds = try timeGEMM(backend: backend, shape)
             gemmSeconds += seconds * Double(shape.calls)
             gemmFlops += shape.flops * Double(shape.calls)
-            kernelRows.append(KernelRow(
-                name: "gemm \(shape.label) (wall)", callsPerStep: Double(shape.calls), millisecondsPerStep: seconds * 1e3 * Double(shape.calls),
-                share: seconds * 1e3 * Double(shape.calls) / stepMilliseconds, gflops: shape.flops / seconds / 1e9, gigabytesPerSecond: nil))
+            kernelRows.append(
+                KernelRow(
+                    name: "gemm \(shape.label) (wall)", callsPerStep: Double(shape.calls),
+                    millisecondsPerStep: seconds * 1e3 * Double(shape.calls),
+                    share: seconds * 1e3 * Double(shape.calls) / stepMilliseconds, gflops: shape.flops / seconds / 1e9,
+                    gigabytesPerSecond: nil))
         }
         kernelRows.sort { $0.millisecondsPerStep > $1.millisecondsPerStep }
 
         let ceiling = try measureCeiling(backend: backend, size: options.ceilingSize)
-        let transfers = try measureTransfers(backend: backend, batchBytes: options.batch * (spec.inputSize + spec.outputSize) * 4)
-        let inference = try measureInference(backend: backend, network: network, batch: options.batch, features: features)
+        let transfers = try measureTransfers(
+            backend: backend, batchBytes: options.batch * (spec.inputSize + spec.outputSize) * 4)
+        let inference = try measureInference(
+            backend: backend, network: network, batch: options.batch, features: features)
 
         var usage = rusage()
         getrusage(0, &usage)  // 0 = RUSAGE_SELF (Glibc imports the constant as an enum)
         let gemmRate = gemmFlops / gemmSeconds / 1e9
         return Report(
             device: context.device, options: options,
-            startup: Startup(programOrigin: context.programBuild.origin, programSeconds: context.programBuild.seconds, firstStepSeconds: firstStep),
-            training: Throughput(eventsPerSecond: Double(options.batch) / stepSeconds, millisecondsPerStep: stepMilliseconds, steps: options.steps),
+            startup: Startup(
+                programOrigin: context.programBuild.origin, programSeconds: context.programBuild.seconds,
+                firstStepSeconds: firstStep),
+            training: Throughput(
+                eventsPerSecond: Double(options.batch) / stepSeconds, millisecondsPerStep: stepMilliseconds,
+                steps: options.steps),
             inference: inference,
             kernels: kernelRows,
             gemm: GEMMShare(
@@ -200,7 +217,10 @@ public enum Benchmark {
         let widths = [spec.inputSize] + spec.hiddenSizes + [spec.outputSize]
         var shapes: [GEMMShape] = []
         func add(_ s: GEMMShape) {
-            if let i = shapes.firstIndex(where: { $0.m == s.m && $0.n == s.n && $0.k == s.k && $0.transposeA == s.transposeA && $0.transposeB == s.transposeB }) {
+            if let i = shapes.firstIndex(where: {
+                $0.m == s.m && $0.n == s.n && $0.k == s.k && $0.transposeA == s.transposeA
+                    && $0.transposeB == s.transposeB
+            }) {
                 shapes[i].calls += 1
             } else {
                 shapes.append(s)
@@ -227,7 +247,9 @@ public enum Benchmark {
         var best = Double.infinity
         for _ in 0..<5 {
             let start = DispatchTime.now()
-            for _ in 0..<4 { try backend.matmul(a, transposeA: shape.transposeA, b, transposeB: shape.transposeB, into: c) }
+            for _ in 0..<4 {
+                try backend.matmul(a, transposeA: shape.transposeA, b, transposeB: shape.transposeB, into: c)
+            }
             try backend.synchronize()
             best = min(best, elapsed(since: start) / 4)
         }
@@ -237,9 +259,12 @@ public enum Benchmark {
     /// The device's own ceilings: the best rate of square CLBlast SGEMMs (n = 512, 1024 and `size`, best of
     /// three each), and a device-to-device copy.
     static func measureCeiling(backend: OpenCLBackend, size: Int) throws -> Ceiling {
-        var bestRate = 0.0, bestSize = size
+        var bestRate = 0.0
+        var bestSize = size
         for n in Set([512, 1024, size]).sorted() {
-            let a = try backend.scratch([n, n]), b = try backend.scratch([n, n]), c = try backend.scratch([n, n])
+            let a = try backend.scratch([n, n])
+            let b = try backend.scratch([n, n])
+            let c = try backend.scratch([n, n])
             try backend.fill(a, with: 0.5)
             try backend.fill(b, with: 0.25)
             try backend.matmul(a, transposeA: false, b, transposeB: false, into: c)  // compile / warm up
@@ -253,7 +278,8 @@ public enum Benchmark {
             }
         }
         let count = 32 * 1024 * 1024  // 128 MiB
-        let source = try backend.scratch([count]), destination = try backend.scratch([count])
+        let source = try backend.scratch([count])
+        let destination = try backend.scratch([count])
         try backend.fill(source, with: 1)
         try backend.copy(source, to: destination)
         try backend.synchronize()
@@ -264,7 +290,8 @@ public enum Benchmark {
             try backend.synchronize()
             copyBest = min(copyBest, elapsed(since: start))
         }
-        return Ceiling(sgemmGFLOPs: bestRate, sgemmSize: bestSize, copyGigabytesPerSecond: Double(2 * count * 4) / copyBest / 1e9)
+        return Ceiling(
+            sgemmGFLOPs: bestRate, sgemmSize: bestSize, copyGigabytesPerSecond: Double(2 * count * 4) / copyBest / 1e9)
     }
 
     /// Host ↔ device bandwidth (64 MiB, best of three) and the upload time of one batch.
@@ -272,7 +299,8 @@ public enum Benchmark {
         let count = 16 * 1024 * 1024
         let host = [Float](repeating: 1, count: count)
         let device = try backend.scratch([count])
-        var up = Double.infinity, down = Double.infinity
+        var up = Double.infinity
+        var down = Double.infinity
         for _ in 0..<3 {
             var start = DispatchTime.now()
             try backend.context.upload(host, to: device)
@@ -289,11 +317,15 @@ public enum Benchmark {
             try backend.context.upload(batch, to: batchTensor)
             batchBest = min(batchBest, elapsed(since: start))
         }
-        return Transfers(hostToDeviceGigabytesPerSecond: Double(count * 4) / up / 1e9, deviceToHostGigabytesPerSecond: Double(count * 4) / down / 1e9, batchUploadMilliseconds: batchBest * 1e3)
+        return Transfers(
+            hostToDeviceGigabytesPerSecond: Double(count * 4) / up / 1e9,
+            deviceToHostGigabytesPerSecond: Double(count * 4) / down / 1e9, batchUploadMilliseconds: batchBest * 1e3)
     }
 
     /// The `predict` path: upload a batch, standardise, forward in inference mode, read back.
-    static func measureInference(backend: OpenCLBackend, network: Network<OpenCLBackend>, batch: Int, features: [Float]) throws -> Throughput {
+    static func measureInference(backend: OpenCLBackend, network: Network<OpenCLBackend>, batch: Int, features: [Float])
+        throws -> Throughput
+    {
         let f = network.spec.inputSize
         let mean = try backend.tensor([Double](repeating: 0, count: f), shape: [f])
         let scale = try backend.tensor([Double](repeating: 1, count: f), shape: [f])

@@ -18,7 +18,8 @@ public struct GEMMParameters: Codable, Sendable, Equatable {
     /// A one-line description (`MWG=128 NWG=128 …`).
     public var summary: String {
         "Xgemm " + indirect.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            + "; XgemmDirect " + direct.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            + "; XgemmDirect "
+            + direct.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
             + "; XGEMM_MIN_INDIRECT_SIZE=\(minIndirectSize)"
     }
 }
@@ -39,18 +40,23 @@ public enum GEMMTuning {
     /// The file holding the tuned parameters of `device`: `<cache>/clblast/<hash of device+driver>.json`.
     public static func storeURL(for device: DeviceInfo, cache: URL = ProgramCache.defaultDirectory()) -> URL {
         let key = "\(device.platform)|\(device.name)|\(device.driverVersion)"
-        return cache.appendingPathComponent("clblast").appendingPathComponent(String(format: "%016llx", fnv1a64(key)) + ".json")
+        return cache.appendingPathComponent("clblast").appendingPathComponent(
+            String(format: "%016llx", fnv1a64(key)) + ".json")
     }
 
     /// Applies the stored parameters for the context's device, if `hrtrain tune` stored some. Returns them.
     @discardableResult
-    public static func applyStored(for context: ComputeContext, cache: URL = ProgramCache.defaultDirectory()) throws -> StoredGEMMTuning? {
+    public static func applyStored(for context: ComputeContext, cache: URL = ProgramCache.defaultDirectory()) throws
+        -> StoredGEMMTuning?
+    {
         let url = storeURL(for: context.device, cache: cache)
         guard let data = try? Data(contentsOf: url) else { return nil }
-        guard let stored = try? JSONDecoder().decode(StoredGEMMTuning.self, from: data), stored.device == context.device.name,
+        guard let stored = try? JSONDecoder().decode(StoredGEMMTuning.self, from: data),
+            stored.device == context.device.name,
             stored.driver == context.device.driverVersion
         else {
-            throw DeviceError("the tuned GEMM parameters in \(url.path) cannot be read; delete the file or run `hrtrain tune` again")
+            throw DeviceError(
+                "the tuned GEMM parameters in \(url.path) cannot be read; delete the file or run `hrtrain tune` again")
         }
         try apply(stored.parameters, to: context)
         return stored
@@ -66,7 +72,7 @@ public enum GEMMTuning {
     private static func override(_ kernel: String, _ values: [String: Int], device: cl_device_id) throws {
         let sorted = values.sorted { $0.key < $1.key }
         var names = sorted.map { strdup($0.key) }
-        defer { names.forEach { free($0) } }
+        defer { for name in names { free(name) } }
         var numbers = sorted.map { $0.value }
         let status = names.withUnsafeMutableBufferPointer { namePointers in
             namePointers.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: sorted.count) { n in
@@ -107,31 +113,63 @@ extension GEMMTuning {
     /// in a fixed pseudo-random order after the ones known to do well on PoCL.
     static func indirectCandidates(maxWorkGroup: Int) -> [[String: Int]] {
         var all: [[String: Int]] = []
-        for mwg in [32, 64, 128] { for nwg in [32, 64, 128] { for kwg in [16, 32] {
-            for mdimc in [8, 16] { for ndimc in [8, 16] { for vwm in [2, 4, 8, 16] { for vwn in [2, 4, 8, 16] { for sa in [0, 1] {
-                let sb = sa
-                let p = ["GEMMK": 0, "KREG": 1, "KWG": kwg, "KWI": 2, "MDIMA": mdimc, "MDIMC": mdimc, "MWG": mwg, "NDIMB": ndimc,
-                         "NDIMC": ndimc, "NWG": nwg, "SA": sa, "SB": sb, "STRM": 0, "STRN": 0, "VWM": vwm, "VWN": vwn]
-                guard mdimc * ndimc <= maxWorkGroup, mwg % (mdimc * vwm) == 0, nwg % (ndimc * vwn) == 0,
-                    kwg % ((mdimc * ndimc) / mdimc) == 0, kwg % ((mdimc * ndimc) / ndimc) == 0 else { continue }
-                all.append(p)
-            } } } } }
-        } } }
+        for mwg in [32, 64, 128] {
+            for nwg in [32, 64, 128] {
+                for kwg in [16, 32] {
+                    for mdimc in [8, 16] {
+                        for ndimc in [8, 16] {
+                            for vwm in [2, 4, 8, 16] {
+                                for vwn in [2, 4, 8, 16] {
+                                    for sa in [0, 1] {
+                                        let sb = sa
+                                        let p = [
+                                            "GEMMK": 0, "KREG": 1, "KWG": kwg, "KWI": 2, "MDIMA": mdimc, "MDIMC": mdimc,
+                                            "MWG": mwg, "NDIMB": ndimc,
+                                            "NDIMC": ndimc, "NWG": nwg, "SA": sa, "SB": sb, "STRM": 0, "STRN": 0,
+                                            "VWM": vwm, "VWN": vwn,
+                                        ]
+                                        guard mdimc * ndimc <= maxWorkGroup, mwg % (mdimc * vwm) == 0,
+                                            nwg % (ndimc * vwn) == 0,
+                                            kwg % ((mdimc * ndimc) / mdimc) == 0, kwg % ((mdimc * ndimc) / ndimc) == 0
+                                        else { continue }
+                                        all.append(p)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         let preferred = ["MWG": 128, "NWG": 128, "KWG": 16, "MDIMC": 8, "NDIMC": 8, "VWM": 16, "VWN": 16, "SA": 0]
         var rng = SplitMix64(seed: 2024)
         var rest = all.filter { p in !preferred.allSatisfy { p[$0.key] == $0.value } }
         for i in stride(from: rest.count - 1, to: 0, by: -1) { rest.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-        return all.filter { p in preferred.allSatisfy { p[$0.key] == $0.value } } + rest.sorted { ($0["SA"]!) < ($1["SA"]!) }
+        return all.filter { p in preferred.allSatisfy { p[$0.key] == $0.value } }
+            + rest.sorted { ($0["SA"]!) < ($1["SA"]!) }
     }
 
     /// `XgemmDirect` candidates satisfying CLBlast's constraints.
     static func directCandidates(maxWorkGroup: Int) -> [[String: Int]] {
         var all: [[String: Int]] = []
-        for wgd in [16, 32, 64] { for dim in [8, 16] { for vwmd in [1, 2, 4, 8] { for vwnd in [1, 2, 4, 8] { for kwid in [2, 8] {
-            let p = ["KWID": kwid, "MDIMAD": dim, "MDIMCD": dim, "NDIMBD": dim, "NDIMCD": dim, "PADA": 1, "PADB": 1, "VWMD": vwmd, "VWND": vwnd, "WGD": wgd]
-            guard dim * dim <= maxWorkGroup, wgd % (dim * vwmd) == 0, wgd % (dim * vwnd) == 0, wgd % kwid == 0 else { continue }
-            all.append(p)
-        } } } } }
+        for wgd in [16, 32, 64] {
+            for dim in [8, 16] {
+                for vwmd in [1, 2, 4, 8] {
+                    for vwnd in [1, 2, 4, 8] {
+                        for kwid in [2, 8] {
+                            let p = [
+                                "KWID": kwid, "MDIMAD": dim, "MDIMCD": dim, "NDIMBD": dim, "NDIMCD": dim, "PADA": 1,
+                                "PADB": 1, "VWMD": vwmd, "VWND": vwnd, "WGD": wgd,
+                            ]
+                            guard dim * dim <= maxWorkGroup, wgd % (dim * vwmd) == 0, wgd % (dim * vwnd) == 0,
+                                wgd % kwid == 0
+                            else { continue }
+                            all.append(p)
+                        }
+                    }
+                }
+            }
+        }
         var rng = SplitMix64(seed: 2025)
         for i in stride(from: all.count - 1, to: 0, by: -1) { all.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
         return all
@@ -140,7 +178,10 @@ extension GEMMTuning {
     /// Searches CLBlast's GEMM parameters for the GEMMs of a training step of `spec` at `batch` rows (the
     /// validation forward passes use the same shapes), within about `budget` seconds, and stores the best
     /// per device (when it beats CLBlast's defaults). `context` must not have tuned parameters applied.
-    public static func tune(context: ComputeContext, spec: NetworkSpec, batch: Int, budget: Double, cache: URL = ProgramCache.defaultDirectory(), progress: (String) -> Void) throws -> Report {
+    public static func tune(
+        context: ComputeContext, spec: NetworkSpec, batch: Int, budget: Double,
+        cache: URL = ProgramCache.defaultDirectory(), progress: (String) -> Void
+    ) throws -> Report {
         let start = DispatchTime.now()
         let backend = OpenCLBackend(context: context)
         let shapes = Benchmark.trainingGEMMs(spec: spec, batch: batch).sorted { $0.flops < $1.flops }
@@ -150,10 +191,13 @@ extension GEMMTuning {
         progress("timing the \(shapes.count) GEMM shapes of a training step with CLBlast's defaults")
         let defaults = try timeAll()
         let maxWG = context.device.maxWorkGroupSize
-        var tried = 0, failed = 0
+        var tried = 0
+        var failed = 0
 
         /// Times every shape with each candidate of `kernel` until `deadline` seconds into the search.
-        func search(_ kernel: String, _ candidates: [[String: Int]], until deadline: Double) -> [(params: [String: Int], times: [Double])] {
+        func search(_ kernel: String, _ candidates: [[String: Int]], until deadline: Double) -> [(
+            params: [String: Int], times: [Double]
+        )] {
             var results: [(params: [String: Int], times: [Double])] = []
             for candidate in candidates where elapsed(since: start) < deadline {
                 tried += 1
@@ -162,10 +206,16 @@ extension GEMMTuning {
                     let times = try timeAll()
                     results.append((candidate, times))
                     let best = results.map { cost($0.times) }.min()!
-                    progress(String(format: "[%3.0f s] %@ %@: %.1f ms per step (best %.1f)", elapsed(since: start), kernel, describe(candidate), cost(times) * 1e3, best * 1e3))
+                    progress(
+                        String(
+                            format: "[%3.0f s] %@ %@: %.1f ms per step (best %.1f)", elapsed(since: start), kernel,
+                            describe(candidate), cost(times) * 1e3, best * 1e3))
                 } catch {
                     failed += 1
-                    progress(String(format: "[%3.0f s] %@ %@: failed (%@)", elapsed(since: start), kernel, describe(candidate), "\(error)".prefix(80).description))
+                    progress(
+                        String(
+                            format: "[%3.0f s] %@ %@: failed (%@)", elapsed(since: start), kernel, describe(candidate),
+                            "\(error)".prefix(80).description))
                 }
             }
             return results
@@ -177,15 +227,20 @@ extension GEMMTuning {
         try override("GemmRoutine", ["XGEMM_MIN_INDIRECT_SIZE": 1 << 20], device: context.deviceID)
         let direct = search("XgemmDirect", directCandidates(maxWorkGroup: maxWG), until: budget)
         guard let anyIndirect = indirect.first, let anyDirect = direct.first else {
-            throw DeviceError("no GEMM candidate ran within the budget of \(Int(budget)) s; give more time with --budget")
+            throw DeviceError(
+                "no GEMM candidate ran within the budget of \(Int(budget)) s; give more time with --budget")
         }
 
         // The split: the k smallest shapes direct, the rest indirect; the best kernel of each kind for its part.
         var best: (cost: Double, k: Int, direct: [String: Int], indirect: [String: Int])?
         for k in 0...shapes.count {
-            func partCost(_ times: [Double], _ range: Range<Int>) -> Double { range.reduce(0) { $0 + times[$1] * Double(shapes[$1].calls) } }
+            func partCost(_ times: [Double], _ range: Range<Int>) -> Double {
+                range.reduce(0) { $0 + times[$1] * Double(shapes[$1].calls) }
+            }
             let d = direct.min { partCost($0.times, 0..<k) < partCost($1.times, 0..<k) } ?? anyDirect
-            let i = indirect.min { partCost($0.times, k..<shapes.count) < partCost($1.times, k..<shapes.count) } ?? anyIndirect
+            let i =
+                indirect.min { partCost($0.times, k..<shapes.count) < partCost($1.times, k..<shapes.count) }
+                ?? anyIndirect
             let total = partCost(d.times, 0..<k) + partCost(i.times, k..<shapes.count)
             if best == nil || total < best!.cost { best = (total, k, d.params, i.params) }
         }
@@ -205,21 +260,31 @@ extension GEMMTuning {
         var storedAt: String?
         if cost(tuned) < cost(defaults) {
             let url = storeURL(for: context.device, cache: cache)
-            let stored = StoredGEMMTuning(device: context.device.name, driver: context.device.driverVersion, parameters: parameters, defaultSeconds: cost(defaults), tunedSeconds: cost(tuned), date: ISO8601DateFormatter().string(from: Date()))
+            let stored = StoredGEMMTuning(
+                device: context.device.name, driver: context.device.driverVersion, parameters: parameters,
+                defaultSeconds: cost(defaults), tunedSeconds: cost(tuned),
+                date: ISO8601DateFormatter().string(from: Date()))
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             let data = try encoder.encode(stored)
             try AtomicFile.write(to: url) { try $0.write([UInt8](data)) }
             storedAt = url.path
         }
         let results = shapes.enumerated().map { i, s in
-            ShapeResult(shape: s.label, callsPerStep: s.calls, defaultGFLOPs: s.flops / defaults[i] / 1e9, tunedGFLOPs: s.flops / tuned[i] / 1e9, kernel: i < choice.k ? "XgemmDirect" : "Xgemm")
+            ShapeResult(
+                shape: s.label, callsPerStep: s.calls, defaultGFLOPs: s.flops / defaults[i] / 1e9,
+                tunedGFLOPs: s.flops / tuned[i] / 1e9, kernel: i < choice.k ? "XgemmDirect" : "Xgemm")
         }
-        return Report(device: context.device.name, shapes: results, defaultSeconds: cost(defaults), tunedSeconds: cost(tuned), parameters: parameters, candidatesTried: tried, candidatesFailed: failed, seconds: elapsed(since: start), storedAt: storedAt)
+        return Report(
+            device: context.device.name, shapes: results, defaultSeconds: cost(defaults), tunedSeconds: cost(tuned),
+            parameters: parameters, candidatesTried: tried, candidatesFailed: failed, seconds: elapsed(since: start),
+            storedAt: storedAt)
     }
 
     private static func describe(_ p: [String: Int]) -> String {
-        p.sorted { $0.key < $1.key }.filter { !["GEMMK", "KREG", "STRM", "STRN", "PADA", "PADB"].contains($0.key) }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        p.sorted { $0.key < $1.key }.filter { !["GEMMK", "KREG", "STRM", "STRN", "PADA", "PADB"].contains($0.key) }.map
+        { "\($0.key)=\($0.value)" }.joined(separator: " ")
     }
 }

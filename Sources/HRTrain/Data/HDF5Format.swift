@@ -127,7 +127,7 @@ struct HDF5File {
     /// Writes a 1-D UTF-8 string array: attribute `attribute` of `object`, or the dataset `object` when nil.
     func writeStrings(_ strings: [String], object: String, attribute: String?) throws {
         let copies = strings.map { strdup($0) }
-        defer { copies.forEach { free($0) } }
+        defer { for copy in copies { free(copy) } }
         let pointers = copies.map { UnsafePointer($0) }
         _ = try check { chdf5_write_strings(handle, object, attribute, pointers, UInt64(pointers.count), $0, $1) }
     }

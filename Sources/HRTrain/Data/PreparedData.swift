@@ -26,41 +26,67 @@ public struct PreparedData: Sendable {
     ///   taken before any shuffling); the rest are the training rows.
     /// - The scaler is fitted on training + validation rows, i.e. on everything but the test rows — what the
     ///   thesis' workflow did (`StandardScaler().fit_transform(X_train)`, then `fit(validation_split=0.2)`).
-    public static func prepare(table: Table, file: String, features: [String]?, targets: [String], testTable: Table? = nil, testFile: String? = nil, testFraction: Double = 0, validationSplit: Double, scaleTargets: Bool, batchSize: Int) throws -> PreparedData {
+    public static func prepare(
+        table: Table, file: String, features: [String]?, targets: [String], testTable: Table? = nil,
+        testFile: String? = nil, testFraction: Double = 0, validationSplit: Double, scaleTargets: Bool, batchSize: Int
+    ) throws -> PreparedData {
         let targetIndices = try targets.map { name in
-            guard let i = table.columnIndex(name) else { throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--targets") }
+            guard let i = table.columnIndex(name) else {
+                throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--targets")
+            }
             return i
         }
         let featureNames = features ?? table.columnNames.filter { !targets.contains($0) }
-        guard !featureNames.isEmpty else { throw DataError("no feature columns left after taking the targets \(targets.joined(separator: ","))", file: file, option: "--features") }
+        guard !featureNames.isEmpty else {
+            throw DataError(
+                "no feature columns left after taking the targets \(targets.joined(separator: ","))", file: file,
+                option: "--features")
+        }
         if let clash = featureNames.first(where: { targets.contains($0) }) {
             throw DataError("column \"\(clash)\" is both a feature and a target", file: file, option: "--features")
         }
         let featureIndices = try featureNames.map { name in
-            guard let i = table.columnIndex(name) else { throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--features") }
+            guard let i = table.columnIndex(name) else {
+                throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--features")
+            }
             return i
         }
-        guard (0..<1).contains(testFraction) else { throw DataError("must be in [0, 1), got \(testFraction)", file: file, option: "--test-fraction") }
-        guard (0..<1).contains(validationSplit) else { throw DataError("must be in [0, 1), got \(validationSplit)", file: file, option: "--validation-split") }
+        guard (0..<1).contains(testFraction) else {
+            throw DataError("must be in [0, 1), got \(testFraction)", file: file, option: "--test-fraction")
+        }
+        guard (0..<1).contains(validationSplit) else {
+            throw DataError("must be in [0, 1), got \(validationSplit)", file: file, option: "--validation-split")
+        }
 
-        let x = table.selecting(featureIndices), y = table.selecting(targetIndices)
+        let x = table.selecting(featureIndices)
+        let y = table.selecting(targetIndices)
         var test: SampleRows?
         var usable = table.rowCount
         if let testTable {
             let tf = testFile ?? "test file"
             let tx = try featureNames.map { name in
-                guard let i = testTable.columnIndex(name) else { throw DataError.unknownColumn(name, available: testTable.columnNames, file: tf, option: "--test-file") }
+                guard let i = testTable.columnIndex(name) else {
+                    throw DataError.unknownColumn(
+                        name, available: testTable.columnNames, file: tf, option: "--test-file")
+                }
                 return i
             }
             let ty = try targets.map { name in
-                guard let i = testTable.columnIndex(name) else { throw DataError.unknownColumn(name, available: testTable.columnNames, file: tf, option: "--test-file") }
+                guard let i = testTable.columnIndex(name) else {
+                    throw DataError.unknownColumn(
+                        name, available: testTable.columnNames, file: tf, option: "--test-file")
+                }
                 return i
             }
-            test = SampleRows(features: testTable.selecting(tx).values, targets: testTable.selecting(ty).values, rows: testTable.rowCount)
+            test = SampleRows(
+                features: testTable.selecting(tx).values, targets: testTable.selecting(ty).values,
+                rows: testTable.rowCount)
         } else if testFraction > 0 {
             let testRows = Int((Double(table.rowCount) * testFraction).rounded())
             guard testRows >= 1, testRows < table.rowCount else {
-                throw DataError("\(table.rowCount) rows cannot be split with --test-fraction \(testFraction)", file: file, option: "--test-fraction")
+                throw DataError(
+                    "\(table.rowCount) rows cannot be split with --test-fraction \(testFraction)", file: file,
+                    option: "--test-fraction")
             }
             usable = table.rowCount - testRows
             test = slice(x, y, usable..<table.rowCount)
@@ -68,28 +94,38 @@ public struct PreparedData: Sendable {
         let validationRows = Int((Double(usable) * validationSplit).rounded(.down))
         let trainRows = usable - validationRows
         guard trainRows >= 2 else {
-            throw DataError("only \(trainRows) training row\(trainRows == 1 ? "" : "s") left after the test and validation splits (\(table.rowCount) rows in all); training needs at least 2", file: file, option: "--validation-split")
+            throw DataError(
+                "only \(trainRows) training row\(trainRows == 1 ? "" : "s") left after the test and validation splits (\(table.rowCount) rows in all); training needs at least 2",
+                file: file, option: "--validation-split")
         }
         if validationSplit > 0 && validationRows == 0 {
-            throw DataError("\(usable) rows are too few for --validation-split \(validationSplit): no validation row", file: file, option: "--validation-split")
+            throw DataError(
+                "\(usable) rows are too few for --validation-split \(validationSplit): no validation row", file: file,
+                option: "--validation-split")
         }
         var warnings: [String] = []
         let featureScaler = StandardScaler.fit(x.values, columns: featureNames.count, rows: 0..<usable)
         for c in featureScaler.constantColumns {
-            warnings.append("feature \"\(featureNames[c])\" is constant in the training rows (\(x.values[c])): its scale is set to 1, as scikit-learn does; it carries no information")
+            warnings.append(
+                "feature \"\(featureNames[c])\" is constant in the training rows (\(x.values[c])): its scale is set to 1, as scikit-learn does; it carries no information"
+            )
         }
         if batchSize > trainRows {
-            warnings.append("--batch-size \(batchSize) is larger than the \(trainRows) training rows: each epoch is one batch of \(trainRows) rows")
+            warnings.append(
+                "--batch-size \(batchSize) is larger than the \(trainRows) training rows: each epoch is one batch of \(trainRows) rows"
+            )
         }
         let targetScaler = scaleTargets ? StandardScaler.fit(y.values, columns: targets.count, rows: 0..<usable) : nil
         return PreparedData(
-            featureNames: featureNames, targetNames: targets, train: slice(x, y, 0..<trainRows), validation: slice(x, y, trainRows..<usable),
+            featureNames: featureNames, targetNames: targets, train: slice(x, y, 0..<trainRows),
+            validation: slice(x, y, trainRows..<usable),
             test: test, featureScaler: featureScaler, targetScaler: targetScaler, warnings: warnings)
     }
 
     private static func slice(_ x: Table, _ y: Table, _ rows: Range<Int>) -> SampleRows {
         SampleRows(
             features: Array(x.values[rows.lowerBound * x.columnCount..<rows.upperBound * x.columnCount]),
-            targets: Array(y.values[rows.lowerBound * y.columnCount..<rows.upperBound * y.columnCount]), rows: rows.count)
+            targets: Array(y.values[rows.lowerBound * y.columnCount..<rows.upperBound * y.columnCount]),
+            rows: rows.count)
     }
 }

@@ -69,7 +69,10 @@ public final class ComputeContext {
     deinit {
         kernels.removeAll()
         clReleaseProgram(program)
-        if let queue { clFinish(queue); clReleaseCommandQueue(queue) }
+        if let queue {
+            clFinish(queue)
+            clReleaseCommandQueue(queue)
+        }
         clReleaseContext(context)
     }
 
@@ -106,11 +109,15 @@ public final class ComputeContext {
                 }
             }
         }
-        try clCheck(status, "clEnqueueNDRangeKernel", detail: "kernel \(kernel.name), global \(globalSize), local \(local ?? [])")
+        try clCheck(
+            status, "clEnqueueNDRangeKernel",
+            detail: "kernel \(kernel.name), global \(globalSize), local \(local ?? [])")
     }
 
     /// Runs `enqueue` with an event pointer when profiling (nil otherwise) and records the event as `name`.
-    func recordingEvent<R>(_ name: String, flops: Double = 0, bytes: Double = 0, _ enqueue: (UnsafeMutablePointer<cl_event?>?) -> R) -> R {
+    func recordingEvent<R>(
+        _ name: String, flops: Double = 0, bytes: Double = 0, _ enqueue: (UnsafeMutablePointer<cl_event?>?) -> R
+    ) -> R {
         guard let profiler else { return enqueue(nil) }
         var event: cl_event? = nil
         let result = enqueue(&event)
@@ -165,7 +172,8 @@ enum KernelSourceSet {
             return try KernelSources.files.map { file in
                 let url = URL(fileURLWithPath: dir).appendingPathComponent(file.name)
                 do { return try String(contentsOf: url, encoding: .utf8) } catch {
-                    throw DeviceError("HRTRAIN_KERNELS_DIR=\(dir): cannot read \(url.path): \(error.localizedDescription)")
+                    throw DeviceError(
+                        "HRTRAIN_KERNELS_DIR=\(dir): cannot read \(url.path): \(error.localizedDescription)")
                 }
             }.joined(separator: "\n")
         }

@@ -68,9 +68,11 @@ public enum DeviceCatalog {
             for device in devices.compactMap({ $0 }) {
                 let type: cl_device_type = try deviceValue(device, CL_DEVICE_TYPE)
                 let kind: DeviceKind =
-                    type & cl_device_type(CL_DEVICE_TYPE_GPU) != 0 ? .gpu
-                    : type & cl_device_type(CL_DEVICE_TYPE_CPU) != 0 ? .cpu
-                    : type & cl_device_type(CL_DEVICE_TYPE_ACCELERATOR) != 0 ? .accelerator : .other
+                    type & cl_device_type(CL_DEVICE_TYPE_GPU) != 0
+                    ? .gpu
+                    : type & cl_device_type(CL_DEVICE_TYPE_CPU) != 0
+                        ? .cpu
+                        : type & cl_device_type(CL_DEVICE_TYPE_ACCELERATOR) != 0 ? .accelerator : .other
                 let extensions = try deviceString(device, CL_DEVICE_EXTENSIONS)
                 let fp64Config: cl_device_fp_config = (try? deviceValue(device, CL_DEVICE_DOUBLE_FP_CONFIG)) ?? 0
                 let info = DeviceInfo(
@@ -115,9 +117,11 @@ public enum DeviceCatalog {
         }
         if let index {
             guard all.indices.contains(index) else {
-                let list = all.map { "  \($0.info.index): \($0.info.name) (\($0.info.platform))" }.joined(separator: "\n")
+                let list = all.map { "  \($0.info.index): \($0.info.name) (\($0.info.platform))" }.joined(
+                    separator: "\n")
                 throw DeviceError(
-                    "device index \(index) does not exist; \(all.count) device\(all.count == 1 ? "" : "s") available:\n\(list)")
+                    "device index \(index) does not exist; \(all.count) device\(all.count == 1 ? "" : "s") available:\n\(list)"
+                )
             }
             return all[index]
         }

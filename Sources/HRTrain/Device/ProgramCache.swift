@@ -45,7 +45,8 @@ public struct ProgramCache: Sendable {
         let start = DispatchTime.now()
         let info = device.info
         let key = [
-            "source-bytes=\(sources.utf8.count)", "options=\(options)", "platform=\(info.platform) \(info.platformVersion)",
+            "source-bytes=\(sources.utf8.count)", "options=\(options)",
+            "platform=\(info.platform) \(info.platformVersion)",
             "device=\(info.name) \(info.deviceVersion)", "driver=\(info.driverVersion)", "source=\(sources)",
         ].joined(separator: "\n")
         let file = directory?.appendingPathComponent("programs")
@@ -145,7 +146,8 @@ public struct ProgramCache: Sendable {
         withUnsafeBytes(of: UInt64(keyBytes.count).littleEndian) { data.append(contentsOf: $0) }
         data.append(contentsOf: keyBytes)
         data.append(contentsOf: binary)
-        try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(
+            at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         try? data.write(to: file, options: .atomic)
     }
 

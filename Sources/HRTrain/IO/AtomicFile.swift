@@ -31,7 +31,7 @@ public enum AtomicFile {
                 try sync(descriptor, url)
             }
         } catch {
-            staged.forEach { unlink($0.temporary) }
+            for file in staged { unlink(file.temporary) }
             throw error
         }
         try commit(staged)
@@ -80,7 +80,7 @@ public enum AtomicFile {
     private static func commit(_ staged: [Staged]) throws {
         for (index, file) in staged.enumerated() where rename(file.temporary, file.target.path) != 0 {
             let error = systemError("cannot replace the file", file.target)
-            staged[index...].forEach { unlink($0.temporary) }
+            for leftover in staged[index...] { unlink(leftover.temporary) }
             throw error
         }
         // Make the renames durable too (best effort: some file systems refuse to sync a directory).

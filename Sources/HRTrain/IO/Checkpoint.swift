@@ -22,7 +22,10 @@ public struct Checkpoint: Sendable {
         public var nextShuffleSeed: UInt64
 
         /// Creates the metadata.
-        public init(model: ModelMetadata, options: TrainingOptions, state: TrainerState, adamStep: Int, trainingRows: Int, validationRows: Int, nextShuffleSeed: UInt64) {
+        public init(
+            model: ModelMetadata, options: TrainingOptions, state: TrainerState, adamStep: Int, trainingRows: Int,
+            validationRows: Int, nextShuffleSeed: UInt64
+        ) {
             self.model = model
             self.options = options
             self.state = state
@@ -40,7 +43,10 @@ public struct Checkpoint: Sendable {
     public var best: (parameters: [Float], running: [Float])?
 
     /// Creates a checkpoint.
-    public init(metadata: Metadata, model: Model, firstMoment: [Float], secondMoment: [Float], best: (parameters: [Float], running: [Float])?) {
+    public init(
+        metadata: Metadata, model: Model, firstMoment: [Float], secondMoment: [Float],
+        best: (parameters: [Float], running: [Float])?
+    ) {
         self.metadata = metadata
         self.model = model
         self.firstMoment = firstMoment
@@ -60,7 +66,9 @@ public struct Checkpoint: Sendable {
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        file.metadata = ["format": "hrtrain-checkpoint", "checkpoint": String(decoding: try encoder.encode(metadata), as: UTF8.self)]
+        file.metadata = [
+            "format": "hrtrain-checkpoint", "checkpoint": String(decoding: try encoder.encode(metadata), as: UTF8.self),
+        ]
         try file.write(to: url)
     }
 
@@ -76,19 +84,32 @@ public struct Checkpoint: Sendable {
             throw fail("the checkpoint metadata is not valid: \(error)")
         }
         var extras: [String: SafeTensor] = [:]
-        for name in ["adam.m", "adam.v", "best.parameters", "best.running_statistics"] { extras[name] = file.tensors.removeValue(forKey: name) }
+        for name in ["adam.m", "adam.v", "best.parameters", "best.running_statistics"] {
+            extras[name] = file.tensors.removeValue(forKey: name)
+        }
         let encoder = JSONEncoder()
-        file.metadata = ["format": "hrtrain-model", "hrtrain": String(decoding: try encoder.encode(metadata.model), as: UTF8.self)]
+        file.metadata = [
+            "format": "hrtrain-model", "hrtrain": String(decoding: try encoder.encode(metadata.model), as: UTF8.self),
+        ]
         let model = try Model(file: file, path: url.path)
         let layout = ParameterLayout(model.metadata.spec)
         func flat(_ name: String, _ count: Int) throws -> [Float] {
-            guard let t = extras[name], t.dtype == .f32, t.shape == [count], let v = t.floats, v.allSatisfy(\.isFinite) else {
+            guard let t = extras[name], t.dtype == .f32, t.shape == [count], let v = t.floats, v.allSatisfy(\.isFinite)
+            else {
                 throw fail("tensor \"\(name)\" is missing or is not F32 [\(count)] with finite values")
             }
             return v
         }
-        let best: ([Float], [Float])? = extras["best.parameters"] == nil ? nil : (try flat("best.parameters", layout.parameterCount), try flat("best.running_statistics", layout.runningCount))
+        let best: ([Float], [Float])? =
+            extras["best.parameters"] == nil
+            ? nil
+            : (
+                try flat("best.parameters", layout.parameterCount),
+                try flat("best.running_statistics", layout.runningCount)
+            )
         guard metadata.adamStep >= 0, metadata.state.epoch >= 0 else { throw fail("negative step or epoch") }
-        return Checkpoint(metadata: metadata, model: model, firstMoment: try flat("adam.m", layout.parameterCount), secondMoment: try flat("adam.v", layout.parameterCount), best: best)
+        return Checkpoint(
+            metadata: metadata, model: model, firstMoment: try flat("adam.m", layout.parameterCount),
+            secondMoment: try flat("adam.v", layout.parameterCount), best: best)
     }
 }

@@ -24,7 +24,10 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     public var device: String?
 
     /// Creates the metadata of a model.
-    public init(spec: NetworkSpec, profile: NumericsProfile, featureNames: [String], targetNames: [String], training: TrainingOptions? = nil, epochsTrained: Int = 0, dataFile: String? = nil, device: String? = nil) {
+    public init(
+        spec: NetworkSpec, profile: NumericsProfile, featureNames: [String], targetNames: [String],
+        training: TrainingOptions? = nil, epochsTrained: Int = 0, dataFile: String? = nil, device: String? = nil
+    ) {
         self.spec = spec
         self.profile = profile
         self.featureNames = featureNames
@@ -54,7 +57,10 @@ public struct Model: Sendable, Equatable {
     public var targetScaler: StandardScaler?
 
     /// Creates a model; the sizes must agree with `metadata.spec`.
-    public init(metadata: ModelMetadata, parameters: [Float], runningStatistics: [Float], featureScaler: StandardScaler, targetScaler: StandardScaler?) {
+    public init(
+        metadata: ModelMetadata, parameters: [Float], runningStatistics: [Float], featureScaler: StandardScaler,
+        targetScaler: StandardScaler?
+    ) {
         self.metadata = metadata
         self.parameters = parameters
         self.runningStatistics = runningStatistics
@@ -66,8 +72,13 @@ public struct Model: Sendable, Equatable {
     public func safeTensors() -> SafeTensorsFile {
         let layout = ParameterLayout(metadata.spec)
         var tensors: [String: SafeTensor] = [:]
-        for e in layout.parameters { tensors[e.name] = SafeTensor(shape: e.shape, floats: Array(parameters[e.offset..<e.offset + e.count])) }
-        for e in layout.runningStatistics { tensors[e.name] = SafeTensor(shape: e.shape, floats: Array(runningStatistics[e.offset..<e.offset + e.count])) }
+        for e in layout.parameters {
+            tensors[e.name] = SafeTensor(shape: e.shape, floats: Array(parameters[e.offset..<e.offset + e.count]))
+        }
+        for e in layout.runningStatistics {
+            tensors[e.name] = SafeTensor(
+                shape: e.shape, floats: Array(runningStatistics[e.offset..<e.offset + e.count]))
+        }
         tensors["feature_scaler.mean"] = SafeTensor(shape: [featureScaler.mean.count], doubles: featureScaler.mean)
         tensors["feature_scaler.scale"] = SafeTensor(shape: [featureScaler.scale.count], doubles: featureScaler.scale)
         if let t = targetScaler {
@@ -77,11 +88,14 @@ public struct Model: Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = String(decoding: (try? encoder.encode(metadata)) ?? Data(), as: UTF8.self)
-        return SafeTensorsFile(tensors: tensors, metadata: [
-            "format": "hrtrain-model", "hrtrain": json,
-            "layer_order": metadata.spec.layerOrder.rawValue, "profile": metadata.profile.rawValue,
-            "features": metadata.featureNames.joined(separator: ","), "targets": metadata.targetNames.joined(separator: ","),
-        ])
+        return SafeTensorsFile(
+            tensors: tensors,
+            metadata: [
+                "format": "hrtrain-model", "hrtrain": json,
+                "layer_order": metadata.spec.layerOrder.rawValue, "profile": metadata.profile.rawValue,
+                "features": metadata.featureNames.joined(separator: ","),
+                "targets": metadata.targetNames.joined(separator: ","),
+            ])
     }
 
     /// Writes the model atomically (temporary file, flush, rename): an existing file is replaced only by a
@@ -109,18 +123,27 @@ public struct Model: Sendable, Equatable {
             throw fail("unsupported model format \(metadata.format) version \(metadata.formatVersion)")
         }
         let spec = metadata.spec
-        guard spec.inputSize <= 1_000_000, spec.outputSize <= 1_000_000, spec.hiddenSizes.count <= 1000, spec.hiddenSizes.allSatisfy({ $0 <= 1_000_000 }) else {
+        guard spec.inputSize <= 1_000_000, spec.outputSize <= 1_000_000, spec.hiddenSizes.count <= 1000,
+            spec.hiddenSizes.allSatisfy({ $0 <= 1_000_000 })
+        else {
             throw fail("implausible network sizes \(spec)")
         }
         do { try spec.validate() } catch { throw fail("invalid network: \(error)") }
         guard metadata.featureNames.count == spec.inputSize, metadata.targetNames.count == spec.outputSize else {
-            throw fail("\(metadata.featureNames.count) feature names and \(metadata.targetNames.count) target names for a network of \(spec.inputSize) inputs and \(spec.outputSize) outputs")
+            throw fail(
+                "\(metadata.featureNames.count) feature names and \(metadata.targetNames.count) target names for a network of \(spec.inputSize) inputs and \(spec.outputSize) outputs"
+            )
         }
         let layout = ParameterLayout(spec)
-        var expected = Set(layout.parameters.map(\.name) + layout.runningStatistics.map(\.name) + ["feature_scaler.mean", "feature_scaler.scale"])
+        var expected = Set(
+            layout.parameters.map(\.name) + layout.runningStatistics.map(\.name) + [
+                "feature_scaler.mean", "feature_scaler.scale",
+            ])
         let hasTargetScaler = file.tensors["target_scaler.mean"] != nil || file.tensors["target_scaler.scale"] != nil
         if hasTargetScaler { expected.formUnion(["target_scaler.mean", "target_scaler.scale"]) }
-        if let extra = Set(file.tensors.keys).subtracting(expected).sorted().first { throw fail("unexpected tensor \"\(extra)\"") }
+        if let extra = Set(file.tensors.keys).subtracting(expected).sorted().first {
+            throw fail("unexpected tensor \"\(extra)\"")
+        }
 
         func floats(_ entries: [ParameterEntry], count: Int) throws -> [Float] {
             var flat = [Float](repeating: 0, count: count)
@@ -156,12 +179,16 @@ public struct Model: Sendable, Equatable {
 
     /// Builds the network on `backend` with these weights (Adam's moments at zero).
     public func network<B: Backend>(on backend: B) throws -> Network<B> {
-        try Network(backend: backend, spec: metadata.spec, profile: metadata.profile, parameters: parameters.map(Double.init), runningStatistics: runningStatistics.map(Double.init))
+        try Network(
+            backend: backend, spec: metadata.spec, profile: metadata.profile, parameters: parameters.map(Double.init),
+            runningStatistics: runningStatistics.map(Double.init))
     }
 
     /// Predictions for raw (unscaled) feature rows `[rows, inputSize]`: scaled, run in batches with batch
     /// norm in inference mode, and un-scaled if the targets were scaled. Returns `[rows, outputSize]`.
-    public func predict<B: Backend>(_ features: [Float], rows: Int, on backend: B, batchSize: Int = 4000) throws -> [Float] {
+    public func predict<B: Backend>(_ features: [Float], rows: Int, on backend: B, batchSize: Int = 4000) throws
+        -> [Float]
+    {
         let spec = metadata.spec
         let net = try network(on: backend)
         let mean = try backend.tensor(featureScaler.mean, shape: [spec.inputSize])
@@ -169,7 +196,8 @@ public struct Model: Sendable, Equatable {
         var out = [Float](repeating: 0, count: rows * spec.outputSize)
         var start = 0
         for n in batchSizes(rows: rows, batchSize: batchSize, training: false) {
-            let x = try backend.tensor(Array(features[start * spec.inputSize..<(start + n) * spec.inputSize]), shape: [n, spec.inputSize])
+            let x = try backend.tensor(
+                Array(features[start * spec.inputSize..<(start + n) * spec.inputSize]), shape: [n, spec.inputSize])
             try backend.standardScale(x, mean: mean, scale: scale, into: x)
             let y = try backend.read(net.forward(x, training: false))
             for i in 0..<y.count { out[start * spec.outputSize + i] = Float(y[i]) }

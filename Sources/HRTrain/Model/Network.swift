@@ -51,14 +51,20 @@ public final class Network<B: Backend> {
 
     /// Builds the network on `backend` with the given flat parameter and running-statistics values
     /// (see `Network.initialValues`). Adam's moments start at zero.
-    public init(backend: B, spec: NetworkSpec, profile: NumericsProfile, parameters: [Double], runningStatistics: [Double]) throws {
+    public init(
+        backend: B, spec: NetworkSpec, profile: NumericsProfile, parameters: [Double], runningStatistics: [Double]
+    ) throws {
         try spec.validate()
         self.backend = backend
         self.spec = spec
         self.profile = profile
         layout = ParameterLayout(spec)
-        try require(parameters.count == layout.parameterCount, "expected \(layout.parameterCount) parameters, got \(parameters.count)")
-        try require(runningStatistics.count == layout.runningCount, "expected \(layout.runningCount) running statistics, got \(runningStatistics.count)")
+        try require(
+            parameters.count == layout.parameterCount,
+            "expected \(layout.parameterCount) parameters, got \(parameters.count)")
+        try require(
+            runningStatistics.count == layout.runningCount,
+            "expected \(layout.runningCount) running statistics, got \(runningStatistics.count)")
         let zeros = [Double](repeating: 0, count: layout.parameterCount)
         self.parameters = try backend.tensor(parameters, shape: [layout.parameterCount])
         gradients = try backend.tensor(zeros, shape: [layout.parameterCount])
@@ -70,7 +76,9 @@ public final class Network<B: Backend> {
     /// Freshly initialised values for `spec` under `profile` from `seed`: dense layers per the profile's
     /// initialiser (drawn layer by layer in order, weights then biases), γ = 1, β = 0, running mean 0, running
     /// variance 1.
-    public static func initialValues(spec: NetworkSpec, profile: NumericsProfile, seed: UInt64) -> (parameters: [Double], runningStatistics: [Double]) {
+    public static func initialValues(spec: NetworkSpec, profile: NumericsProfile, seed: UInt64) -> (
+        parameters: [Double], runningStatistics: [Double]
+    ) {
         let layout = ParameterLayout(spec)
         var rng = SplitMix64(seed: seed)
         var values = [Double](repeating: 0, count: layout.parameterCount)
@@ -78,7 +86,8 @@ public final class Network<B: Backend> {
         for l in 0..<(widths.count - 1) {
             let prefix = l == widths.count - 2 ? "output" : "dense\(l + 1)"
             let (w, b) = profile.initialDense(fanIn: widths[l], fanOut: widths[l + 1], using: &rng)
-            let we = layout.entry("\(prefix).weight")!, be = layout.entry("\(prefix).bias")!
+            let we = layout.entry("\(prefix).weight")!
+            let be = layout.entry("\(prefix).bias")!
             values.replaceSubrange(we.offset..<we.offset + we.count, with: w)
             values.replaceSubrange(be.offset..<be.offset + be.count, with: b)
             if l < spec.hiddenSizes.count {
@@ -95,7 +104,9 @@ public final class Network<B: Backend> {
 
     /// Overwrites the whole training state (checkpoint resume): parameters, Adam moments and step, running
     /// statistics. Float32 values round-trip exactly through the Double interface.
-    public func restore(parameters: [Double], firstMoment: [Double], secondMoment: [Double], runningStatistics: [Double], step: Int) throws {
+    public func restore(
+        parameters: [Double], firstMoment: [Double], secondMoment: [Double], runningStatistics: [Double], step: Int
+    ) throws {
         try backend.write(parameters, to: self.parameters)
         try backend.write(firstMoment, to: self.firstMoment)
         try backend.write(secondMoment, to: self.secondMoment)
@@ -118,7 +129,9 @@ public final class Network<B: Backend> {
     private func workspace(rows: Int) throws -> Workspace {
         if let w = workspaces[rows] { return w }
         if workspaces.count >= 4 { workspaces.removeAll() }  // a training run uses two sizes at most
-        let ws = Workspace(rows: rows, output: try backend.scratch([rows, spec.outputSize]), outputGradient: try backend.scratch([rows, spec.outputSize]))
+        let ws = Workspace(
+            rows: rows, output: try backend.scratch([rows, spec.outputSize]),
+            outputGradient: try backend.scratch([rows, spec.outputSize]))
         var fanIn = spec.inputSize
         for width in spec.hiddenSizes {
             ws.preActivations.append(try backend.scratch([rows, width]))
@@ -146,11 +159,15 @@ public final class Network<B: Backend> {
     @discardableResult
     public func forward(_ input: B.Tensor, training: Bool) throws -> B.Tensor {
         let shape = backend.shape(of: input)
-        try require(shape.count == 2 && shape[1] == spec.inputSize, "input has shape \(shape), expected [N, \(spec.inputSize)]")
+        try require(
+            shape.count == 2 && shape[1] == spec.inputSize, "input has shape \(shape), expected [N, \(spec.inputSize)]")
         let rows = shape[0]
         try require(rows >= 1, "empty batch")
         if training {
-            try require(rows >= 2, "a training batch of \(rows) row cannot be batch-normalised (its variance is zero); use at least 2 rows")
+            try require(
+                rows >= 2,
+                "a training batch of \(rows) row cannot be batch-normalised (its variance is zero); use at least 2 rows"
+            )
         }
         let ws = try workspace(rows: rows)
         lastWorkspace = ws
@@ -161,9 +178,12 @@ public final class Network<B: Backend> {
             let h = ws.blockInputs[i]
             let z = ws.preActivations[i]
             try backend.matmul(h, transposeA: false, parameter("dense\(l).weight"), transposeB: false, into: z)
-            let gamma = parameter("bn\(l).gamma"), beta = parameter("bn\(l).beta")
-            let normIn = ws.normInputs[i], out = ws.blockOutputs[i]
-            let runningMean = running("bn\(l).running_mean"), runningVariance = running("bn\(l).running_var")
+            let gamma = parameter("bn\(l).gamma")
+            let beta = parameter("bn\(l).beta")
+            let normIn = ws.normInputs[i]
+            let out = ws.blockOutputs[i]
+            let runningMean = running("bn\(l).running_mean")
+            let runningVariance = running("bn\(l).running_var")
             if training {
                 try backend.hiddenBlockForward(
                     order: spec.layerOrder, z: z, bias: parameter("dense\(l).bias"), gamma: gamma, beta: beta,
@@ -181,7 +201,8 @@ public final class Network<B: Backend> {
             }
             ws.blockInputs.append(out)
         }
-        try backend.matmul(ws.blockInputs.last!, transposeA: false, parameter("output.weight"), transposeB: false, into: ws.output)
+        try backend.matmul(
+            ws.blockInputs.last!, transposeA: false, parameter("output.weight"), transposeB: false, into: ws.output)
         try backend.biasAdd(ws.output, bias: parameter("output.bias"), into: ws.output)
         return ws.output
     }
@@ -200,7 +221,9 @@ public final class Network<B: Backend> {
     public func backward() throws {
         guard let ws = lastWorkspace else { throw BackendError("backward() before forward()") }
         let hidden = spec.hiddenSizes.count
-        try denseBackward(prefix: "output", input: ws.blockInputs[hidden], dz: ws.outputGradient, bias: true, inputGradient: ws.blockGradients[hidden])
+        try denseBackward(
+            prefix: "output", input: ws.blockInputs[hidden], dz: ws.outputGradient, bias: true,
+            inputGradient: ws.blockGradients[hidden])
         for i in stride(from: hidden - 1, through: 0, by: -1) {
             let l = i + 1
             let dh = ws.blockGradients[i + 1]
@@ -210,12 +233,16 @@ public final class Network<B: Backend> {
                 gamma: parameter("bn\(l).gamma"), savedMean: ws.savedMeans[i], savedInverseStd: ws.savedInverseStds[i],
                 inputGradient: dz, gammaGradient: gradient("bn\(l).gamma"), betaGradient: gradient("bn\(l).beta"),
                 biasGradient: gradient("dense\(l).bias"))
-            try denseBackward(prefix: "dense\(l)", input: ws.blockInputs[i], dz: dz, bias: false, inputGradient: i == 0 ? nil : ws.blockGradients[i])
+            try denseBackward(
+                prefix: "dense\(l)", input: ws.blockInputs[i], dz: dz, bias: false,
+                inputGradient: i == 0 ? nil : ws.blockGradients[i])
         }
     }
 
     /// `bias`: whether to sum the bias gradient here (the hidden blocks' backward already did).
-    private func denseBackward(prefix: String, input: B.Tensor, dz: B.Tensor, bias: Bool, inputGradient: B.Tensor?) throws {
+    private func denseBackward(prefix: String, input: B.Tensor, dz: B.Tensor, bias: Bool, inputGradient: B.Tensor?)
+        throws
+    {
         try backend.matmul(input, transposeA: true, dz, transposeB: false, into: gradient("\(prefix).weight"))
         if bias { try backend.columnSums(dz, into: gradient("\(prefix).bias")) }
         if let dh = inputGradient {
@@ -227,7 +254,9 @@ public final class Network<B: Backend> {
     /// needs it). Used by the finite-difference check.
     public func inputGradient() throws -> B.Tensor {
         guard let ws = lastWorkspace else { throw BackendError("inputGradient() before backward()") }
-        try backend.matmul(ws.preGradients[0], transposeA: false, parameter("dense1.weight"), transposeB: true, into: ws.blockGradients[0])
+        try backend.matmul(
+            ws.preGradients[0], transposeA: false, parameter("dense1.weight"), transposeB: true,
+            into: ws.blockGradients[0])
         return ws.blockGradients[0]
     }
 

@@ -14,8 +14,10 @@ public struct NetworkSpec: Codable, Sendable, Equatable {
     public var layerOrder: LayerOrder
 
     /// The thesis network: 38 inputs, three hidden blocks of 256, 2 outputs, dense-tanh-bn.
-    public init(inputSize: Int = 38, hiddenSizes: [Int] = [256, 256, 256], outputSize: Int = 2,
-                layerOrder: LayerOrder = .denseTanhBatchNorm) {
+    public init(
+        inputSize: Int = 38, hiddenSizes: [Int] = [256, 256, 256], outputSize: Int = 2,
+        layerOrder: LayerOrder = .denseTanhBatchNorm
+    ) {
         self.inputSize = inputSize
         self.hiddenSizes = hiddenSizes
         self.outputSize = outputSize

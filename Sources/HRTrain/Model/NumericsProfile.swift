@@ -52,7 +52,9 @@ public enum NumericsProfile: String, Codable, CaseIterable, Sendable {
     /// keras:   W ~ U(±√(6/(fan_in + fan_out))),  b = 0
     /// pytorch: W, b ~ U(±1/√fan_in)
     /// ```
-    public func initialDense(fanIn: Int, fanOut: Int, using rng: inout SplitMix64) -> (weights: [Double], bias: [Double]) {
+    public func initialDense(fanIn: Int, fanOut: Int, using rng: inout SplitMix64) -> (
+        weights: [Double], bias: [Double]
+    ) {
         switch self {
         case .keras:
             let limit = (6.0 / Double(fanIn + fanOut)).squareRoot()

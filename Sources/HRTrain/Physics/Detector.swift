@@ -95,7 +95,8 @@ extension EventSimulation {
             return addTrack(px: px, py: py, pt: pt)
         }
         let scale = calorimeterPt(pt: pt, eta: eta) / pt
-        let x = px * scale, y = py * scale
+        let x = px * scale
+        let y = py * scale
         if pt * scale > configuration.npfoMinPt { neutral.add(px: x, py: y, pt: pt * scale) }
         return (x, y)
     }
@@ -119,7 +120,8 @@ extension EventSimulation {
     @inline(__always)
     mutating func calorimeterPt(pt: Double, eta: Double) -> Double {
         let energy = pt * FastMath.cosh(eta)
-        let response = max(0, 1 - responseDeficit * FastMath.exp(responseExponent * FastMath.log(energy * inverseReferenceEnergy)))
+        let response = max(
+            0, 1 - responseDeficit * FastMath.exp(responseExponent * FastMath.log(energy * inverseReferenceEnergy)))
         let sigma = (stochasticSquared / energy + constantSquared).squareRoot()
         return max(0, pt * response * (1 + sigma * rng.normal()))
     }

@@ -123,14 +123,16 @@ struct EventSimulation {
         let u = rng.uniform() * wPtCdfMaximum
         let recoil = c.wPtScale * (FastMath.exp(-FastMath.log(1 - u) / (c.wPtExponent - 1)) - 1).squareRoot()
         let direction = rng.unitVector()
-        let truthX = recoil * direction.x, truthY = recoil * direction.y
+        let truthX = recoil * direction.x
+        let truthY = recoil * direction.y
 
         // Hard scatter: balanced underlying event, then one or two sprays carrying exactly u_t.
         underlyingEvent()
         if rng.uniform() < recoil / (recoil + c.secondSprayScale) {
             let fraction = rng.uniform(c.secondSprayFractionMin, c.secondSprayFractionMax)
             let second = rng.unitVector()
-            let x2 = fraction * recoil * second.x, y2 = fraction * recoil * second.y
+            let x2 = fraction * recoil * second.x
+            let y2 = fraction * recoil * second.y
             hardSpray(targetX: x2, targetY: y2, interactions: interactions)
             hardSpray(targetX: truthX - x2, targetY: truthY - y2, interactions: interactions)
         } else {
@@ -188,7 +190,8 @@ struct EventSimulation {
         if count == 0 { return }
         particleX.removeAll(keepingCapacity: true)
         particleY.removeAll(keepingCapacity: true)
-        var sumX = 0.0, sumY = 0.0
+        var sumX = 0.0
+        var sumY = 0.0
         for _ in 0..<count {
             let pt = rng.exponential(mean: c.underlyingEventMeanPt)
             let direction = rng.unitVector()
@@ -197,9 +200,11 @@ struct EventSimulation {
             sumX += pt * direction.x
             sumY += pt * direction.y
         }
-        let shiftX = sumX / Double(count), shiftY = sumY / Double(count)
+        let shiftX = sumX / Double(count)
+        let shiftY = sumY / Double(count)
         for i in 0..<count {
-            let px = particleX[i] - shiftX, py = particleY[i] - shiftY
+            let px = particleX[i] - shiftX
+            let py = particleY[i] - shiftY
             let eta = rng.uniform(-c.underlyingEventEtaMax, c.underlyingEventEtaMax)
             let isCharged = rng.uniform() < c.chargedFraction
             _ = measureHadron(
@@ -226,12 +231,14 @@ struct EventSimulation {
         particleEta.removeAll(keepingCapacity: true)
         particleCharged.removeAll(keepingCapacity: true)
         // Particles w_i in the frame of the axis, x_i ~ Exp(1), δφ_i uniform.
-        var sumX = 0.0, sumY = 0.0
+        var sumX = 0.0
+        var sumY = 0.0
         for _ in 0..<count {
             let share = rng.exponential(mean: 1)
             let angle = rng.uniform(-c.sprayPhiHalfWidth, c.sprayPhiHalfWidth)
             let rotation = FastMath.cosSinSmall(angle)
-            let x = share * rotation.cos, y = share * rotation.sin
+            let x = share * rotation.cos
+            let y = share * rotation.sin
             particleX.append(x)
             particleY.append(y)
             sumX += x
@@ -243,7 +250,8 @@ struct EventSimulation {
         let norm = sumX * sumX + sumY * sumY
         let factorX = (targetX * sumX + targetY * sumY) / norm
         let factorY = (targetY * sumX - targetX * sumY) / norm
-        var jetX = 0.0, jetY = 0.0
+        var jetX = 0.0
+        var jetY = 0.0
         for i in 0..<count {
             let px = particleX[i] * factorX - particleY[i] * factorY
             let py = particleX[i] * factorY + particleY[i] * factorX
@@ -296,8 +304,9 @@ struct EventSimulation {
             let pt = c.pileUpJetMinPt + rng.exponential(mean: c.pileUpJetPtSlope)
             let direction = rng.unitVector()
             let eta = rng.uniform(-c.jetEtaMax, c.jetEtaMax)
-            spray(targetX: pt * direction.x, targetY: pt * direction.y, axisEta: eta, pileUp: true,
-                  interactions: interactions)
+            spray(
+                targetX: pt * direction.x, targetY: pt * direction.y, axisEta: eta, pileUp: true,
+                interactions: interactions)
         }
     }
 }

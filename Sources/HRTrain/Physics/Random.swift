@@ -78,7 +78,9 @@ struct Xoshiro256StarStar {
 
     /// A point (u, v) uniform in the unit disc without its centre, by rejection from the square; s = u² + v².
     @inline(__always) private mutating func pointInUnitDisc() -> (u: Double, v: Double, s: Double) {
-        var u = 0.0, v = 0.0, s = 0.0
+        var u = 0.0
+        var v = 0.0
+        var s = 0.0
         repeat {
             u = 2 * uniform() - 1
             v = 2 * uniform() - 1
@@ -114,7 +116,9 @@ struct Xoshiro256StarStar {
             let k = ((2 * a / us + b) * u + lambda + 0.43).rounded(.down)
             if us >= 0.07 && v <= vr { return Int(k) }
             if k < 0 || (us < 0.013 && v > us) { continue }
-            if FastMath.log(v) + FastMath.log(invAlpha) - FastMath.log(a / (us * us) + b) <= -lambda + k * logLambda - lgamma(k + 1) {
+            if FastMath.log(v) + FastMath.log(invAlpha) - FastMath.log(a / (us * us) + b) <= -lambda + k * logLambda
+                - lgamma(k + 1)
+            {
                 return Int(k)
             }
         }

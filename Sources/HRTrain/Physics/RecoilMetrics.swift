@@ -60,10 +60,13 @@ public struct RecoilSummary: Sendable, Equatable {
 
 /// The projections of a recoil `u` on the truth direction: `(u∥, u⊥, |u_t|)`, or nil when |u_t| = 0.
 @inline(__always)
-private func project(ux: Double, uy: Double, tx: Double, ty: Double) -> (parallel: Double, perpendicular: Double, truth: Double)? {
+private func project(ux: Double, uy: Double, tx: Double, ty: Double) -> (
+    parallel: Double, perpendicular: Double, truth: Double
+)? {
     let truth = (tx * tx + ty * ty).squareRoot()
     if truth == 0 { return nil }
-    let nx = tx / truth, ny = ty / truth
+    let nx = tx / truth
+    let ny = ty / truth
     return (ux * nx + uy * ny, ux * ny - uy * nx, truth)
 }
 
@@ -90,8 +93,10 @@ public func recoilFigures(
     variable: [Float], edges: [Double]
 ) -> [RecoilBin] {
     let n = ux.count
-    precondition(uy.count == n && tx.count == n && ty.count == n && variable.count == n, "recoilFigures: lengths differ")
-    precondition(edges.count >= 2 && zip(edges, edges.dropFirst()).allSatisfy { $0 < $1 }, "recoilFigures: edges must ascend")
+    precondition(
+        uy.count == n && tx.count == n && ty.count == n && variable.count == n, "recoilFigures: lengths differ")
+    precondition(
+        edges.count >= 2 && zip(edges, edges.dropFirst()).allSatisfy { $0 < $1 }, "recoilFigures: edges must ascend")
     let binCount = edges.count - 1
     var parallelResiduals = [[Double]](repeating: [], count: binCount)
     var perpendiculars = [[Double]](repeating: [], count: binCount)
@@ -100,41 +105,52 @@ public func recoilFigures(
         let v = Double(variable[i])
         guard v >= edges[0] && v < edges[binCount] else { continue }
         // The last edge ≤ v: binary search.
-        var low = 0, high = binCount
+        var low = 0
+        var high = binCount
         while high - low > 1 {
             let middle = (low + high) / 2
             if v >= edges[middle] { low = middle } else { high = middle }
         }
-        guard let p = project(ux: Double(ux[i]), uy: Double(uy[i]), tx: Double(tx[i]), ty: Double(ty[i])) else { continue }
+        guard let p = project(ux: Double(ux[i]), uy: Double(uy[i]), tx: Double(tx[i]), ty: Double(ty[i])) else {
+            continue
+        }
         parallelResiduals[low].append(p.parallel - p.truth)
         perpendiculars[low].append(p.perpendicular)
         truths[low].append(p.truth)
     }
     return (0..<binCount).map { b in
-        let residual = parallelResiduals[b], perpendicular = perpendiculars[b], truth = truths[b]
+        let residual = parallelResiduals[b]
+        let perpendicular = perpendiculars[b]
+        let truth = truths[b]
         let count = truth.count
-        let N = Double(count)
-        let meanTruth = truth.reduce(0, +) / N
-        let meanResidual = residual.reduce(0, +) / N
+        let countValue = Double(count)
+        let meanTruth = truth.reduce(0, +) / countValue
+        let meanResidual = residual.reduce(0, +) / countValue
         let meanParallel = meanTruth + meanResidual
         let response = meanParallel / meanTruth
         // Central moments: V(|u_t|), V(u∥ − |u_t|), C(u∥ − |u_t|, |u_t|); u∥ = residual + |u_t|.
-        var varTruth = 0.0, varResidual = 0.0, covariance = 0.0
+        var varTruth = 0.0
+        var varResidual = 0.0
+        var covariance = 0.0
         for j in 0..<count {
-            let dt = truth[j] - meanTruth, dr = residual[j] - meanResidual
+            let dt = truth[j] - meanTruth
+            let dr = residual[j] - meanResidual
             varTruth += dt * dt
             varResidual += dr * dr
             covariance += dr * dt
         }
-        varTruth /= N
-        varResidual /= N
-        covariance /= N
+        varTruth /= countValue
+        varResidual /= countValue
+        covariance /= countValue
         let varParallel = varResidual + 2 * covariance + varTruth
         let covParallelTruth = covariance + varTruth
-        let responseVariance = (varParallel - 2 * response * covParallelTruth + response * response * varTruth) / (N * meanTruth * meanTruth)
-        let meanPerpendicular = perpendicular.reduce(0, +) / N
-        let varPerpendicular = perpendicular.reduce(0) { $0 + ($1 - meanPerpendicular) * ($1 - meanPerpendicular) } / N
-        let rmsErrorFactor = 1 / (2 * max(N - 1, 1)).squareRoot()
+        let responseVariance =
+            (varParallel - 2 * response * covParallelTruth + response * response * varTruth)
+            / (countValue * meanTruth * meanTruth)
+        let meanPerpendicular = perpendicular.reduce(0, +) / countValue
+        let varPerpendicular =
+            perpendicular.reduce(0) { $0 + ($1 - meanPerpendicular) * ($1 - meanPerpendicular) } / countValue
+        let rmsErrorFactor = 1 / (2 * max(countValue - 1, 1)).squareRoot()
         return RecoilBin(
             lowerEdge: edges[b], upperEdge: edges[b + 1], count: count, meanTruthMagnitude: meanTruth,
             response: response, responseError: max(responseVariance, 0).squareRoot(),
@@ -147,18 +163,28 @@ public func recoilFigures(
 }
 
 /// Overall response, RMS resolutions and per-component RMSE of a predicted recoil against the truth.
-public func recoilSummary(predictedX ux: [Float], predictedY uy: [Float], truthX tx: [Float], truthY ty: [Float]) -> RecoilSummary {
+public func recoilSummary(predictedX ux: [Float], predictedY uy: [Float], truthX tx: [Float], truthY ty: [Float])
+    -> RecoilSummary
+{
     let n = ux.count
     precondition(uy.count == n && tx.count == n && ty.count == n, "recoilSummary: lengths differ")
     var count = 0
-    var sumParallel = 0.0, sumTruth = 0.0
-    var sumResidual = 0.0, sumResidual2 = 0.0, sumPerpendicular = 0.0, sumPerpendicular2 = 0.0
-    var squaredX = 0.0, squaredY = 0.0
+    var sumParallel = 0.0
+    var sumTruth = 0.0
+    var sumResidual = 0.0
+    var sumResidual2 = 0.0
+    var sumPerpendicular = 0.0
+    var sumPerpendicular2 = 0.0
+    var squaredX = 0.0
+    var squaredY = 0.0
     for i in 0..<n {
-        let dx = Double(ux[i]) - Double(tx[i]), dy = Double(uy[i]) - Double(ty[i])
+        let dx = Double(ux[i]) - Double(tx[i])
+        let dy = Double(uy[i]) - Double(ty[i])
         squaredX += dx * dx
         squaredY += dy * dy
-        guard let p = project(ux: Double(ux[i]), uy: Double(uy[i]), tx: Double(tx[i]), ty: Double(ty[i])) else { continue }
+        guard let p = project(ux: Double(ux[i]), uy: Double(uy[i]), tx: Double(tx[i]), ty: Double(ty[i])) else {
+            continue
+        }
         count += 1
         sumParallel += p.parallel
         sumTruth += p.truth
@@ -167,12 +193,14 @@ public func recoilSummary(predictedX ux: [Float], predictedY uy: [Float], truthX
         sumPerpendicular += p.perpendicular
         sumPerpendicular2 += p.perpendicular * p.perpendicular
     }
-    let N = Double(count), all = Double(n)
-    let meanResidual = sumResidual / N, meanPerpendicular = sumPerpendicular / N
+    let countValue = Double(count)
+    let all = Double(n)
+    let meanResidual = sumResidual / countValue
+    let meanPerpendicular = sumPerpendicular / countValue
     return RecoilSummary(
         count: count, response: sumParallel / sumTruth,
-        parallelRMS: max(sumResidual2 / N - meanResidual * meanResidual, 0).squareRoot(),
-        perpendicularRMS: max(sumPerpendicular2 / N - meanPerpendicular * meanPerpendicular, 0).squareRoot(),
+        parallelRMS: max(sumResidual2 / countValue - meanResidual * meanResidual, 0).squareRoot(),
+        perpendicularRMS: max(sumPerpendicular2 / countValue - meanPerpendicular * meanPerpendicular, 0).squareRoot(),
         rmseX: (squaredX / all).squareRoot(), rmseY: (squaredY / all).squareRoot(),
         rmse: ((squaredX + squaredY) / (2 * all)).squareRoot())
 }

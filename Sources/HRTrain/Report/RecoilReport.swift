@@ -36,9 +36,16 @@ public struct ReportInput: Sendable {
     public var provenance: [(name: String, value: String)]
 
     /// Creates the input; the components must name the evaluation's estimates in order.
-    public init(title: String, history: [EpochRecord], lossUnit: String?, evaluation: Evaluation, truthX: [Float], truthY: [Float], components: [RecoilComponents], provenance: [(name: String, value: String)]) {
-        precondition(components.map(\.name) == evaluation.estimates.map(\.name), "ReportInput: the components do not match the evaluation's estimates")
-        precondition(truthX.count == truthY.count && components.allSatisfy { $0.x.count == truthX.count }, "ReportInput: event counts differ")
+    public init(
+        title: String, history: [EpochRecord], lossUnit: String?, evaluation: Evaluation, truthX: [Float],
+        truthY: [Float], components: [RecoilComponents], provenance: [(name: String, value: String)]
+    ) {
+        precondition(
+            components.map(\.name) == evaluation.estimates.map(\.name),
+            "ReportInput: the components do not match the evaluation's estimates")
+        precondition(
+            truthX.count == truthY.count && components.allSatisfy { $0.x.count == truthX.count },
+            "ReportInput: event counts differ")
         self.title = title
         self.history = history
         self.lossUnit = lossUnit
@@ -58,7 +65,8 @@ public struct CSVTable: Sendable, Equatable {
     /// The CSV text (RFC 4180 quoting where a cell needs it), one line per row, newline-terminated.
     public var text: String {
         func cell(_ s: String) -> String {
-            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
+                ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
         }
         return ([header] + rows).map { $0.map(cell).joined(separator: ",") }.joined(separator: "\n") + "\n"
     }
@@ -129,7 +137,8 @@ public struct RecoilReport: Sendable {
     /// About 12 nice bins over the central 99.8 % of `values`; integer-valued data gets edges at n − ½.
     static func automaticEdges(_ values: [Float]) -> [Double] {
         let sorted = values.map(Double.init).sorted()
-        let low = quantile(sorted: sorted, 0.001), high = quantile(sorted: sorted, 0.999)
+        let low = quantile(sorted: sorted, 0.001)
+        let high = quantile(sorted: sorted, 0.999)
         if sorted.allSatisfy({ $0 == $0.rounded() }) {
             let step = max(1, niceStep(max(high - low, 1) / 12).rounded(.up))
             let first = low.rounded(.down) - 0.5
@@ -150,23 +159,55 @@ public struct RecoilReport: Sendable {
     private static func trainingFigures(_ input: ReportInput) -> [ReportFigure] {
         let history = input.history
         guard !history.isEmpty else { return [] }
-        var loss = SVGPlot(id: "loss", title: "Loss per epoch", x: PlotAxis("epoch", integer: true), y: PlotAxis("loss (MSE)", unit: input.lossUnit, scale: .log10))
+        var loss = SVGPlot(
+            id: "loss", title: "Loss per epoch", x: PlotAxis("epoch", integer: true),
+            y: PlotAxis("loss (MSE)", unit: input.lossUnit, scale: .log10))
         loss.series = [
-            PlotSeries(name: "training", points: history.map { PlotPoint(x: Double($0.epoch), y: $0.trainLoss, note: "epoch \($0.epoch): training loss \(plainNumber($0.trainLoss))") }, style: 1),
+            PlotSeries(
+                name: "training",
+                points: history.map {
+                    PlotPoint(
+                        x: Double($0.epoch), y: $0.trainLoss,
+                        note: "epoch \($0.epoch): training loss \(plainNumber($0.trainLoss))")
+                }, style: 1)
         ]
-        let validation = history.compactMap { r in r.validationLoss.map { PlotPoint(x: Double(r.epoch), y: $0, note: "epoch \(r.epoch): validation loss \(plainNumber($0))") } }
+        let validation = history.compactMap { r in
+            r.validationLoss.map {
+                PlotPoint(x: Double(r.epoch), y: $0, note: "epoch \(r.epoch): validation loss \(plainNumber($0))")
+            }
+        }
         if !validation.isEmpty { loss.series.append(PlotSeries(name: "validation", points: validation, style: 0)) }
-        var rate = SVGPlot(id: "learning_rate", title: "Learning rate", x: PlotAxis("epoch", integer: true), y: PlotAxis("learning rate", scale: .log10))
-        rate.series = [PlotSeries(name: "Adam learning rate", points: history.map { PlotPoint(x: Double($0.epoch), y: $0.learningRate, note: "epoch \($0.epoch): \(plainNumber($0.learningRate))") }, style: 2)]
+        var rate = SVGPlot(
+            id: "learning_rate", title: "Learning rate", x: PlotAxis("epoch", integer: true),
+            y: PlotAxis("learning rate", scale: .log10))
+        rate.series = [
+            PlotSeries(
+                name: "Adam learning rate",
+                points: history.map {
+                    PlotPoint(
+                        x: Double($0.epoch), y: $0.learningRate,
+                        note: "epoch \($0.epoch): \(plainNumber($0.learningRate))")
+                }, style: 2)
+        ]
         func number(_ v: Double?) -> String { v.map(csvNumber) ?? "" }
-        let lossCSV = CSVTable(header: ["epoch", "train_loss", "val_loss", "learning_rate", "seconds", "events_per_second"], rows: history.map {
-            ["\($0.epoch)", csvNumber($0.trainLoss), number($0.validationLoss), csvNumber($0.learningRate), csvNumber($0.seconds), csvNumber($0.eventsPerSecond)]
-        })
-        let rateCSV = CSVTable(header: ["epoch", "learning_rate"], rows: history.map { ["\($0.epoch)", csvNumber($0.learningRate)] })
-        let lossCaption = "Mean training loss over each epoch's steps (batch normalisation in training mode) and validation loss (inference mode), log scale."
+        let lossCSV = CSVTable(
+            header: ["epoch", "train_loss", "val_loss", "learning_rate", "seconds", "events_per_second"],
+            rows: history.map {
+                [
+                    "\($0.epoch)", csvNumber($0.trainLoss), number($0.validationLoss), csvNumber($0.learningRate),
+                    csvNumber($0.seconds), csvNumber($0.eventsPerSecond),
+                ]
+            })
+        let rateCSV = CSVTable(
+            header: ["epoch", "learning_rate"], rows: history.map { ["\($0.epoch)", csvNumber($0.learningRate)] })
+        let lossCaption =
+            "Mean training loss over each epoch's steps (batch normalisation in training mode) and validation loss (inference mode), log scale."
         return [
             figure(id: "loss", section: trainingSection, plot: loss, caption: lossCaption, csv: lossCSV),
-            figure(id: "learning_rate", section: trainingSection, plot: rate, caption: "The learning rate used in each epoch (after any reduction on a plateau), log scale.", csv: rateCSV),
+            figure(
+                id: "learning_rate", section: trainingSection, plot: rate,
+                caption: "The learning rate used in each epoch (after any reduction on a plateau), log scale.",
+                csv: rateCSV),
         ]
     }
 
@@ -183,17 +224,26 @@ public struct RecoilReport: Sendable {
 
     private static let binnedQuantities = [
         BinnedQuantity(
-            id: "response", section: "Response", title: "Response", axis: PlotAxis("⟨u_{∥}⟩ / ⟨|u_{t}|⟩"), reference: .horizontal(1),
+            id: "response", section: "Response", title: "Response", axis: PlotAxis("⟨u_{∥}⟩ / ⟨|u_{t}|⟩"),
+            reference: .horizontal(1),
             value: { ($0.response, $0.responseError, nil) },
-            caption: "Response ⟨u∥⟩/⟨|u_t|⟩ (ratio of means), with u∥ the recoil's projection on the truth direction; statistical errors from the covariance of u∥ and |u_t|."),
+            caption:
+                "Response ⟨u∥⟩/⟨|u_t|⟩ (ratio of means), with u∥ the recoil's projection on the truth direction; statistical errors from the covariance of u∥ and |u_t|."
+        ),
         BinnedQuantity(
-            id: "resolution_parallel", section: "Resolution along the truth recoil", title: "Resolution of u_{∥} − |u_{t}|", axis: PlotAxis("σ(u_{∥} − |u_{t}|)", unit: "GeV"), reference: nil,
+            id: "resolution_parallel", section: "Resolution along the truth recoil",
+            title: "Resolution of u_{∥} − |u_{t}|", axis: PlotAxis("σ(u_{∥} − |u_{t}|)", unit: "GeV"), reference: nil,
             value: { ($0.parallelRMS, $0.parallelRMSError, $0.parallelWidth) },
-            caption: "RMS (about the mean) of u∥ − |u_t|; error RMS/√(2(N−1)). The CSV also has the robust width (q84 − q16)/2."),
+            caption:
+                "RMS (about the mean) of u∥ − |u_t|; error RMS/√(2(N−1)). The CSV also has the robust width (q84 − q16)/2."
+        ),
         BinnedQuantity(
-            id: "resolution_perpendicular", section: "Resolution perpendicular to the truth recoil", title: "Resolution of u_{⊥}", axis: PlotAxis("σ(u_{⊥})", unit: "GeV"), reference: nil,
+            id: "resolution_perpendicular", section: "Resolution perpendicular to the truth recoil",
+            title: "Resolution of u_{⊥}", axis: PlotAxis("σ(u_{⊥})", unit: "GeV"), reference: nil,
             value: { ($0.perpendicularRMS, $0.perpendicularRMSError, $0.perpendicularWidth) },
-            caption: "RMS (about the mean) of u⊥ = u × n, the component perpendicular to the truth recoil; error RMS/√(2(N−1)). The CSV also has the robust width (q84 − q16)/2."),
+            caption:
+                "RMS (about the mean) of u⊥ = u × n, the component perpendicular to the truth recoil; error RMS/√(2(N−1)). The CSV also has the robust width (q84 − q16)/2."
+        ),
     ]
 
     private static func binnedFigures(_ input: ReportInput) -> [ReportFigure] {
@@ -203,7 +253,9 @@ public struct RecoilReport: Sendable {
         for quantity in binnedQuantities {
             for (b, binned) in first.binned.enumerated() {
                 let variable = variableDescription(binned.binning)
-                var plot = SVGPlot(id: "\(quantity.id)_vs_\(variable.id)", title: "\(quantity.title) against \(variable.label)", x: PlotAxis(variable.label, unit: variable.unit, integer: variable.id == "npv"), y: quantity.axis)
+                var plot = SVGPlot(
+                    id: "\(quantity.id)_vs_\(variable.id)", title: "\(quantity.title) against \(variable.label)",
+                    x: PlotAxis(variable.label, unit: variable.unit, integer: variable.id == "npv"), y: quantity.axis)
                 plot.width = 440
                 plot.height = 340
                 plot.referenceLines = quantity.reference.map { [$0] } ?? []
@@ -212,37 +264,67 @@ public struct RecoilReport: Sendable {
                 for (e, estimate) in estimates.enumerated() {
                     var points: [PlotPoint] = []
                     for bin in estimate.binned[b].bins where bin.count >= 2 {
-                        let x = binned.binning.column == nil ? bin.meanTruthMagnitude : (bin.lowerEdge + bin.upperEdge) / 2
+                        let x =
+                            binned.binning.column == nil ? bin.meanTruthMagnitude : (bin.lowerEdge + bin.upperEdge) / 2
                         let (value, error, width) = quantity.value(bin)
                         guard x.isFinite else {
                             unplaced += 1
                             continue
                         }
-                        let range = "\(variable.plain) ∈ [\(plainNumber(bin.lowerEdge)), \(bin.upperEdge.isInfinite ? "∞" : plainNumber(bin.upperEdge)))"
-                        points.append(PlotPoint(x: x, y: value, error: error, note: "\(displayName(estimate.name)), \(range), \(bin.count) events: \(plainNumber(value)) ± \(plainNumber(error))"))
-                        rows.append([estimate.name, csvNumber(bin.lowerEdge), csvNumber(bin.upperEdge), "\(bin.count)", csvNumber(x), csvNumber(value), csvNumber(error)] + (width.map { [csvNumber($0)] } ?? []))
+                        let range =
+                            "\(variable.plain) ∈ [\(plainNumber(bin.lowerEdge)), \(bin.upperEdge.isInfinite ? "∞" : plainNumber(bin.upperEdge)))"
+                        points.append(
+                            PlotPoint(
+                                x: x, y: value, error: error,
+                                note:
+                                    "\(displayName(estimate.name)), \(range), \(bin.count) events: \(plainNumber(value)) ± \(plainNumber(error))"
+                            ))
+                        rows.append(
+                            [
+                                estimate.name, csvNumber(bin.lowerEdge), csvNumber(bin.upperEdge), "\(bin.count)",
+                                csvNumber(x), csvNumber(value), csvNumber(error),
+                            ] + (width.map { [csvNumber($0)] } ?? []))
                     }
                     plot.series.append(PlotSeries(name: displayName(estimate.name), points: points, style: e))
                 }
                 var caption = variable.caption
-                if unplaced > 0 { caption += " \(unplaced) open-ended bin\(unplaced == 1 ? " is" : "s are") not drawn (no centre)." }
-                var header = ["estimate", "\(variable.id)_low", "\(variable.id)_high", "events", variable.id, quantity.id, "\(quantity.id)_error"]
+                if unplaced > 0 {
+                    caption += " \(unplaced) open-ended bin\(unplaced == 1 ? " is" : "s are") not drawn (no centre)."
+                }
+                var header = [
+                    "estimate", "\(variable.id)_low", "\(variable.id)_high", "events", variable.id, quantity.id,
+                    "\(quantity.id)_error",
+                ]
                 if quantity.id != "response" { header.append("\(quantity.id)_width") }
-                figures.append(figure(id: plot.id, section: quantity.section, plot: plot, caption: caption, csv: CSVTable(header: header, rows: rows)))
+                figures.append(
+                    figure(
+                        id: plot.id, section: quantity.section, plot: plot, caption: caption,
+                        csv: CSVTable(header: header, rows: rows)))
             }
         }
         return figures
     }
 
     /// How a binning variable is named on axes, in captions and in file names.
-    private static func variableDescription(_ binning: RecoilBinning) -> (id: String, label: String, plain: String, unit: String?, caption: String) {
+    private static func variableDescription(_ binning: RecoilBinning) -> (
+        id: String, label: String, plain: String, unit: String?, caption: String
+    ) {
         switch binning.column {
         case nil:
-            return ("truth", "|u_{t}|", "|u_t|", "GeV", "Against the truth recoil |u_t|; points at the mean |u_t| of each bin (the last bin is open-ended).")
+            return (
+                "truth", "|u_{t}|", "|u_t|", "GeV",
+                "Against the truth recoil |u_t|; points at the mean |u_t| of each bin (the last bin is open-ended)."
+            )
         case "mu":
-            return ("mu", "μ", "μ", nil, "Against μ, the mean number of interactions per bunch crossing; points at the bin centres.")
+            return (
+                "mu", "μ", "μ", nil,
+                "Against μ, the mean number of interactions per bunch crossing; points at the bin centres."
+            )
         case "n_pv":
-            return ("npv", "N_{PV}", "N_PV", nil, "Against N_PV, the number of reconstructed primary vertices; points at the bin centres.")
+            return (
+                "npv", "N_{PV}", "N_PV", nil,
+                "Against N_PV, the number of reconstructed primary vertices; points at the bin centres."
+            )
         case let column?:
             let id = String(column.map { $0.isLetter || $0.isNumber ? $0 : "_" })
             return (id, column, column, nil, "Against \(column); points at the bin centres.")
@@ -251,14 +333,18 @@ public struct RecoilReport: Sendable {
 
     /// `network`, `raw charged` for `hr_charged`, the name otherwise (`a,b` for a --compare pair).
     static func displayName(_ name: String) -> String {
-        name.hasPrefix("hr_") && name.count > 3 && !name.contains(",") ? "raw " + name.dropFirst(3).replacingOccurrences(of: "_", with: " ") : name
+        name.hasPrefix("hr_") && name.count > 3 && !name.contains(",")
+            ? "raw " + name.dropFirst(3).replacingOccurrences(of: "_", with: " ") : name
     }
 
     private static func residualFigures(_ input: ReportInput) -> [ReportFigure] {
         let events = input.truthX.count
         guard events > 0 else { return [] }
-        return [("x", \RecoilComponents.x, input.truthX), ("y", \RecoilComponents.y, input.truthY)].map { axis, component, truth in
-            let residuals = input.components.map { c in zip(c[keyPath: component], truth).map { Double($0) - Double($1) } }
+        return [("x", \RecoilComponents.x, input.truthX), ("y", \RecoilComponents.y, input.truthY)].map {
+            axis, component, truth in
+            let residuals = input.components.map { c in
+                zip(c[keyPath: component], truth).map { Double($0) - Double($1) }
+            }
             // The range holding the central 99 % of every estimate's residuals.
             let sorted = residuals.map { $0.filter(\.isFinite).sorted() }
             let low = sorted.compactMap { $0.isEmpty ? nil : quantile(sorted: $0, 0.005) }.min() ?? -1
@@ -268,7 +354,10 @@ public struct RecoilReport: Sendable {
             let binCount = 80
             let edges = (0...binCount).map { first + (last - first) * Double($0) / Double(binCount) }
             let width = (last - first) / Double(binCount)
-            var plot = SVGPlot(id: "residual_\(axis)", title: "Residuals of u_{\(axis)}", x: PlotAxis("u_{\(axis)} − u_{\(axis)}^{true}", unit: "GeV", range: first...last), y: PlotAxis("1/N dN/d(Δu_{\(axis)})", unit: "1/GeV"))
+            var plot = SVGPlot(
+                id: "residual_\(axis)", title: "Residuals of u_{\(axis)}",
+                x: PlotAxis("u_{\(axis)} − u_{\(axis)}^{true}", unit: "GeV", range: first...last),
+                y: PlotAxis("1/N dN/d(Δu_{\(axis)})", unit: "1/GeV"))
             var rows: [[String]] = []
             var outside: [String] = []
             for (e, r) in residuals.enumerated() {
@@ -277,15 +366,27 @@ public struct RecoilReport: Sendable {
                 let density = counts.map { Double($0) / (Double(events) * width) }
                 let name = displayName(input.components[e].name)
                 plot.histograms.append(HistogramSeries(name: name, edges: edges, values: density, style: e))
-                for i in 0..<binCount { rows.append([input.components[e].name, csvNumber(edges[i]), csvNumber(edges[i + 1]), "\(counts[i])", csvNumber(density[i])]) }
+                for i in 0..<binCount {
+                    rows.append([
+                        input.components[e].name, csvNumber(edges[i]), csvNumber(edges[i + 1]), "\(counts[i])",
+                        csvNumber(density[i]),
+                    ])
+                }
                 let finite = r.filter(\.isFinite)
                 let mean = finite.reduce(0, +) / Double(max(finite.count, 1))
-                let rms = (finite.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(max(finite.count, 1))).squareRoot()
+                let rms = (finite.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(max(finite.count, 1)))
+                    .squareRoot()
                 let out = events - counts.reduce(0, +)
-                outside.append("\(name): mean \(plainNumber(mean)) GeV, RMS \(plainNumber(rms)) GeV, \(String(format: "%.2f", 100 * Double(out) / Double(events))) % outside")
+                outside.append(
+                    "\(name): mean \(plainNumber(mean)) GeV, RMS \(plainNumber(rms)) GeV, \(String(format: "%.2f", 100 * Double(out) / Double(events))) % outside"
+                )
             }
-            let caption = "Predicted minus true u_\(axis), normalised to unit area over all \(events) events (events outside the range count in N). " + outside.joined(separator: "; ") + "."
-            return figure(id: plot.id, section: "Residuals", plot: plot, caption: caption, csv: CSVTable(header: ["estimate", "low", "high", "events", "density_per_gev"], rows: rows))
+            let caption =
+                "Predicted minus true u_\(axis), normalised to unit area over all \(events) events (events outside the range count in N). "
+                + outside.joined(separator: "; ") + "."
+            return figure(
+                id: plot.id, section: "Residuals", plot: plot, caption: caption,
+                csv: CSVTable(header: ["estimate", "low", "high", "events", "density_per_gev"], rows: rows))
         }
     }
 
@@ -297,31 +398,53 @@ public struct RecoilReport: Sendable {
             let binCount = 60
             let edges = (0...binCount).map { -extent + 2 * extent * Double($0) / Double(binCount) }
             let grid = DensityGrid(x: truth, y: predicted, xEdges: edges, yEdges: edges)
-            var plot = SVGPlot(id: "density_\(axis)", title: "\(displayName(network.name)) against truth: u_{\(axis)}", x: PlotAxis("true u_{\(axis)}", unit: "GeV", range: -extent...extent), y: PlotAxis("\(displayName(network.name)) u_{\(axis)}", unit: "GeV", range: -extent...extent))
+            var plot = SVGPlot(
+                id: "density_\(axis)", title: "\(displayName(network.name)) against truth: u_{\(axis)}",
+                x: PlotAxis("true u_{\(axis)}", unit: "GeV", range: -extent...extent),
+                y: PlotAxis("\(displayName(network.name)) u_{\(axis)}", unit: "GeV", range: -extent...extent))
             plot.density = grid
             plot.referenceLines = [.diagonal]
             plot.height = 430
             var rows: [[String]] = []
             for (k, count) in grid.counts.enumerated() where count > 0 {
-                let i = k % binCount, j = k / binCount
-                rows.append([csvNumber(edges[i]), csvNumber(edges[i + 1]), csvNumber(edges[j]), csvNumber(edges[j + 1]), "\(count)"])
+                let i = k % binCount
+                let j = k / binCount
+                rows.append([
+                    csvNumber(edges[i]), csvNumber(edges[i + 1]), csvNumber(edges[j]), csvNumber(edges[j + 1]),
+                    "\(count)",
+                ])
             }
             let inside = grid.counts.reduce(0, +)
-            let caption = "Events per bin of true and predicted u_\(axis), logarithmic colour scale; dashed: y = x. \(inside) of \(truth.count) events inside the range."
-            return figure(id: plot.id, section: "Predicted against truth", plot: plot, caption: caption, csv: CSVTable(header: ["true_low", "true_high", "predicted_low", "predicted_high", "events"], rows: rows))
+            let caption =
+                "Events per bin of true and predicted u_\(axis), logarithmic colour scale; dashed: y = x. \(inside) of \(truth.count) events inside the range."
+            return figure(
+                id: plot.id, section: "Predicted against truth", plot: plot, caption: caption,
+                csv: CSVTable(
+                    header: ["true_low", "true_high", "predicted_low", "predicted_high", "events"], rows: rows))
         }
     }
 
-    private static func figure(id: String, section: String, plot: SVGPlot, caption: String, csv: CSVTable) -> ReportFigure {
+    private static func figure(id: String, section: String, plot: SVGPlot, caption: String, csv: CSVTable)
+        -> ReportFigure
+    {
         ReportFigure(id: id, section: section, plot: plot, rendered: plot.render(), caption: caption, csv: csv)
     }
 
     private static func summaryTable(_ evaluation: Evaluation) -> CSVTable {
         let components = evaluation.targetNames.count == 2 ? ["x", "y"] : evaluation.targetNames
-        let header = ["estimate", "columns", "events", "loss_mse"] + components.map { "rmse_\($0)" } + ["rmse", "response", "sigma_parallel", "sigma_perpendicular"]
+        let header =
+            ["estimate", "columns", "events", "loss_mse"] + components.map { "rmse_\($0)" } + [
+                "rmse", "response", "sigma_parallel", "sigma_perpendicular",
+            ]
         let rows = evaluation.estimates.map { e -> [String] in
-            let recoil: [String] = e.summary.map { s in [s.rmse, s.response, s.parallelRMS, s.perpendicularRMS].map(csvNumber) } ?? ["", "", "", ""]
-            let head: [String] = [e.name, e.columns.joined(separator: " "), String(e.summary?.count ?? evaluation.events), csvNumber(e.loss)]
+            let recoil: [String] =
+                e.summary.map { s in [s.rmse, s.response, s.parallelRMS, s.perpendicularRMS].map(csvNumber) } ?? [
+                    "", "", "", "",
+                ]
+            let head: [String] = [
+                e.name, e.columns.joined(separator: " "), String(e.summary?.count ?? evaluation.events),
+                csvNumber(e.loss),
+            ]
             return head + e.rmse.map(csvNumber) + recoil
         }
         return CSVTable(header: header, rows: rows)
@@ -331,7 +454,8 @@ public struct RecoilReport: Sendable {
 
     /// The CSV file of figure `id` (or `summary`) next to the page `html`: `report.html` → `report_<id>.csv`.
     public static func csvURL(for html: URL, id: String) -> URL {
-        html.deletingLastPathComponent().appendingPathComponent("\(html.deletingPathExtension().lastPathComponent)_\(id).csv")
+        html.deletingLastPathComponent().appendingPathComponent(
+            "\(html.deletingPathExtension().lastPathComponent)_\(id).csv")
     }
 
     /// Writes the page and its CSV files atomically (all or none replaced).
@@ -367,11 +491,13 @@ public struct RecoilReport: Sendable {
 
             """
         page += "<section id=\"summary\">\n<h2>Summary</h2>\n"
-        page += "<p class=\"note\">With n = u_t/|u_t| the truth recoil's direction: u∥ = u·n, u⊥ = u × n. Response ⟨u∥⟩/⟨|u_t|⟩ is a ratio of means; σ is the RMS about the mean. Events with |u_t| = 0 have no direction and are left out of these figures. Loss and RMSE use every event.</p>\n"
+        page +=
+            "<p class=\"note\">With n = u_t/|u_t| the truth recoil's direction: u∥ = u·n, u⊥ = u × n. Response ⟨u∥⟩/⟨|u_t|⟩ is a ratio of means; σ is the RMS about the mean. Events with |u_t| = 0 have no direction and are left out of these figures. Loss and RMSE use every event.</p>\n"
         page += summaryHTML(csvStem: csvStem)
         page += "</section>\n"
         if input.history.isEmpty {
-            page += "<section id=\"training\">\n<h2>\(Self.trainingSection)</h2>\n<p class=\"note\">No training history: give the run's metrics file with <code>--metrics</code>.</p>\n</section>\n"
+            page +=
+                "<section id=\"training\">\n<h2>\(Self.trainingSection)</h2>\n<p class=\"note\">No training history: give the run's metrics file with <code>--metrics</code>.</p>\n</section>\n"
         }
         var sections: [String] = []
         for f in figures where !sections.contains(f.section) { sections.append(f.section) }
@@ -382,7 +508,8 @@ public struct RecoilReport: Sendable {
             if let note = sectionNotes[section] { page += "<p class=\"note\">\(xmlEscaped(note))</p>\n" }
             page += "<div class=\"figures n\(min(count, 3))\">\n"
             for f in figures where f.section == section {
-                page += "<figure>\n\(f.rendered.svg)<figcaption>\(xmlEscaped(f.caption)) <a href=\"\(xmlEscaped("\(csvStem)_\(f.id).csv"))\">CSV</a></figcaption>\n</figure>\n"
+                page +=
+                    "<figure>\n\(f.rendered.svg)<figcaption>\(xmlEscaped(f.caption)) <a href=\"\(xmlEscaped("\(csvStem)_\(f.id).csv"))\">CSV</a></figcaption>\n</figure>\n"
             }
             page += "</div>\n</section>\n"
         }
@@ -398,16 +525,23 @@ public struct RecoilReport: Sendable {
         let e = input.evaluation
         let components = e.targetNames.count == 2 ? ["x", "y"] : e.targetNames
         // The evaluation's loss is computed on unscaled values: GeV² whatever the training scaled.
-        var html = "<table class=\"summary\">\n<thead><tr><th>estimate</th><th>columns</th><th>events</th><th>loss (MSE) [GeV²]</th>"
+        var html =
+            "<table class=\"summary\">\n<thead><tr><th>estimate</th><th>columns</th><th>events</th><th>loss (MSE) [GeV²]</th>"
         html += components.map { "<th>RMSE \(xmlEscaped($0)) [GeV]</th>" }.joined()
         html += "<th>response</th><th>σ(u∥ − |u_t|) [GeV]</th><th>σ(u⊥) [GeV]</th></tr></thead>\n<tbody>\n"
         for (k, estimate) in e.estimates.enumerated() {
             let s = estimate.summary
-            let cells = ["\(s?.count ?? e.events)", tableNumber(estimate.loss)] + estimate.rmse.map(tableNumber) + [s.map { tableNumber($0.response) } ?? "–", s.map { tableNumber($0.parallelRMS) } ?? "–", s.map { tableNumber($0.perpendicularRMS) } ?? "–"]
-            html += "<tr><th scope=\"row\"><span class=\"swatch c\(k % SVGPlot.colours.count)\"></span>\(xmlEscaped(Self.displayName(estimate.name)))</th><td class=\"text\">\(xmlEscaped(estimate.columns.joined(separator: ", ")))</td>"
+            let cells =
+                ["\(s?.count ?? e.events)", tableNumber(estimate.loss)] + estimate.rmse.map(tableNumber) + [
+                    s.map { tableNumber($0.response) } ?? "–", s.map { tableNumber($0.parallelRMS) } ?? "–",
+                    s.map { tableNumber($0.perpendicularRMS) } ?? "–",
+                ]
+            html +=
+                "<tr><th scope=\"row\"><span class=\"swatch c\(k % SVGPlot.colours.count)\"></span>\(xmlEscaped(Self.displayName(estimate.name)))</th><td class=\"text\">\(xmlEscaped(estimate.columns.joined(separator: ", ")))</td>"
             html += cells.map { "<td>\(xmlEscaped($0))</td>" }.joined() + "</tr>\n"
         }
-        html += "</tbody>\n</table>\n<p class=\"note\">The same figures as <code>hrtrain evaluate --json</code>; <a href=\"\(xmlEscaped(csvStem))_summary.csv\">CSV</a>.</p>\n"
+        html +=
+            "</tbody>\n</table>\n<p class=\"note\">The same figures as <code>hrtrain evaluate --json</code>; <a href=\"\(xmlEscaped(csvStem))_summary.csv\">CSV</a>.</p>\n"
         return html
     }
 
@@ -467,12 +601,17 @@ private func quantile(sorted values: [Double], _ q: Double) -> Double {
 /// Reads the metrics file of `hrtrain train --metrics`: one JSON object per line and epoch.
 public func readMetrics(from url: URL) throws -> [EpochRecord] {
     let text: String
-    do { text = try String(contentsOf: url, encoding: .utf8) } catch { throw DataError("cannot read the metrics file: \(error.localizedDescription)", url: url) }
+    do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+        throw DataError("cannot read the metrics file: \(error.localizedDescription)", url: url)
+    }
     let decoder = JSONDecoder()
     var records: [EpochRecord] = []
-    for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+    for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+    where !line.trimmingCharacters(in: .whitespaces).isEmpty {
         do { records.append(try decoder.decode(EpochRecord.self, from: Data(line.utf8))) } catch {
-            throw DataError("line \(number + 1) is not an epoch record (epoch, train_loss, val_loss, learning_rate, seconds, events_per_second): \(error)", url: url)
+            throw DataError(
+                "line \(number + 1) is not an epoch record (epoch, train_loss, val_loss, learning_rate, seconds, events_per_second): \(error)",
+                url: url)
         }
     }
     guard !records.isEmpty else { throw DataError("the metrics file holds no epochs", url: url) }

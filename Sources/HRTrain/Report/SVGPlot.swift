@@ -26,7 +26,10 @@ public struct PlotAxis: Sendable, Equatable {
     public var integer: Bool
 
     /// Creates an axis.
-    public init(_ label: String, unit: String? = nil, scale: AxisScale = .linear, range: ClosedRange<Double>? = nil, integer: Bool = false) {
+    public init(
+        _ label: String, unit: String? = nil, scale: AxisScale = .linear, range: ClosedRange<Double>? = nil,
+        integer: Bool = false
+    ) {
         self.label = label
         self.unit = unit
         self.scale = scale
@@ -84,7 +87,8 @@ public struct HistogramSeries: Sendable, Equatable {
 
     /// Creates a histogram; `edges` has one element more than `values`.
     public init(name: String, edges: [Double], values: [Double], style: Int) {
-        precondition(edges.count == values.count + 1, "HistogramSeries: \(edges.count) edges for \(values.count) values")
+        precondition(
+            edges.count == values.count + 1, "HistogramSeries: \(edges.count) edges for \(values.count) values")
         self.name = name
         self.edges = edges
         self.values = values
@@ -101,7 +105,8 @@ public struct DensityGrid: Sendable, Equatable {
 
     /// Creates a grid.
     public init(xEdges: [Double], yEdges: [Double], counts: [Int]) {
-        precondition(counts.count == (xEdges.count - 1) * (yEdges.count - 1), "DensityGrid: counts do not match the edges")
+        precondition(
+            counts.count == (xEdges.count - 1) * (yEdges.count - 1), "DensityGrid: counts do not match the edges")
         self.xEdges = xEdges
         self.yEdges = yEdges
         self.counts = counts
@@ -109,10 +114,13 @@ public struct DensityGrid: Sendable, Equatable {
 
     /// Counts the pairs `(x[k], y[k])` falling inside the edges (equally spaced edges are not required).
     public init(x: [Float], y: [Float], xEdges: [Double], yEdges: [Double]) {
-        let nx = xEdges.count - 1, ny = yEdges.count - 1
+        let nx = xEdges.count - 1
+        let ny = yEdges.count - 1
         var counts = [Int](repeating: 0, count: nx * ny)
         for (a, b) in zip(x, y) {
-            if let i = binIndex(Double(a), edges: xEdges), let j = binIndex(Double(b), edges: yEdges) { counts[j * nx + i] += 1 }
+            if let i = binIndex(Double(a), edges: xEdges), let j = binIndex(Double(b), edges: yEdges) {
+                counts[j * nx + i] += 1
+            }
         }
         self.init(xEdges: xEdges, yEdges: yEdges, counts: counts)
     }
@@ -176,7 +184,8 @@ public struct SVGPlot: Sendable, Equatable {
 
             """
         func palette(_ colours: [String], indent: String) -> String {
-            colours.indices.map { "\(indent)svg.plot .c\($0), .swatch.c\($0) { color: \(colours[$0]); }" }.joined(separator: "\n") + "\n"
+            colours.indices.map { "\(indent)svg.plot .c\($0), .swatch.c\($0) { color: \(colours[$0]); }" }.joined(
+                separator: "\n") + "\n"
         }
         css += palette(colours, indent: "")
         css += "@media (prefers-color-scheme: dark) {\n" + palette(darkColours, indent: "  ") + "}\n"
@@ -189,7 +198,8 @@ public struct SVGPlot: Sendable, Equatable {
     /// Renders the plot as an `<svg>` element.
     public func render() -> RenderedPlot {
         var out = SVGWriter()
-        var drawn = 0, skipped = 0
+        var drawn = 0
+        var skipped = 0
         let legend = legendEntries()
         let legendLayout = LegendLayout(entries: legend.map(\.name), width: width - 24)
         let top = 34 + legendLayout.height
@@ -200,11 +210,22 @@ public struct SVGPlot: Sendable, Equatable {
         let yAxis = AxisLayout(axis: y, data: yRange, extent: (frame.bottom, frame.top))
         let clip = "\(id)-clip"
 
-        out.open("svg", ["xmlns": "http://www.w3.org/2000/svg", "class": "plot", "id": id, "viewBox": "0 0 \(svgNumber(width)) \(svgNumber(height))", "role": "img", "aria-labelledby": "\(id)-title"])
+        out.open(
+            "svg",
+            [
+                "xmlns": "http://www.w3.org/2000/svg", "class": "plot", "id": id,
+                "viewBox": "0 0 \(svgNumber(width)) \(svgNumber(height))", "role": "img",
+                "aria-labelledby": "\(id)-title",
+            ])
         out.element("title", ["id": "\(id)-title"], text: plainText(title))
         out.open("defs")
         out.open("clipPath", ["id": clip])
-        out.element("rect", ["x": svgNumber(frame.left), "y": svgNumber(frame.top), "width": svgNumber(frame.width), "height": svgNumber(frame.height)])
+        out.element(
+            "rect",
+            [
+                "x": svgNumber(frame.left), "y": svgNumber(frame.top), "width": svgNumber(frame.width),
+                "height": svgNumber(frame.height),
+            ])
         out.close("clipPath")
         out.close("defs")
         out.text(title, x: width / 2, y: 20, attributes: ["class": "title", "text-anchor": "middle"])
@@ -233,10 +254,14 @@ public struct SVGPlot: Sendable, Equatable {
         drawAxes(xAxis, yAxis, frame: frame, into: &out)
         if let density { drawColourBar(density, frame: frame, into: &out) }
         if drawn == 0 {
-            out.text("no data", x: (frame.left + frame.right) / 2, y: (frame.top + frame.bottom) / 2, attributes: ["class": "note", "text-anchor": "middle"])
+            out.text(
+                "no data", x: (frame.left + frame.right) / 2, y: (frame.top + frame.bottom) / 2,
+                attributes: ["class": "note", "text-anchor": "middle"])
         }
         if skipped > 0 {
-            out.text("\(skipped) point\(skipped == 1 ? "" : "s") not shown (NaN, ±Inf, or ≤ 0 on a log axis)", x: 6, y: height - 6, attributes: ["class": "note"])
+            out.text(
+                "\(skipped) point\(skipped == 1 ? "" : "s") not shown (NaN, ±Inf, or ≤ 0 on a log axis)", x: 6,
+                y: height - 6, attributes: ["class": "note"])
         }
         out.close("svg")
         return RenderedPlot(svg: out.text, drawnPoints: drawn, skippedPoints: skipped)
@@ -251,7 +276,8 @@ public struct SVGPlot: Sendable, Equatable {
 
     /// The data extent along x and y of everything drawn (finite values only; > 0 on log axes).
     private func dataRanges() -> (x: (Double, Double)?, y: (Double, Double)?) {
-        var xs = Extent(scale: x.scale), ys = Extent(scale: y.scale)
+        var xs = Extent(scale: x.scale)
+        var ys = Extent(scale: y.scale)
         for s in series {
             for p in s.points where xs.accepts(p.x) && ys.accepts(p.y) {
                 xs.add(p.x)
@@ -286,17 +312,26 @@ public struct SVGPlot: Sendable, Equatable {
     }
 
     private func legendEntries() -> [LegendEntry] {
-        series.map { LegendEntry(name: $0.name, style: $0.style, marker: true) } + histograms.map { LegendEntry(name: $0.name, style: $0.style, marker: false) }
+        series.map { LegendEntry(name: $0.name, style: $0.style, marker: true) }
+            + histograms.map { LegendEntry(name: $0.name, style: $0.style, marker: false) }
     }
 
     private func drawLegend(_ entries: [LegendEntry], layout: LegendLayout, into out: inout SVGWriter) {
         guard !entries.isEmpty else { return }
         out.open("g", ["class": "legend"])
         for (entry, position) in zip(entries, layout.positions) {
-            let x0 = 12 + position.x, y0 = 34 + position.y + 8
+            let x0 = 12 + position.x
+            let y0 = 34 + position.y + 8
             out.open("g", styleAttributes(entry.style))
-            out.element("line", ["x1": svgNumber(x0), "y1": svgNumber(y0), "x2": svgNumber(x0 + 20), "y2": svgNumber(y0), "stroke": "currentColor", "stroke-width": "2"])
-            if entry.marker { out.element("path", ["d": markerPath(style: entry.style, x: x0 + 10, y: y0), "fill": "currentColor"]) }
+            out.element(
+                "line",
+                [
+                    "x1": svgNumber(x0), "y1": svgNumber(y0), "x2": svgNumber(x0 + 20), "y2": svgNumber(y0),
+                    "stroke": "currentColor", "stroke-width": "2",
+                ])
+            if entry.marker {
+                out.element("path", ["d": markerPath(style: entry.style, x: x0 + 10, y: y0), "fill": "currentColor"])
+            }
             out.close("g")
             out.text(entry.name, x: x0 + 26, y: y0 + 4.5, attributes: [:])
         }
@@ -305,56 +340,108 @@ public struct SVGPlot: Sendable, Equatable {
 
     private func drawGrid(_ xAxis: AxisLayout, _ yAxis: AxisLayout, frame: Frame, into out: inout SVGWriter) {
         out.open("g", ["class": "grid", "stroke": "currentColor", "stroke-opacity": "0.14", "stroke-width": "1"])
-        for t in xAxis.ticks { out.element("line", ["x1": svgNumber(t.position), "y1": svgNumber(frame.top), "x2": svgNumber(t.position), "y2": svgNumber(frame.bottom)]) }
-        for t in yAxis.ticks { out.element("line", ["x1": svgNumber(frame.left), "y1": svgNumber(t.position), "x2": svgNumber(frame.right), "y2": svgNumber(t.position)]) }
+        for t in xAxis.ticks {
+            out.element(
+                "line",
+                [
+                    "x1": svgNumber(t.position), "y1": svgNumber(frame.top), "x2": svgNumber(t.position),
+                    "y2": svgNumber(frame.bottom),
+                ])
+        }
+        for t in yAxis.ticks {
+            out.element(
+                "line",
+                [
+                    "x1": svgNumber(frame.left), "y1": svgNumber(t.position), "x2": svgNumber(frame.right),
+                    "y2": svgNumber(t.position),
+                ])
+        }
         out.close("g")
     }
 
     private func drawAxes(_ xAxis: AxisLayout, _ yAxis: AxisLayout, frame: Frame, into out: inout SVGWriter) {
         out.open("g", ["class": "axes"])
-        out.element("rect", ["x": svgNumber(frame.left), "y": svgNumber(frame.top), "width": svgNumber(frame.width), "height": svgNumber(frame.height), "fill": "none", "stroke": "currentColor", "stroke-width": "1"])
+        out.element(
+            "rect",
+            [
+                "x": svgNumber(frame.left), "y": svgNumber(frame.top), "width": svgNumber(frame.width),
+                "height": svgNumber(frame.height), "fill": "none", "stroke": "currentColor", "stroke-width": "1",
+            ])
         var ticks = ""
         for t in xAxis.ticks { ticks += "M\(svgNumber(t.position)) \(svgNumber(frame.bottom))v-6" }
         for t in yAxis.ticks { ticks += "M\(svgNumber(frame.left)) \(svgNumber(t.position))h6" }
         if !ticks.isEmpty { out.element("path", ["d": ticks, "stroke": "currentColor", "stroke-width": "1"]) }
-        for t in xAxis.ticks { out.text(t.label, x: t.position, y: frame.bottom + 18, attributes: ["text-anchor": "middle"]) }
-        for t in yAxis.ticks { out.text(t.label, x: frame.left - 6, y: t.position + 4.5, attributes: ["text-anchor": "end"]) }
-        out.text(x.title, x: (frame.left + frame.right) / 2, y: frame.bottom + 40, attributes: ["text-anchor": "middle", "class": "axis-title"])
+        for t in xAxis.ticks {
+            out.text(t.label, x: t.position, y: frame.bottom + 18, attributes: ["text-anchor": "middle"])
+        }
+        for t in yAxis.ticks {
+            out.text(t.label, x: frame.left - 6, y: t.position + 4.5, attributes: ["text-anchor": "end"])
+        }
+        out.text(
+            x.title, x: (frame.left + frame.right) / 2, y: frame.bottom + 40,
+            attributes: ["text-anchor": "middle", "class": "axis-title"])
         let yMiddle = (frame.top + frame.bottom) / 2
-        out.text(y.title, x: 0, y: 0, attributes: ["text-anchor": "middle", "class": "axis-title", "transform": "translate(15 \(svgNumber(yMiddle))) rotate(-90)"])
+        out.text(
+            y.title, x: 0, y: 0,
+            attributes: [
+                "text-anchor": "middle", "class": "axis-title",
+                "transform": "translate(15 \(svgNumber(yMiddle))) rotate(-90)",
+            ])
         out.close("g")
     }
 
     private func drawReferenceLines(_ xAxis: AxisLayout, _ yAxis: AxisLayout, frame: Frame, into out: inout SVGWriter) {
-        let attributes = ["stroke": "currentColor", "stroke-opacity": "0.6", "stroke-width": "1", "stroke-dasharray": "5 4", "class": "reference"]
+        let attributes = [
+            "stroke": "currentColor", "stroke-opacity": "0.6", "stroke-width": "1", "stroke-dasharray": "5 4",
+            "class": "reference",
+        ]
         for line in referenceLines {
             switch line {
             case .horizontal(let v):
                 guard let py = yAxis.position(v) else { continue }
-                out.element("line", attributes.merging(["x1": svgNumber(frame.left), "y1": svgNumber(py), "x2": svgNumber(frame.right), "y2": svgNumber(py)]) { $1 })
+                out.element(
+                    "line",
+                    attributes.merging([
+                        "x1": svgNumber(frame.left), "y1": svgNumber(py), "x2": svgNumber(frame.right),
+                        "y2": svgNumber(py),
+                    ]) { $1 })
             case .diagonal:
                 // Sampled, so that it is the line y = x on any pair of scales.
-                let lower = max(xAxis.lower, yAxis.lower), upper = min(xAxis.upper, yAxis.upper)
+                let lower = max(xAxis.lower, yAxis.lower)
+                let upper = min(xAxis.upper, yAxis.upper)
                 guard lower < upper else { continue }
                 let points = (0...32).compactMap { k -> String? in
-                    let v = xAxis.scale == .log10 ? lower * pow(upper / lower, Double(k) / 32) : lower + (upper - lower) * Double(k) / 32
+                    let v =
+                        xAxis.scale == .log10
+                        ? lower * pow(upper / lower, Double(k) / 32) : lower + (upper - lower) * Double(k) / 32
                     guard let px = xAxis.position(v), let py = yAxis.position(v) else { return nil }
                     return "\(svgNumber(px)),\(svgNumber(py))"
                 }
-                out.element("polyline", attributes.merging(["points": points.joined(separator: " "), "fill": "none"]) { $1 })
+                out.element(
+                    "polyline", attributes.merging(["points": points.joined(separator: " "), "fill": "none"]) { $1 })
             }
         }
     }
 
-    private func drawSeries(_ s: PlotSeries, _ xAxis: AxisLayout, _ yAxis: AxisLayout, frame: Frame, into out: inout SVGWriter) -> (drawn: Int, skipped: Int) {
+    private func drawSeries(
+        _ s: PlotSeries, _ xAxis: AxisLayout, _ yAxis: AxisLayout, frame: Frame, into out: inout SVGWriter
+    ) -> (drawn: Int, skipped: Int) {
         var visible: [(x: Double, y: Double, point: PlotPoint)] = []
         for p in s.points {
             if let px = xAxis.position(p.x), let py = yAxis.position(p.y) { visible.append((px, py, p)) }
         }
-        out.open("g", styleAttributes(s.style).merging(["class": "series c\(s.style % Self.colours.count)", "data-name": s.name]) { $1 })
+        out.open(
+            "g",
+            styleAttributes(s.style).merging(["class": "series c\(s.style % Self.colours.count)", "data-name": s.name])
+            { $1 })
         if s.connected && visible.count > 1 {
             let points = visible.map { "\(svgNumber($0.x)),\(svgNumber($0.y))" }.joined(separator: " ")
-            out.element("polyline", ["points": points, "fill": "none", "stroke": "currentColor", "stroke-width": "1.5", "stroke-opacity": "0.8"])
+            out.element(
+                "polyline",
+                [
+                    "points": points, "fill": "none", "stroke": "currentColor", "stroke-width": "1.5",
+                    "stroke-opacity": "0.8",
+                ])
         }
         var bars = ""
         for v in visible {
@@ -364,20 +451,29 @@ public struct SVGPlot: Sendable, Equatable {
             bars += "M\(svgNumber(v.x)) \(svgNumber(bottom))V\(svgNumber(top))"
             bars += "M\(svgNumber(v.x - 3)) \(svgNumber(bottom))h6M\(svgNumber(v.x - 3)) \(svgNumber(top))h6"
         }
-        if !bars.isEmpty { out.element("path", ["class": "error-bars", "d": bars, "stroke": "currentColor", "stroke-width": "1.3", "fill": "none"]) }
+        if !bars.isEmpty {
+            out.element(
+                "path",
+                ["class": "error-bars", "d": bars, "stroke": "currentColor", "stroke-width": "1.3", "fill": "none"])
+        }
         for v in visible {
-            out.open("path", ["class": "marker", "d": markerPath(style: s.style, x: v.x, y: v.y), "fill": "currentColor"])
-            out.element("title", [:], text: v.point.note ?? "\(s.name): (\(plainNumber(v.point.x)), \(plainNumber(v.point.y)))")
+            out.open(
+                "path", ["class": "marker", "d": markerPath(style: s.style, x: v.x, y: v.y), "fill": "currentColor"])
+            out.element(
+                "title", [:], text: v.point.note ?? "\(s.name): (\(plainNumber(v.point.x)), \(plainNumber(v.point.y)))")
             out.close("path")
         }
         out.close("g")
         return (visible.count, s.points.count - visible.count)
     }
 
-    private func drawHistogram(_ h: HistogramSeries, _ xAxis: AxisLayout, _ yAxis: AxisLayout, frame: Frame, into out: inout SVGWriter) -> (drawn: Int, skipped: Int) {
+    private func drawHistogram(
+        _ h: HistogramSeries, _ xAxis: AxisLayout, _ yAxis: AxisLayout, frame: Frame, into out: inout SVGWriter
+    ) -> (drawn: Int, skipped: Int) {
         // Runs of drawable bins, each a step line that starts and ends on the bottom of the frame.
         var runs: [[(x0: Double, x1: Double, y: Double)]] = [[]]
-        var drawn = 0, skipped = 0
+        var drawn = 0
+        var skipped = 0
         for i in h.values.indices {
             let v = h.values[i]
             // An empty bin sits on the bottom of the frame (also on a log axis, where 0 has no position).
@@ -392,26 +488,43 @@ public struct SVGPlot: Sendable, Equatable {
         }
         let bottom = svgNumber(frame.bottom)
         let path = runs.filter { !$0.isEmpty }.map { run in
-            "M\(svgNumber(run[0].x0)) \(bottom)" + run.map { "V\(svgNumber($0.y))H\(svgNumber($0.x1))" }.joined() + "V\(bottom)"
+            "M\(svgNumber(run[0].x0)) \(bottom)" + run.map { "V\(svgNumber($0.y))H\(svgNumber($0.x1))" }.joined()
+                + "V\(bottom)"
         }.joined()
-        out.element("path", styleAttributes(h.style).merging(["class": "hist c\(h.style % Self.colours.count)", "data-name": h.name, "data-bins": String(drawn), "d": path, "fill": "none", "stroke": "currentColor", "stroke-width": h.style == 0 ? "2.2" : "1.6"]) { $1 })
+        out.element(
+            "path",
+            styleAttributes(h.style).merging([
+                "class": "hist c\(h.style % Self.colours.count)", "data-name": h.name, "data-bins": String(drawn),
+                "d": path, "fill": "none", "stroke": "currentColor", "stroke-width": h.style == 0 ? "2.2" : "1.6",
+            ]) { $1 })
         return (drawn, skipped)
     }
 
-    private func drawDensity(_ d: DensityGrid, _ xAxis: AxisLayout, _ yAxis: AxisLayout, into out: inout SVGWriter) -> (drawn: Int, skipped: Int) {
+    private func drawDensity(_ d: DensityGrid, _ xAxis: AxisLayout, _ yAxis: AxisLayout, into out: inout SVGWriter) -> (
+        drawn: Int, skipped: Int
+    ) {
         let nx = d.xEdges.count - 1
         let maxCount = d.counts.max() ?? 0
-        var drawn = 0, skipped = 0
+        var drawn = 0
+        var skipped = 0
         out.open("g", ["class": "density"])
         for (k, count) in d.counts.enumerated() where count > 0 {
-            let i = k % nx, j = k / nx
-            guard let x0 = xAxis.position(d.xEdges[i]), let x1 = xAxis.position(d.xEdges[i + 1]), let y0 = yAxis.position(d.yEdges[j]), let y1 = yAxis.position(d.yEdges[j + 1]) else {
+            let i = k % nx
+            let j = k / nx
+            guard let x0 = xAxis.position(d.xEdges[i]), let x1 = xAxis.position(d.xEdges[i + 1]),
+                let y0 = yAxis.position(d.yEdges[j]), let y1 = yAxis.position(d.yEdges[j + 1])
+            else {
                 skipped += 1
                 continue
             }
             let t = maxCount > 1 ? log(Double(count)) / log(Double(maxCount)) : 1
             // Slightly oversized cells: no hairline gaps between neighbours when rasterised.
-            out.element("rect", ["class": "cell", "x": svgNumber(min(x0, x1)), "y": svgNumber(min(y0, y1)), "width": svgNumber(abs(x1 - x0) + 0.3), "height": svgNumber(abs(y1 - y0) + 0.3), "fill": viridis(t)])
+            out.element(
+                "rect",
+                [
+                    "class": "cell", "x": svgNumber(min(x0, x1)), "y": svgNumber(min(y0, y1)),
+                    "width": svgNumber(abs(x1 - x0) + 0.3), "height": svgNumber(abs(y1 - y0) + 0.3), "fill": viridis(t),
+                ])
             drawn += 1
         }
         out.close("g")
@@ -420,20 +533,41 @@ public struct SVGPlot: Sendable, Equatable {
 
     private func drawColourBar(_ d: DensityGrid, frame: Frame, into out: inout SVGWriter) {
         let maxCount = Double(max(d.counts.max() ?? 1, 2))
-        let x0 = frame.right + 14, barWidth = 14.0
+        let x0 = frame.right + 14
+        let barWidth = 14.0
         let gradient = "\(id)-colours"
         out.open("defs")
         out.open("linearGradient", ["id": gradient, "x1": "0", "y1": "1", "x2": "0", "y2": "0"])
-        for k in 0...10 { out.element("stop", ["offset": svgNumber(Double(k) / 10), "stop-color": viridis(Double(k) / 10)]) }
+        for k in 0...10 {
+            out.element("stop", ["offset": svgNumber(Double(k) / 10), "stop-color": viridis(Double(k) / 10)])
+        }
         out.close("linearGradient")
         out.close("defs")
-        out.element("rect", ["class": "colour-bar", "x": svgNumber(x0), "y": svgNumber(frame.top), "width": svgNumber(barWidth), "height": svgNumber(frame.height), "fill": "url(#\(gradient))", "stroke": "currentColor", "stroke-width": "0.8"])
-        let axis = AxisLayout(axis: PlotAxis("events", scale: .log10, range: 1...maxCount), data: nil, extent: (frame.bottom, frame.top))
+        out.element(
+            "rect",
+            [
+                "class": "colour-bar", "x": svgNumber(x0), "y": svgNumber(frame.top), "width": svgNumber(barWidth),
+                "height": svgNumber(frame.height), "fill": "url(#\(gradient))", "stroke": "currentColor",
+                "stroke-width": "0.8",
+            ])
+        let axis = AxisLayout(
+            axis: PlotAxis("events", scale: .log10, range: 1...maxCount), data: nil, extent: (frame.bottom, frame.top))
         for t in axis.ticks {
-            out.element("line", ["x1": svgNumber(x0 + barWidth), "y1": svgNumber(t.position), "x2": svgNumber(x0 + barWidth + 4), "y2": svgNumber(t.position), "stroke": "currentColor"])
+            out.element(
+                "line",
+                [
+                    "x1": svgNumber(x0 + barWidth), "y1": svgNumber(t.position), "x2": svgNumber(x0 + barWidth + 4),
+                    "y2": svgNumber(t.position), "stroke": "currentColor",
+                ])
             out.text(t.label, x: x0 + barWidth + 6, y: t.position + 4.5, attributes: ["font-size": "11"])
         }
-        out.text("events / bin", x: 0, y: 0, attributes: ["text-anchor": "middle", "font-size": "11", "transform": "translate(\(svgNumber(width - 6)) \(svgNumber((frame.top + frame.bottom) / 2))) rotate(-90)"])
+        out.text(
+            "events / bin", x: 0, y: 0,
+            attributes: [
+                "text-anchor": "middle", "font-size": "11",
+                "transform":
+                    "translate(\(svgNumber(width - 6)) \(svgNumber((frame.top + frame.bottom) / 2))) rotate(-90)",
+            ])
     }
 
     /// The presentation colour of a palette entry (the page's style sheet may override it).
@@ -456,7 +590,8 @@ public func niceTicks(lower: Double, upper: Double, target: Int = 6, integer: Bo
     }
     var step = niceStep((upper - lower) / Double(max(target, 1)))
     if integer { step = max(1, step.rounded(.up)) }
-    let first = (lower / step + 1e-9).rounded(.down), last = (upper / step - 1e-9).rounded(.up)
+    let first = (lower / step + 1e-9).rounded(.down)
+    let last = (upper / step - 1e-9).rounded(.up)
     return stride(from: first, through: last, by: 1).map { $0 * step == 0 ? 0 : $0 * step }
 }
 
@@ -466,11 +601,14 @@ public func logTicks(lower: Double, upper: Double) -> [Double] {
     precondition(lower > 0 && upper >= lower && upper.isFinite, "logTicks: invalid range \(lower)...\(upper)")
     let decades = Foundation.log10(upper / lower)
     func ticks(_ mantissas: [Double]) -> [Double] {
-        let first = Int(Foundation.log10(lower).rounded(.down)), last = Int(Foundation.log10(upper).rounded(.up))
+        let first = Int(Foundation.log10(lower).rounded(.down))
+        let last = Int(Foundation.log10(upper).rounded(.up))
         var values: [Double] = []
         for e in first...last {
             let power: Double = pow(10, Double(e))
-            for m in mantissas where m * power >= lower * (1 - 1e-9) && m * power <= upper * (1 + 1e-9) { values.append(m * power) }
+            for m in mantissas where m * power >= lower * (1 - 1e-9) && m * power <= upper * (1 + 1e-9) {
+                values.append(m * power)
+            }
         }
         return values
     }
@@ -485,7 +623,9 @@ func niceStep(_ raw: Double) -> Double {
     let exponent = Foundation.log10(raw).rounded(.down)
     let magnitude = pow(10, exponent)
     let fraction = raw / magnitude
-    let mantissa: Double = fraction <= 1 + 1e-9 ? 1 : fraction <= 2 + 1e-9 ? 2 : fraction <= 2.5 + 1e-9 ? 2.5 : fraction <= 5 + 1e-9 ? 5 : 10
+    let mantissa: Double =
+        fraction <= 1 + 1e-9
+        ? 1 : fraction <= 2 + 1e-9 ? 2 : fraction <= 2.5 + 1e-9 ? 2.5 : fraction <= 5 + 1e-9 ? 5 : 10
     return mantissa * magnitude
 }
 
@@ -515,14 +655,17 @@ private struct AxisLayout {
     init(axis: PlotAxis, data: (Double, Double)?, extent: (Double, Double)) {
         scale = axis.scale
         self.extent = extent
-        let values: [Double], labels: [String]
+        let values: [Double]
+        let labels: [String]
         switch axis.scale {
         case .linear:
             if let fixed = axis.range {
                 let (a, b) = (fixed.lowerBound, fixed.upperBound)
                 (lower, upper) = (a, b)
                 let slack = 1e-9 * max(abs(a), abs(b), 1)
-                values = niceTicks(lower: a, upper: b, integer: axis.integer).filter { $0 >= a - slack && $0 <= b + slack }
+                values = niceTicks(lower: a, upper: b, integer: axis.integer).filter {
+                    $0 >= a - slack && $0 <= b + slack
+                }
             } else {
                 let (a, b) = data ?? (0, 1)
                 let pad = (b - a) * 0.04
@@ -564,7 +707,9 @@ private struct AxisLayout {
         Self.position(v, scale: scale, lower: lower, upper: upper, extent: extent)
     }
 
-    private static func position(_ v: Double, scale: AxisScale, lower: Double, upper: Double, extent: (Double, Double)) -> Double? {
+    private static func position(_ v: Double, scale: AxisScale, lower: Double, upper: Double, extent: (Double, Double))
+        -> Double?
+    {
         guard v.isFinite, upper > lower else { return nil }
         let t: Double
         switch scale {
@@ -598,7 +743,8 @@ private func logLabel(_ v: Double) -> String {
 
 /// Text without the sub- and superscript markup: `u_{x}^{true}` → `u_x^true`.
 func plainText(_ text: String) -> String {
-    text.replacingOccurrences(of: "_{", with: "_").replacingOccurrences(of: "^{", with: "^").replacingOccurrences(of: "}", with: "")
+    text.replacingOccurrences(of: "_{", with: "_").replacingOccurrences(of: "^{", with: "^").replacingOccurrences(
+        of: "}", with: "")
 }
 
 /// A number for tooltips: four significant digits.
@@ -613,7 +759,8 @@ private struct LegendLayout {
 
     init(entries: [String], width: Double) {
         guard !entries.isEmpty else { return }
-        var x = 0.0, y = 0.0
+        var x = 0.0
+        var y = 0.0
         for name in entries {
             let w = 26 + approximateTextWidth(name, fontSize: 13) + 10
             if x > 0 && x + w > width {
@@ -663,7 +810,8 @@ func viridis(_ t: Double) -> String {
 /// The index of the bin `[edges[i], edges[i+1])` holding `v`, or nil outside the edges.
 func binIndex(_ v: Double, edges: [Double]) -> Int? {
     guard v.isFinite, let first = edges.first, let last = edges.last, v >= first, v < last else { return nil }
-    var low = 0, high = edges.count - 1
+    var low = 0
+    var high = edges.count - 1
     while high - low > 1 {
         let middle = (low + high) / 2
         if v >= edges[middle] { low = middle } else { high = middle }
@@ -739,13 +887,17 @@ struct SVGWriter {
     /// `u_{∥}` → `u<tspan dy="0.3em" font-size="75%">∥</tspan>`, `10^{3}` likewise raised; other `_` and `^`
     /// are plain text.
     static func rich(_ content: String) -> String {
-        var out = "", shift = 0.0, plain = ""
+        var out = ""
+        var shift = 0.0
+        var plain = ""
         var rest = Substring(content)
         while let first = rest.first {
             if first == "_" || first == "^", rest.dropFirst().first == "{", let end = rest.firstIndex(of: "}") {
                 if !plain.isEmpty { out += shifted(plain, from: &shift, to: 0, small: false) }
                 plain = ""
-                out += shifted(String(rest[rest.index(rest.startIndex, offsetBy: 2)..<end]), from: &shift, to: first == "_" ? 0.3 : -0.45, small: true)
+                out += shifted(
+                    String(rest[rest.index(rest.startIndex, offsetBy: 2)..<end]), from: &shift,
+                    to: first == "_" ? 0.3 : -0.45, small: true)
                 rest = rest[rest.index(after: end)...]
             } else {
                 plain.append(first)

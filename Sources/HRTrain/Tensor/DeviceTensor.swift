@@ -125,7 +125,8 @@ extension ComputeContext {
         try values.withUnsafeBytes { raw in
             try clCheck(
                 clEnqueueWriteBuffer(
-                    queue, tensor.buffer.mem, cl_bool(CL_TRUE), tensor.offset * 4, raw.count, raw.baseAddress, 0, nil, nil),
+                    queue, tensor.buffer.mem, cl_bool(CL_TRUE), tensor.offset * 4, raw.count, raw.baseAddress, 0, nil,
+                    nil),
                 "clEnqueueWriteBuffer", detail: "\(formatBytes(raw.count))")
         }
     }
@@ -136,7 +137,8 @@ extension ComputeContext {
         try values.withUnsafeMutableBytes { raw in
             try clCheck(
                 clEnqueueReadBuffer(
-                    queue, tensor.buffer.mem, cl_bool(CL_TRUE), tensor.offset * 4, raw.count, raw.baseAddress, 0, nil, nil),
+                    queue, tensor.buffer.mem, cl_bool(CL_TRUE), tensor.offset * 4, raw.count, raw.baseAddress, 0, nil,
+                    nil),
                 "clEnqueueReadBuffer", detail: "\(formatBytes(raw.count))")
         }
         return values

@@ -22,7 +22,10 @@ final class DeviceDataset<B: Backend> {
 
     /// `features` `[rows, F]` and `targets` `[rows, T]` (raw); the set is resident when both fit in
     /// `residentLimitBytes`.
-    init(backend: B, features: [Float], targets: [Float], rows: Int, featureScaler: StandardScaler, targetScaler: StandardScaler?, residentLimitBytes: Int, chunkRows: Int) throws {
+    init(
+        backend: B, features: [Float], targets: [Float], rows: Int, featureScaler: StandardScaler,
+        targetScaler: StandardScaler?, residentLimitBytes: Int, chunkRows: Int
+    ) throws {
         self.backend = backend
         self.rows = rows
         featureCount = features.count / max(rows, 1)
@@ -45,7 +48,9 @@ final class DeviceDataset<B: Backend> {
 
     private func standardise(x: B.Tensor, y: B.Tensor) throws {
         try backend.standardScale(x, mean: featureMean, scale: featureScale, into: x)
-        if let targetMean, let targetScale { try backend.standardScale(y, mean: targetMean, scale: targetScale, into: y) }
+        if let targetMean, let targetScale {
+            try backend.standardScale(y, mean: targetMean, scale: targetScale, into: y)
+        }
     }
 
     /// Calls `body(x, y, step)` for consecutive batches of the given sizes, taking rows in `order` (a
@@ -55,8 +60,9 @@ final class DeviceDataset<B: Backend> {
             guard let order else {
                 var start = 0
                 for (step, n) in sizes.enumerated() {
-                    try body(backend.view(residentFeatures, offset: start * featureCount, shape: [n, featureCount]),
-                             backend.view(residentTargets, offset: start * targetCount, shape: [n, targetCount]), step)
+                    try body(
+                        backend.view(residentFeatures, offset: start * featureCount, shape: [n, featureCount]),
+                        backend.view(residentTargets, offset: start * targetCount, shape: [n, targetCount]), step)
                     start += n
                 }
                 return
@@ -65,7 +71,9 @@ final class DeviceDataset<B: Backend> {
             var start = 0
             var buffers: [Int: (B.Tensor, B.Tensor)] = [:]
             for (step, n) in sizes.enumerated() {
-                if buffers[n] == nil { buffers[n] = (try backend.scratch([n, featureCount]), try backend.scratch([n, targetCount])) }
+                if buffers[n] == nil {
+                    buffers[n] = (try backend.scratch([n, featureCount]), try backend.scratch([n, targetCount]))
+                }
                 let (x, y) = buffers[n]!
                 try backend.gatherRows(residentFeatures, indices: indices, indexOffset: start, into: x)
                 try backend.gatherRows(residentTargets, indices: indices, indexOffset: start, into: y)
@@ -78,7 +86,8 @@ final class DeviceDataset<B: Backend> {
         // uploaded, standardised on the device, and consumed as views. The host gathers chunk i + 1 on another
         // thread while the device trains on chunk i; the upload itself is queued in order.
         var plan: [(start: Int, rows: Int, sizes: [Int])] = []
-        var step = 0, start = 0
+        var step = 0
+        var start = 0
         while step < sizes.count {
             var chunk: [Int] = []
             var total = 0
@@ -91,7 +100,9 @@ final class DeviceDataset<B: Backend> {
             start += total
         }
         let chunks = plan
-        let (features, targets, featureCount, targetCount) = (self.features, self.targets, self.featureCount, self.targetCount)
+        let (features, targets, featureCount, targetCount) = (
+            self.features, self.targets, self.featureCount, self.targetCount
+        )
         @Sendable func gather(_ chunk: (start: Int, rows: Int, sizes: [Int])) -> (x: [Float], y: [Float]) {
             var xs = [Float](repeating: 0, count: chunk.rows * featureCount)
             var ys = [Float](repeating: 0, count: chunk.rows * targetCount)
@@ -119,8 +130,9 @@ final class DeviceDataset<B: Backend> {
             try standardise(x: x, y: y)
             var offset = 0
             for n in plan[i].sizes {
-                try body(backend.view(x, offset: offset * featureCount, shape: [n, featureCount]),
-                         backend.view(y, offset: offset * targetCount, shape: [n, targetCount]), step)
+                try body(
+                    backend.view(x, offset: offset * featureCount, shape: [n, featureCount]),
+                    backend.view(y, offset: offset * targetCount, shape: [n, targetCount]), step)
                 offset += n
                 step += 1
             }

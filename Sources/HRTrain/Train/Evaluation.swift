@@ -17,11 +17,13 @@ public struct RecoilBinning: Codable, Sendable, Equatable {
     }
 
     /// The truth recoil magnitude |u_t| in GeV: 0, 10, 20, 30, 50, 100, ∞.
-    public static let truthMagnitude = RecoilBinning(variable: "|u_t|", column: nil, edges: [0, 10, 20, 30, 50, 100, .infinity])
+    public static let truthMagnitude = RecoilBinning(
+        variable: "|u_t|", column: nil, edges: [0, 10, 20, 30, 50, 100, .infinity])
     /// Pile-up μ (column `mu`): 0, 20, 30, 40, 50, ∞.
     public static let pileUp = RecoilBinning(variable: "mu", column: "mu", edges: [0, 20, 30, 40, 50, .infinity])
     /// The number of primary vertices (column `n_pv`): 0, 10, 20, 30, ∞.
-    public static let primaryVertices = RecoilBinning(variable: "n_pv", column: "n_pv", edges: [0, 10, 20, 30, .infinity])
+    public static let primaryVertices = RecoilBinning(
+        variable: "n_pv", column: "n_pv", edges: [0, 10, 20, 30, .infinity])
     /// The binnings `hrtrain evaluate` reports (those whose column the data lacks are skipped).
     public static let standard = [truthMagnitude, pileUp, primaryVertices]
 }
@@ -73,11 +75,13 @@ public struct Evaluation: Codable, Sendable, Equatable {
     /// `table` (read from `data`), and each column list of `comparisons` (as many columns as targets) the
     /// same way. Binnings whose column `table` lacks are skipped; recoil figures need two targets (x, y).
     public init(
-        predictions: [Float], table: Table, targetNames: [String], comparisons: [[String]] = [], model: String, data: String, backend: String,
+        predictions: [Float], table: Table, targetNames: [String], comparisons: [[String]] = [], model: String,
+        data: String, backend: String,
         binnings: [RecoilBinning] = RecoilBinning.standard
     ) throws {
         let components = targetNames.count
-        precondition(predictions.count == table.rowCount * components, "Evaluation: predictions are not [rows, targets]")
+        precondition(
+            predictions.count == table.rowCount * components, "Evaluation: predictions are not [rows, targets]")
         let truth = try targetNames.map { name -> [Float] in
             guard let i = table.columnIndex(name) else {
                 var error = DataError.unknownColumn(name, available: table.columnNames, file: data, option: "--data")
@@ -86,13 +90,24 @@ public struct Evaluation: Codable, Sendable, Equatable {
             }
             return table.column(i)
         }
-        var estimates = [Self.estimate(name: "network", columns: targetNames, values: (0..<components).map { c in stride(from: c, to: predictions.count, by: components).map { predictions[$0] } }, truth: truth, table: table, binnings: binnings)]
+        var estimates = [
+            Self.estimate(
+                name: "network", columns: targetNames,
+                values: (0..<components).map { c in
+                    stride(from: c, to: predictions.count, by: components).map { predictions[$0] }
+                }, truth: truth, table: table, binnings: binnings)
+        ]
         for columns in comparisons {
             guard columns.count == components else {
-                throw DataError("\(columns.joined(separator: ",")) names \(columns.count) column\(columns.count == 1 ? "" : "s"); give one per target (\(targetNames.joined(separator: ",")))", file: data, option: "--compare")
+                throw DataError(
+                    "\(columns.joined(separator: ",")) names \(columns.count) column\(columns.count == 1 ? "" : "s"); give one per target (\(targetNames.joined(separator: ",")))",
+                    file: data, option: "--compare")
             }
             let indices = try table.indices(of: columns, file: data, option: "--compare")
-            estimates.append(Self.estimate(name: Self.recoilName(columns), columns: columns, values: indices.map(table.column), truth: truth, table: table, binnings: binnings))
+            estimates.append(
+                Self.estimate(
+                    name: Self.recoilName(columns), columns: columns, values: indices.map(table.column), truth: truth,
+                    table: table, binnings: binnings))
         }
         self.model = model
         self.data = data
@@ -104,7 +119,9 @@ public struct Evaluation: Codable, Sendable, Equatable {
 
     /// `hr_all` for `hr_all_x,hr_all_y`; the columns joined by commas otherwise.
     static func recoilName(_ columns: [String]) -> String {
-        if columns.count == 2, columns[0].hasSuffix("x"), columns[1].hasSuffix("y"), columns[0].dropLast() == columns[1].dropLast() {
+        if columns.count == 2, columns[0].hasSuffix("x"), columns[1].hasSuffix("y"),
+            columns[0].dropLast() == columns[1].dropLast()
+        {
             let stem = columns[0].dropLast()
             let name = stem.hasSuffix("_") ? stem.dropLast() : stem
             if !name.isEmpty { return String(name) }
@@ -113,7 +130,9 @@ public struct Evaluation: Codable, Sendable, Equatable {
     }
 
     /// The figures of one estimate (`values[component][row]`) against `truth[component][row]`.
-    private static func estimate(name: String, columns: [String], values: [[Float]], truth: [[Float]], table: Table, binnings: [RecoilBinning]) -> RecoilEstimate {
+    private static func estimate(
+        name: String, columns: [String], values: [[Float]], truth: [[Float]], table: Table, binnings: [RecoilBinning]
+    ) -> RecoilEstimate {
         let rows = table.rowCount
         let squared = zip(values, truth).map { v, t -> Double in
             var sum = 0.0
@@ -125,7 +144,9 @@ public struct Evaluation: Codable, Sendable, Equatable {
         }
         let loss = squared.reduce(0, +) / Double(max(rows * values.count, 1))
         let rmse = squared.map { ($0 / Double(max(rows, 1))).squareRoot() }
-        guard values.count == 2 else { return RecoilEstimate(name: name, columns: columns, loss: loss, rmse: rmse, summary: nil, binned: []) }
+        guard values.count == 2 else {
+            return RecoilEstimate(name: name, columns: columns, loss: loss, rmse: rmse, summary: nil, binned: [])
+        }
         let summary = recoilSummary(predictedX: values[0], predictedY: values[1], truthX: truth[0], truthY: truth[1])
         let binned = binnings.compactMap { binning -> BinnedRecoilFigures? in
             let variable: [Float]
@@ -138,7 +159,9 @@ public struct Evaluation: Codable, Sendable, Equatable {
                     return Float((dx * dx + dy * dy).squareRoot())
                 }
             }
-            let bins = recoilFigures(predictedX: values[0], predictedY: values[1], truthX: truth[0], truthY: truth[1], variable: variable, edges: binning.edges)
+            let bins = recoilFigures(
+                predictedX: values[0], predictedY: values[1], truthX: truth[0], truthY: truth[1], variable: variable,
+                edges: binning.edges)
             return BinnedRecoilFigures(binning: binning, bins: bins)
         }
         return RecoilEstimate(name: name, columns: columns, loss: loss, rmse: rmse, summary: summary, binned: binned)
@@ -149,14 +172,16 @@ public struct Evaluation: Codable, Sendable, Equatable {
     public static func jsonEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return encoder
     }
 
     /// The JSON decoder matching `jsonEncoder()`.
     public static func jsonDecoder() -> JSONDecoder {
         let decoder = JSONDecoder()
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(
+            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return decoder
     }
 }
@@ -166,7 +191,8 @@ public struct Evaluation: Codable, Sendable, Equatable {
 
 extension RecoilBin: Codable {
     enum CodingKeys: String, CodingKey {
-        case lowerEdge, upperEdge, count, meanTruthMagnitude, response, responseError, parallelBias, parallelRMS, parallelRMSError
+        case lowerEdge, upperEdge, count, meanTruthMagnitude, response, responseError, parallelBias, parallelRMS,
+            parallelRMSError
         case parallelWidth, perpendicularMean, perpendicularRMS, perpendicularRMSError, perpendicularWidth
     }
 
@@ -175,11 +201,16 @@ extension RecoilBin: Codable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func value(_ key: CodingKeys) throws -> Double { try c.decode(Double.self, forKey: key) }
         self.init(
-            lowerEdge: try value(.lowerEdge), upperEdge: try value(.upperEdge), count: try c.decode(Int.self, forKey: .count),
-            meanTruthMagnitude: try value(.meanTruthMagnitude), response: try value(.response), responseError: try value(.responseError),
-            parallelBias: try value(.parallelBias), parallelRMS: try value(.parallelRMS), parallelRMSError: try value(.parallelRMSError),
-            parallelWidth: try value(.parallelWidth), perpendicularMean: try value(.perpendicularMean), perpendicularRMS: try value(.perpendicularRMS),
-            perpendicularRMSError: try value(.perpendicularRMSError), perpendicularWidth: try value(.perpendicularWidth))
+            lowerEdge: try value(.lowerEdge), upperEdge: try value(.upperEdge),
+            count: try c.decode(Int.self, forKey: .count),
+            meanTruthMagnitude: try value(.meanTruthMagnitude), response: try value(.response),
+            responseError: try value(.responseError),
+            parallelBias: try value(.parallelBias), parallelRMS: try value(.parallelRMS),
+            parallelRMSError: try value(.parallelRMSError),
+            parallelWidth: try value(.parallelWidth), perpendicularMean: try value(.perpendicularMean),
+            perpendicularRMS: try value(.perpendicularRMS),
+            perpendicularRMSError: try value(.perpendicularRMSError), perpendicularWidth: try value(.perpendicularWidth)
+        )
     }
 
     /// Encodes a bin.
@@ -187,9 +218,12 @@ extension RecoilBin: Codable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(count, forKey: .count)
         let values: [(CodingKeys, Double)] = [
-            (.lowerEdge, lowerEdge), (.upperEdge, upperEdge), (.meanTruthMagnitude, meanTruthMagnitude), (.response, response),
-            (.responseError, responseError), (.parallelBias, parallelBias), (.parallelRMS, parallelRMS), (.parallelRMSError, parallelRMSError),
-            (.parallelWidth, parallelWidth), (.perpendicularMean, perpendicularMean), (.perpendicularRMS, perpendicularRMS),
+            (.lowerEdge, lowerEdge), (.upperEdge, upperEdge), (.meanTruthMagnitude, meanTruthMagnitude),
+            (.response, response),
+            (.responseError, responseError), (.parallelBias, parallelBias), (.parallelRMS, parallelRMS),
+            (.parallelRMSError, parallelRMSError),
+            (.parallelWidth, parallelWidth), (.perpendicularMean, perpendicularMean),
+            (.perpendicularRMS, perpendicularRMS),
             (.perpendicularRMSError, perpendicularRMSError), (.perpendicularWidth, perpendicularWidth),
         ]
         for (key, value) in values { try c.encode(value, forKey: key) }
@@ -204,15 +238,20 @@ extension RecoilSummary: Codable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func value(_ key: CodingKeys) throws -> Double { try c.decode(Double.self, forKey: key) }
         self.init(
-            count: try c.decode(Int.self, forKey: .count), response: try value(.response), parallelRMS: try value(.parallelRMS),
-            perpendicularRMS: try value(.perpendicularRMS), rmseX: try value(.rmseX), rmseY: try value(.rmseY), rmse: try value(.rmse))
+            count: try c.decode(Int.self, forKey: .count), response: try value(.response),
+            parallelRMS: try value(.parallelRMS),
+            perpendicularRMS: try value(.perpendicularRMS), rmseX: try value(.rmseX), rmseY: try value(.rmseY),
+            rmse: try value(.rmse))
     }
 
     /// Encodes a summary.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(count, forKey: .count)
-        for (key, value) in [(CodingKeys.response, response), (.parallelRMS, parallelRMS), (.perpendicularRMS, perpendicularRMS), (.rmseX, rmseX), (.rmseY, rmseY), (.rmse, rmse)] {
+        for (key, value) in [
+            (CodingKeys.response, response), (.parallelRMS, parallelRMS), (.perpendicularRMS, perpendicularRMS),
+            (.rmseX, rmseX), (.rmseY, rmseY), (.rmse, rmse),
+        ] {
             try c.encode(value, forKey: key)
         }
     }

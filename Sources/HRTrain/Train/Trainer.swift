@@ -49,7 +49,9 @@ extension TrainerState {
             } else {
                 plateauWait += 1
                 if plateauWait >= plateau.patience {
-                    if learningRate > plateau.minimum { learningRate = max(learningRate * plateau.factor, plateau.minimum) }
+                    if learningRate > plateau.minimum {
+                        learningRate = max(learningRate * plateau.factor, plateau.minimum)
+                    }
                     plateauWait = 0
                 }
             }
@@ -88,23 +90,34 @@ public final class Trainer<B: Backend> {
 
     /// Prepares a run. `train` and `validation` hold raw (unscaled) features and targets; the scalers are
     /// applied on the device. `residentLimitBytes` decides whether the sets are uploaded once or streamed.
-    public init(backend: B, options: TrainingOptions, network: Network<B>, train: (features: [Float], targets: [Float], rows: Int),
-                validation: (features: [Float], targets: [Float], rows: Int)?, featureScaler: StandardScaler, targetScaler: StandardScaler?,
-                residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Double], running: [Double])? = nil) throws {
+    public init(
+        backend: B, options: TrainingOptions, network: Network<B>,
+        train: (features: [Float], targets: [Float], rows: Int),
+        validation: (features: [Float], targets: [Float], rows: Int)?, featureScaler: StandardScaler,
+        targetScaler: StandardScaler?,
+        residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Double], running: [Double])? = nil
+    ) throws {
         self.backend = backend
         self.options = options
         self.network = network
         self.state = state ?? TrainerState(learningRate: options.learningRate)
         let chunk = max(options.batchSize * 8, 1)
-        training = try DeviceDataset(backend: backend, features: train.features, targets: train.targets, rows: train.rows, featureScaler: featureScaler, targetScaler: targetScaler, residentLimitBytes: residentLimitBytes, chunkRows: chunk)
+        training = try DeviceDataset(
+            backend: backend, features: train.features, targets: train.targets, rows: train.rows,
+            featureScaler: featureScaler, targetScaler: targetScaler, residentLimitBytes: residentLimitBytes,
+            chunkRows: chunk)
         if let v = validation, v.rows > 0 {
-            self.validation = try DeviceDataset(backend: backend, features: v.features, targets: v.targets, rows: v.rows, featureScaler: featureScaler, targetScaler: targetScaler, residentLimitBytes: residentLimitBytes, chunkRows: chunk)
+            self.validation = try DeviceDataset(
+                backend: backend, features: v.features, targets: v.targets, rows: v.rows, featureScaler: featureScaler,
+                targetScaler: targetScaler, residentLimitBytes: residentLimitBytes, chunkRows: chunk)
         } else {
             self.validation = nil
         }
         if options.earlyStopping?.restoreBestWeights == true {
-            bestParameters = try backend.tensor(best?.parameters ?? backend.read(network.parameters), shape: [network.layout.parameterCount])
-            bestRunning = try backend.tensor(best?.running ?? backend.read(network.runningStatistics), shape: [network.layout.runningCount])
+            bestParameters = try backend.tensor(
+                best?.parameters ?? backend.read(network.parameters), shape: [network.layout.parameterCount])
+            bestRunning = try backend.tensor(
+                best?.running ?? backend.read(network.runningStatistics), shape: [network.layout.runningCount])
         }
     }
 
@@ -125,7 +138,9 @@ public final class Trainer<B: Backend> {
     }
 
     /// The seed of epoch `epoch`'s shuffle.
-    public static func shuffleSeed(seed: UInt64, epoch: Int) -> UInt64 { seed ^ (0x5DEE_CE66_D1CE_4E5B &* UInt64(epoch)) }
+    public static func shuffleSeed(seed: UInt64, epoch: Int) -> UInt64 {
+        seed ^ (0x5DEE_CE66_D1CE_4E5B &* UInt64(epoch))
+    }
 
     /// Trains until `options.epochs` are done or early stopping fires; calls `afterEpoch` (e.g. to write a
     /// checkpoint) after each epoch. Returns the history.
@@ -161,7 +176,8 @@ public final class Trainer<B: Backend> {
         let order = options.shuffle ? Self.permutation(rows: training.rows, seed: options.seed, epoch: epoch) : nil
         let lr = state.learningRate
         try training.forEachBatch(sizes: sizes, order: order) { x, y, step in
-            try network.trainStep(input: x, target: y, learningRate: lr, loss: backend.view(losses, offset: step, shape: [1]))
+            try network.trainStep(
+                input: x, target: y, learningRate: lr, loss: backend.view(losses, offset: step, shape: [1]))
             lastQueuedStep = step
             observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
         }
@@ -169,7 +185,9 @@ public final class Trainer<B: Backend> {
         let trainSeconds = elapsed(since: start)
         let trainLoss = stepLosses.reduce(0, +) / Double(stepLosses.count)
         let validationLoss = try validation.map { try evaluate($0) }
-        let record = EpochRecord(epoch: epoch, trainLoss: trainLoss, validationLoss: validationLoss, learningRate: lr, seconds: elapsed(since: start), eventsPerSecond: Double(training.rows) / trainSeconds)
+        let record = EpochRecord(
+            epoch: epoch, trainLoss: trainLoss, validationLoss: validationLoss, learningRate: lr,
+            seconds: elapsed(since: start), eventsPerSecond: Double(training.rows) / trainSeconds)
         state.epoch = epoch
         state.history.append(record)
         try updateCallbacks(monitor: validationLoss ?? trainLoss)

@@ -30,11 +30,17 @@ public struct TensorComparison: Codable, Sendable, Equatable {
         absoluteLimit: Double = 1e-5, note: String? = nil
     ) {
         precondition(device.count == reference.count, "comparison of \(name): sizes differ")
-        var diff2 = 0.0, ref2 = 0.0, maxAbs = 0.0
+        var diff2 = 0.0
+        var ref2 = 0.0
+        var maxAbs = 0.0
         var nonFinite = false
         for i in 0..<device.count {
-            let d = device[i], r = reference[i]
-            if !d.isFinite || !r.isFinite { nonFinite = true; continue }
+            let d = device[i]
+            let r = reference[i]
+            if !d.isFinite || !r.isFinite {
+                nonFinite = true
+                continue
+            }
             diff2 += (d - r) * (d - r)
             ref2 += r * r
             maxAbs = max(maxAbs, abs(d - r))

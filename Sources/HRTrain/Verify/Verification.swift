@@ -69,7 +69,8 @@ public struct Verification {
     static let trajectoryLimit = 1e-3
 
     /// Runs the verification of `device` against the reference.
-    public static func run<D: Backend>(device: D, options: Options, program: ProgramBuildReport? = nil) throws -> Report {
+    public static func run<D: Backend>(device: D, options: Options, program: ProgramBuildReport? = nil) throws -> Report
+    {
         let start = DispatchTime.now()
         let spec = options.spec
         let reference = ReferenceBackend()
@@ -78,8 +79,11 @@ public struct Verification {
         let input = (0..<options.batch * spec.inputSize).map { _ in rng.normal() }
         let target = (0..<options.batch * spec.outputSize).map { _ in 10 * rng.normal() }
 
-        let dev = try Network(backend: device, spec: spec, profile: options.profile, parameters: parameters, runningStatistics: running)
-        let ref = try Network(backend: reference, spec: spec, profile: options.profile, parameters: parameters, runningStatistics: running)
+        let dev = try Network(
+            backend: device, spec: spec, profile: options.profile, parameters: parameters, runningStatistics: running)
+        let ref = try Network(
+            backend: reference, spec: spec, profile: options.profile, parameters: parameters, runningStatistics: running
+        )
         let xd = try device.tensor(input, shape: [options.batch, spec.inputSize])
         let yd = try device.tensor(target, shape: [options.batch, spec.outputSize])
         let xr = try reference.tensor(input, shape: [options.batch, spec.inputSize])
@@ -89,90 +93,145 @@ public struct Verification {
 
         var rows: [TensorComparison] = []
         func compare(_ name: String, _ a: D.Tensor, _ b: ReferenceBackend.Tensor, _ limit: Double) throws {
-            rows.append(TensorComparison(name: name, shape: b.shape, device: try device.read(a), reference: try reference.read(b), limit: limit))
+            rows.append(
+                TensorComparison(
+                    name: name, shape: b.shape, device: try device.read(a), reference: try reference.read(b),
+                    limit: limit))
         }
 
         // Inference-mode forward (batch norm with the running statistics).
         try dev.forward(xd, training: false)
         try ref.forward(xr, training: false)
         let inferD = try device.read(dev.activations().last!.tensor)
-        rows.append(TensorComparison(name: "output (inference mode)", shape: [options.batch, spec.outputSize], device: inferD, reference: try reference.read(ref.activations().last!.tensor), limit: activationLimit))
+        rows.append(
+            TensorComparison(
+                name: "output (inference mode)", shape: [options.batch, spec.outputSize], device: inferD,
+                reference: try reference.read(ref.activations().last!.tensor), limit: activationLimit))
 
         // One full training step, every intermediate compared.
         for net in [0, 1] {
-            if net == 0 { try dev.forward(xd, training: true); try dev.loss(target: yd, into: lossD); try dev.backward() }
-            else { try ref.forward(xr, training: true); try ref.loss(target: yr, into: lossR); try ref.backward() }
+            if net == 0 {
+                try dev.forward(xd, training: true)
+                try dev.loss(target: yd, into: lossD)
+                try dev.backward()
+            } else {
+                try ref.forward(xr, training: true)
+                try ref.loss(target: yr, into: lossR)
+                try ref.backward()
+            }
         }
-        for (a, b) in zip(dev.activations(), ref.activations()) { try compare(a.name, a.tensor, b.tensor, activationLimit) }
+        for (a, b) in zip(dev.activations(), ref.activations()) {
+            try compare(a.name, a.tensor, b.tensor, activationLimit)
+        }
         try compare("loss", lossD, lossR, activationLimit)
-        let gradientNorms = try ref.layout.parameters.map { e in try reference.read(ref.gradient(e.name)).reduce(0) { $0 + $1 * $1 }.squareRoot() }
+        let gradientNorms = try ref.layout.parameters.map { e in
+            try reference.read(ref.gradient(e.name)).reduce(0) { $0 + $1 * $1 }.squareRoot()
+        }
         let floor = 1e-3 * (gradientNorms.max() ?? 0)
         var roundingLevel: Set<String> = []
         for (entry, norm) in zip(ref.layout.parameters, gradientNorms) {
-            let note = norm < floor ? "gradient cancels to rounding level: error relative to 1e-3 of the largest gradient norm" : nil
+            let note =
+                norm < floor
+                ? "gradient cancels to rounding level: error relative to 1e-3 of the largest gradient norm" : nil
             if note != nil { roundingLevel.insert(entry.name) }
-            rows.append(TensorComparison(name: "∂L/∂" + entry.name, shape: entry.shape, device: try device.read(dev.gradient(entry.name)), reference: try reference.read(ref.gradient(entry.name)), limit: gradientLimit, floor: floor, note: note))
+            rows.append(
+                TensorComparison(
+                    name: "∂L/∂" + entry.name, shape: entry.shape, device: try device.read(dev.gradient(entry.name)),
+                    reference: try reference.read(ref.gradient(entry.name)), limit: gradientLimit, floor: floor,
+                    note: note))
         }
-        for entry in ref.layout.runningStatistics { try compare(entry.name + " (after step)", dev.running(entry.name), ref.running(entry.name), stateLimit) }
+        for entry in ref.layout.runningStatistics {
+            try compare(entry.name + " (after step)", dev.running(entry.name), ref.running(entry.name), stateLimit)
+        }
         try dev.applyAdam(learningRate: options.learningRate)
         try ref.applyAdam(learningRate: options.learningRate)
         for entry in ref.layout.parameters {
             let (d, r) = (try device.read(dev.parameter(entry.name)), try reference.read(ref.parameter(entry.name)))
             if roundingLevel.contains(entry.name) {
-                var c = TensorComparison(name: entry.name + " (after Adam)", shape: entry.shape, device: d, reference: r, limit: stateLimit, note: "rounding-level gradient: Adam's step direction is arbitrary, |Δ| ≤ 2·lr")
+                var c = TensorComparison(
+                    name: entry.name + " (after Adam)", shape: entry.shape, device: d, reference: r, limit: stateLimit,
+                    note: "rounding-level gradient: Adam's step direction is arbitrary, |Δ| ≤ 2·lr")
                 c.absolute = true
                 c.error = c.maxAbsoluteError
                 c.limit = 2 * options.learningRate
                 c.passed = !c.nonFinite && c.error <= c.limit
                 rows.append(c)
             } else {
-                rows.append(TensorComparison(name: entry.name + " (after Adam)", shape: entry.shape, device: d, reference: r, limit: stateLimit))
+                rows.append(
+                    TensorComparison(
+                        name: entry.name + " (after Adam)", shape: entry.shape, device: d, reference: r,
+                        limit: stateLimit))
             }
         }
 
         // The probes check the reference's formulas, which do not depend on the batch size: the first
         // (at most) 256 rows keep the 2·probes Double forward passes quick.
         let fdRows = min(options.batch, 256)
-        let probes = try finiteDifferences(spec: spec, profile: options.profile, parameters: parameters, running: running, input: Array(input.prefix(fdRows * spec.inputSize)), target: Array(target.prefix(fdRows * spec.outputSize)), batch: fdRows, count: options.finiteDifferenceProbes, rng: &rng)
+        let probes = try finiteDifferences(
+            spec: spec, profile: options.profile, parameters: parameters, running: running,
+            input: Array(input.prefix(fdRows * spec.inputSize)), target: Array(target.prefix(fdRows * spec.outputSize)),
+            batch: fdRows, count: options.finiteDifferenceProbes, rng: &rng)
 
         // Loss trajectory: continue both networks for a few steps on fresh batches.
-        var lossesD: [Double] = [], lossesR: [Double] = []
+        var lossesD: [Double] = []
+        var lossesR: [Double] = []
         for _ in 0..<options.trajectorySteps {
             let x = (0..<options.batch * spec.inputSize).map { _ in rng.normal() }
             let y = (0..<options.batch * spec.outputSize).map { _ in 10 * rng.normal() }
-            try device.write(x, to: xd); try device.write(y, to: yd)
-            try reference.write(x, to: xr); try reference.write(y, to: yr)
+            try device.write(x, to: xd)
+            try device.write(y, to: yd)
+            try reference.write(x, to: xr)
+            try reference.write(y, to: yr)
             try dev.trainStep(input: xd, target: yd, learningRate: options.learningRate, loss: lossD)
             try ref.trainStep(input: xr, target: yr, learningRate: options.learningRate, loss: lossR)
             lossesD.append(try device.read(lossD)[0])
             lossesR.append(try reference.read(lossR)[0])
         }
-        let trajectory = options.trajectorySteps == 0 ? [] : [TensorComparison(name: "loss over \(options.trajectorySteps) steps", shape: [options.trajectorySteps], device: lossesD, reference: lossesR, limit: trajectoryLimit)]
-        return Report(device: device.name, options: options, program: program, tensors: rows, finiteDifferences: probes, trajectory: trajectory, seconds: elapsed(since: start))
+        let trajectory =
+            options.trajectorySteps == 0
+            ? []
+            : [
+                TensorComparison(
+                    name: "loss over \(options.trajectorySteps) steps", shape: [options.trajectorySteps],
+                    device: lossesD, reference: lossesR, limit: trajectoryLimit)
+            ]
+        return Report(
+            device: device.name, options: options, program: program, tensors: rows, finiteDifferences: probes,
+            trajectory: trajectory, seconds: elapsed(since: start))
     }
 
     /// Initial values with every parameter and statistic moved off its trivial start (γ ≠ 1, β ≠ 0,
     /// biases ≠ 0, running statistics ≠ (0, 1)), so that each term of every formula is exercised.
-    static func randomState(spec: NetworkSpec, profile: NumericsProfile, rng: inout SplitMix64) -> ([Double], [Double]) {
-        var (parameters, running) = Network<ReferenceBackend>.initialValues(spec: spec, profile: profile, seed: rng.next())
+    static func randomState(spec: NetworkSpec, profile: NumericsProfile, rng: inout SplitMix64) -> ([Double], [Double])
+    {
+        var (parameters, running) = Network<ReferenceBackend>.initialValues(
+            spec: spec, profile: profile, seed: rng.next())
         let layout = ParameterLayout(spec)
         for e in layout.parameters {
             let range = e.offset..<e.offset + e.count
             if e.name.hasSuffix(".gamma") { for i in range { parameters[i] = rng.uniform(0.5, 1.5) } }
-            if e.name.hasSuffix(".beta") || e.name.hasSuffix(".bias") { for i in range { parameters[i] = rng.uniform(-0.2, 0.2) } }
+            if e.name.hasSuffix(".beta") || e.name.hasSuffix(".bias") {
+                for i in range { parameters[i] = rng.uniform(-0.2, 0.2) }
+            }
         }
         for e in layout.runningStatistics {
             let range = e.offset..<e.offset + e.count
-            for i in range { running[i] = e.name.hasSuffix("running_var") ? rng.uniform(0.5, 1.5) : rng.uniform(-0.3, 0.3) }
+            for i in range {
+                running[i] = e.name.hasSuffix("running_var") ? rng.uniform(0.5, 1.5) : rng.uniform(-0.3, 0.3)
+            }
         }
         return (parameters, running)
     }
 
     /// Central differences of the Double loss against the analytic gradients, on random parameters and inputs.
-    static func finiteDifferences(spec: NetworkSpec, profile: NumericsProfile, parameters: [Double], running: [Double], input: [Double], target: [Double], batch: Int, count: Int, rng: inout SplitMix64) throws -> [FiniteDifference] {
+    static func finiteDifferences(
+        spec: NetworkSpec, profile: NumericsProfile, parameters: [Double], running: [Double], input: [Double],
+        target: [Double], batch: Int, count: Int, rng: inout SplitMix64
+    ) throws -> [FiniteDifference] {
         guard count > 0 else { return [] }
         let backend = ReferenceBackend()
-        let net = try Network(backend: backend, spec: spec, profile: profile, parameters: parameters, runningStatistics: running)
+        let net = try Network(
+            backend: backend, spec: spec, profile: profile, parameters: parameters, runningStatistics: running)
         let x = try backend.tensor(input, shape: [batch, spec.inputSize])
         let y = try backend.tensor(target, shape: [batch, spec.outputSize])
         let loss = try backend.tensor([0.0], shape: [1])
@@ -187,7 +246,9 @@ public struct Verification {
         let analyticInput = try backend.read(try net.inputGradient())
         let h = 1e-5
         var probes: [FiniteDifference] = []
-        func probe(_ name: String, _ index: Int, _ tensor: ReferenceBackend.Tensor, _ flat: Int, _ analytic: Double) throws {
+        func probe(_ name: String, _ index: Int, _ tensor: ReferenceBackend.Tensor, _ flat: Int, _ analytic: Double)
+            throws
+        {
             let saved = tensor[flat]
             tensor[flat] = saved + h
             let plus = try evaluate()
@@ -197,7 +258,10 @@ public struct Verification {
             let numeric = (plus - minus) / (2 * h)
             let allowance = 1e-4 * max(abs(numeric), abs(analytic)) + 1e-9 * (1 + abs(baseLoss))
             let margin = abs(numeric - analytic) / allowance
-            probes.append(FiniteDifference(tensor: name, index: index, analytic: analytic, numeric: numeric, margin: margin, passed: margin <= 1))
+            probes.append(
+                FiniteDifference(
+                    tensor: name, index: index, analytic: analytic, numeric: numeric, margin: margin,
+                    passed: margin <= 1))
         }
         let entries = net.layout.parameters
         for p in 0..<count {
