@@ -122,7 +122,7 @@ public final class OpenCLBackend: Backend {
     public func fill(_ tensor: DeviceTensor, with value: Double) throws {
         try run(
             "kernel_fill_f32",
-            [.buffer(tensor.buffer.mem), .int(Int32(tensor.offset)), .float(Float(value)), .int(Int32(tensor.count))],
+            [.tensor(tensor), .float(Float(value)), .int(Int32(tensor.count))],
             count: tensor.count)
     }
     public func indices(_ values: [Int32]) throws -> DeviceIndices {
@@ -172,14 +172,14 @@ public final class OpenCLBackend: Backend {
             return try runStrips(
                 "kernel_column_sums_strip_f32",
                 [
-                    .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)),
+                    .tensor(x), .tensor(sums),
                     .int(Int32(x.rows)), .int(Int32(x.columns)),
                 ], columns: x.columns, bytes: 4 * x.count)
         }
         try runColumns(
             "kernel_column_sums_f32",
             [
-                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(sums.buffer.mem), .int(Int32(sums.offset)),
+                .tensor(x), .tensor(sums),
                 .int(Int32(x.rows)), .int(Int32(x.columns)),
             ], columns: x.columns, bytes: 4 * x.count)
     }
@@ -195,7 +195,7 @@ public final class OpenCLBackend: Backend {
         try run(
             "kernel_tanh_f32",
             [
-                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)),
+                .tensor(x), .tensor(y),
                 .int(Int32(x.count)),
             ], count: x.count)
     }
@@ -205,8 +205,8 @@ public final class OpenCLBackend: Backend {
         try run(
             "kernel_tanh_backward_f32",
             [
-                .buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)),
-                .buffer(dz.buffer.mem), .int(Int32(dz.offset)), .int(Int32(y.count)),
+                .tensor(dy), .tensor(y),
+                .tensor(dz), .int(Int32(y.count)),
             ], count: y.count)
     }
 
@@ -225,11 +225,11 @@ public final class OpenCLBackend: Backend {
         try runColumns(
             "kernel_batchnorm_stats_f32",
             [
-                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(savedMean.buffer.mem),
+                .tensor(x), .buffer(savedMean.buffer.mem),
                 .int(Int32(savedMean.offset)),
-                .buffer(savedInverseStd.buffer.mem), .int(Int32(savedInverseStd.offset)),
-                .buffer(runningMean.buffer.mem), .int(Int32(runningMean.offset)),
-                .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)),
+                .tensor(savedInverseStd),
+                .tensor(runningMean),
+                .tensor(runningVariance),
                 .int(Int32(rows)), .int(Int32(cols)), .float(Float(settings.epsilon)),
                 .float(Float(settings.runningUpdateFactor)), .int(settings.unbiasedRunningVariance ? 1 : 0),
             ], columns: cols, bytes: 8 * x.count)
@@ -248,7 +248,7 @@ public final class OpenCLBackend: Backend {
         try run(
             "kernel_batchnorm_invstd_f32",
             [
-                .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)),
+                .tensor(runningVariance),
                 .buffer(inverseStd.buffer.mem), .int(0), .float(Float(epsilon)), .int(Int32(cols)),
             ], count: cols)
         try batchNormApply(x, mean: runningMean, inverseStd: inverseStd, gamma: gamma, beta: beta, into: y)
@@ -261,10 +261,10 @@ public final class OpenCLBackend: Backend {
         try run(
             "kernel_batchnorm_apply_f32",
             [
-                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(mean.buffer.mem), .int(Int32(mean.offset)),
-                .buffer(inverseStd.buffer.mem), .int(Int32(inverseStd.offset)), .buffer(gamma.buffer.mem),
-                .int(Int32(gamma.offset)), .buffer(beta.buffer.mem), .int(Int32(beta.offset)),
-                .buffer(y.buffer.mem), .int(Int32(y.offset)), .int(Int32(x.rows)), .int(Int32(x.columns)),
+                .tensor(x), .tensor(mean),
+                .tensor(inverseStd), .buffer(gamma.buffer.mem),
+                .int(Int32(gamma.offset)), .tensor(beta),
+                .tensor(y), .int(Int32(x.rows)), .int(Int32(x.columns)),
             ], count: x.count)
     }
 
@@ -281,21 +281,21 @@ public final class OpenCLBackend: Backend {
         try runColumns(
             "kernel_batchnorm_backward_reduce_f32",
             [
-                .buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(x.buffer.mem), .int(Int32(x.offset)),
-                .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
+                .tensor(dy), .tensor(x),
+                .tensor(savedMean), .buffer(savedInverseStd.buffer.mem),
                 .int(Int32(savedInverseStd.offset)), .buffer(gammaGradient.buffer.mem),
                 .int(Int32(gammaGradient.offset)),
-                .buffer(betaGradient.buffer.mem), .int(Int32(betaGradient.offset)), .int(Int32(rows)),
+                .tensor(betaGradient), .int(Int32(rows)),
                 .int(Int32(cols)),
             ], columns: cols, bytes: 8 * x.count)
         try run(
             "kernel_batchnorm_backward_dx_f32",
             [
-                .buffer(dy.buffer.mem), .int(Int32(dy.offset)), .buffer(x.buffer.mem), .int(Int32(x.offset)),
-                .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
-                .int(Int32(savedInverseStd.offset)), .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)),
-                .buffer(gammaGradient.buffer.mem), .int(Int32(gammaGradient.offset)), .buffer(betaGradient.buffer.mem),
-                .int(Int32(betaGradient.offset)), .buffer(dx.buffer.mem), .int(Int32(dx.offset)), .int(Int32(rows)),
+                .tensor(dy), .tensor(x),
+                .tensor(savedMean), .buffer(savedInverseStd.buffer.mem),
+                .int(Int32(savedInverseStd.offset)), .tensor(gamma),
+                .tensor(gammaGradient), .buffer(betaGradient.buffer.mem),
+                .int(Int32(betaGradient.offset)), .tensor(dx), .int(Int32(rows)),
                 .int(Int32(cols)),
             ], count: x.count, traffic: 3)
     }
@@ -325,13 +325,13 @@ public final class OpenCLBackend: Backend {
             order == .denseTanhBatchNorm
                 ? "kernel_bias_tanh_bn_forward_strip_f32" : "kernel_bias_bn_tanh_forward_strip_f32",
             [
-                .buffer(z.buffer.mem), .int(Int32(z.offset)), .buffer(bias.buffer.mem), .int(Int32(bias.offset)),
-                .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)), .buffer(beta.buffer.mem),
+                .tensor(z), .tensor(bias),
+                .tensor(gamma), .buffer(beta.buffer.mem),
                 .int(Int32(beta.offset)),
-                .buffer(saved.buffer.mem), .int(Int32(saved.offset)), .buffer(y.buffer.mem), .int(Int32(y.offset)),
-                .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
-                .int(Int32(savedInverseStd.offset)), .buffer(runningMean.buffer.mem), .int(Int32(runningMean.offset)),
-                .buffer(runningVariance.buffer.mem), .int(Int32(runningVariance.offset)), .int(Int32(rows)),
+                .tensor(saved), .tensor(y),
+                .tensor(savedMean), .buffer(savedInverseStd.buffer.mem),
+                .int(Int32(savedInverseStd.offset)), .tensor(runningMean),
+                .tensor(runningVariance), .int(Int32(rows)),
                 .int(Int32(cols)),
                 .float(Float(settings.epsilon)), .float(Float(settings.runningUpdateFactor)),
                 .int(settings.unbiasedRunningVariance ? 1 : 0),
@@ -355,20 +355,20 @@ public final class OpenCLBackend: Backend {
                 $0.count == cols
             }
                 && [saved, y, dz].allSatisfy { $0.count == dy.count }, "hiddenBlockBackward: shapes differ")
-        var arguments: [Kernel.Argument] = [.buffer(dy.buffer.mem), .int(Int32(dy.offset))]
+        var arguments: [Kernel.Argument] = [.tensor(dy)]
         switch order {
-        case .denseTanhBatchNorm: arguments += [.buffer(saved.buffer.mem), .int(Int32(saved.offset))]
+        case .denseTanhBatchNorm: arguments += [.tensor(saved)]
         case .denseBatchNormTanh:
             arguments += [
-                .buffer(y.buffer.mem), .int(Int32(y.offset)), .buffer(saved.buffer.mem), .int(Int32(saved.offset)),
+                .tensor(y), .tensor(saved),
             ]
         }
         arguments += [
-            .buffer(savedMean.buffer.mem), .int(Int32(savedMean.offset)), .buffer(savedInverseStd.buffer.mem),
-            .int(Int32(savedInverseStd.offset)), .buffer(gamma.buffer.mem), .int(Int32(gamma.offset)),
-            .buffer(dz.buffer.mem), .int(Int32(dz.offset)), .buffer(gammaGradient.buffer.mem),
+            .tensor(savedMean), .buffer(savedInverseStd.buffer.mem),
+            .int(Int32(savedInverseStd.offset)), .tensor(gamma),
+            .tensor(dz), .buffer(gammaGradient.buffer.mem),
             .int(Int32(gammaGradient.offset)),
-            .buffer(betaGradient.buffer.mem), .int(Int32(betaGradient.offset)), .buffer(biasGradient.buffer.mem),
+            .tensor(betaGradient), .buffer(biasGradient.buffer.mem),
             .int(Int32(biasGradient.offset)), .int(Int32(rows)), .int(Int32(cols)),
         ]
         try runStrips(
@@ -386,8 +386,8 @@ public final class OpenCLBackend: Backend {
             "meanSquaredError: prediction \(p.shape), target \(t.shape), gradient \(g.shape)")
         let kernel = try context.kernel("kernel_mse_loss_grad_f32")
         try kernel.setArguments([
-            .buffer(p.buffer.mem), .int(Int32(p.offset)), .buffer(t.buffer.mem), .int(Int32(t.offset)),
-            .buffer(g.buffer.mem), .int(Int32(g.offset)), .buffer(loss.buffer.mem), .int(Int32(loss.offset)),
+            .tensor(p), .tensor(t),
+            .tensor(g), .tensor(loss),
             .int(Int32(p.count)),
         ])
         try context.launch(kernel, global: [Self.lossLanes], local: [Self.lossLanes], bytes: 12 * p.count)
@@ -421,9 +421,9 @@ public final class OpenCLBackend: Backend {
         try run(
             "kernel_gather_rows_f32",
             [
-                .buffer(source.buffer.mem), .int(Int32(source.offset)), .buffer(indices.buffer.mem),
+                .tensor(source), .buffer(indices.buffer.mem),
                 .int(Int32(indexOffset)),
-                .buffer(out.buffer.mem), .int(Int32(out.offset)), .int(Int32(out.rows)), .int(Int32(out.columns)),
+                .tensor(out), .int(Int32(out.rows)), .int(Int32(out.columns)),
             ], count: out.count, traffic: 3)
     }
 
@@ -434,8 +434,8 @@ public final class OpenCLBackend: Backend {
         try run(
             "kernel_standard_scale_f32",
             [
-                .buffer(x.buffer.mem), .int(Int32(x.offset)), .buffer(mean.buffer.mem), .int(Int32(mean.offset)),
-                .buffer(scale.buffer.mem), .int(Int32(scale.offset)), .buffer(out.buffer.mem), .int(Int32(out.offset)),
+                .tensor(x), .tensor(mean),
+                .tensor(scale), .tensor(out),
                 .int(Int32(x.rows)), .int(Int32(x.columns)),
             ], count: x.count)
     }
@@ -474,8 +474,8 @@ public final class OpenCLBackend: Backend {
         try run(
             name,
             [
-                .buffer(z.buffer.mem), .int(Int32(z.offset)), .buffer(bias.buffer.mem), .int(Int32(bias.offset)),
-                .buffer(y.buffer.mem), .int(Int32(y.offset)), .int(Int32(z.rows)), .int(Int32(z.columns)),
+                .tensor(z), .tensor(bias),
+                .tensor(y), .int(Int32(z.rows)), .int(Int32(z.columns)),
             ], count: z.count)
     }
 }

@@ -62,7 +62,7 @@ public final class ComputeContext {
             throw error
         }
         if tunedGEMM, let directory = cache.directory {
-            gemmTuning = try GEMMTuning.applyStored(for: self, cache: directory)
+            gemmTuning = try CLBlastParameters.applyStored(for: self, cache: directory)
         }
     }
 
@@ -138,6 +138,8 @@ final class Kernel {
 
     /// The argument values of one launch, in order.
     enum Argument {
+        /// A tensor: its buffer, then its element offset (two kernel arguments, in that order).
+        case tensor(DeviceTensor)
         case buffer(cl_mem)
         case int(Int32)
         case float(Float)
@@ -145,9 +147,14 @@ final class Kernel {
 
     /// Sets all arguments, in order.
     func setArguments(_ arguments: [Argument]) throws {
-        for (i, argument) in arguments.enumerated() {
+        let expanded = arguments.flatMap { argument -> [Argument] in
+            if case .tensor(let tensor) = argument { return [.buffer(tensor.buffer.mem), .int(Int32(tensor.offset))] }
+            return [argument]
+        }
+        for (i, argument) in expanded.enumerated() {
             let status: cl_int
             switch argument {
+            case .tensor: preconditionFailure("tensor arguments are expanded above")
             case .buffer(let mem):
                 var m: cl_mem? = mem
                 status = clSetKernelArg(handle, cl_uint(i), MemoryLayout<cl_mem?>.size, &m)

@@ -1,0 +1,84 @@
+import CLShim
+import Foundation
+
+/// CLBlast's GEMM kernel parameters for one device, as `hrtrain tune` finds and stores them.
+///
+/// CLBlast runs a GEMM either with its "direct" kernel (`XgemmDirect`, for small problems) or with the
+/// "indirect" one (`Xgemm`, after padding/transposing the operands); it picks direct when
+/// `m·n·k < XGEMM_MIN_INDIRECT_SIZE³`. All three are set together through `CLBlastOverrideParameters`,
+/// which applies for the rest of the process (CLBlast recompiles its kernels on the next call).
+public struct GEMMParameters: Codable, Sendable, Equatable {
+    /// `Xgemm` parameters (GEMMK, KREG, KWG, KWI, MDIMA, MDIMC, MWG, NDIMB, NDIMC, NWG, SA, SB, STRM, STRN, VWM, VWN).
+    public var indirect: [String: Int]
+    /// `XgemmDirect` parameters (KWID, MDIMAD, MDIMCD, NDIMBD, NDIMCD, PADA, PADB, VWMD, VWND, WGD).
+    public var direct: [String: Int]
+    /// `GemmRoutine`'s `XGEMM_MIN_INDIRECT_SIZE`.
+    public var minIndirectSize: Int
+
+    /// A one-line description (`MWG=128 NWG=128 …`).
+    public var summary: String {
+        "Xgemm " + indirect.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            + "; XgemmDirect "
+            + direct.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            + "; XGEMM_MIN_INDIRECT_SIZE=\(minIndirectSize)"
+    }
+}
+
+/// What `hrtrain tune` stores per device.
+public struct StoredGEMMTuning: Codable, Sendable {
+    public var device: String
+    public var driver: String
+    public var parameters: GEMMParameters
+    /// Seconds of the training step's GEMMs with CLBlast's defaults and with `parameters`.
+    public var defaultSeconds: Double
+    public var tunedSeconds: Double
+    public var date: String
+}
+
+/// Storing and applying CLBlast GEMM parameters (found by `GEMMTuning`, applied when a context opens).
+public enum CLBlastParameters {
+    /// The file holding the tuned parameters of `device`: `<cache>/clblast/<hash of device+driver>.json`.
+    public static func storeURL(for device: DeviceInfo, cache: URL = ProgramCache.defaultDirectory()) -> URL {
+        let key = "\(device.platform)|\(device.name)|\(device.driverVersion)"
+        return cache.appendingPathComponent("clblast").appendingPathComponent(
+            String(format: "%016llx", fnv1a64(key)) + ".json")
+    }
+
+    /// Applies the stored parameters for the context's device, if `hrtrain tune` stored some. Returns them.
+    @discardableResult
+    public static func applyStored(for context: ComputeContext, cache: URL = ProgramCache.defaultDirectory()) throws
+        -> StoredGEMMTuning?
+    {
+        let url = storeURL(for: context.device, cache: cache)
+        guard let data = try? Data(contentsOf: url) else { return nil }
+        guard let stored = try? JSONDecoder().decode(StoredGEMMTuning.self, from: data),
+            stored.device == context.device.name,
+            stored.driver == context.device.driverVersion
+        else {
+            throw DeviceError(
+                "the tuned GEMM parameters in \(url.path) cannot be read; delete the file or run `hrtrain tune` again")
+        }
+        try apply(stored.parameters, to: context)
+        return stored
+    }
+
+    /// Overrides CLBlast's single-precision GEMM parameters on the context's device.
+    public static func apply(_ parameters: GEMMParameters, to context: ComputeContext) throws {
+        try override("Xgemm", parameters.indirect, device: context.deviceID)
+        try override("XgemmDirect", parameters.direct, device: context.deviceID)
+        try override("GemmRoutine", ["XGEMM_MIN_INDIRECT_SIZE": parameters.minIndirectSize], device: context.deviceID)
+    }
+
+    static func override(_ kernel: String, _ values: [String: Int], device: cl_device_id) throws {
+        let sorted = values.sorted { $0.key < $1.key }
+        var names = sorted.map { strdup($0.key) }
+        defer { for name in names { free(name) } }
+        var numbers = sorted.map { $0.value }
+        let status = names.withUnsafeMutableBufferPointer { namePointers in
+            namePointers.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: sorted.count) { n in
+                CLBlastOverrideParameters(device, kernel, CLBlastPrecisionSingle, sorted.count, n, &numbers)
+            }
+        }
+        try clblastCheck(status, "CLBlastOverrideParameters", detail: "kernel \(kernel): \(values)")
+    }
+}
