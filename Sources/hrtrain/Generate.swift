@@ -30,8 +30,8 @@ extension HRTrainCommand {
         func validate() throws {
             if events < 1 { throw ValidationError("--events must be at least 1, got \(events)") }
             if split && events < 2 { throw ValidationError("--split needs at least 2 events") }
-            _ = try TableFormat(url: URL(fileURLWithPath: output), option: "--output")
-            if let testOutput { _ = try TableFormat(url: URL(fileURLWithPath: testOutput), option: "--test-output") }
+            try requireTableFormat(output, field: .output)
+            if let testOutput { try requireTableFormat(testOutput, field: .testOutput) }
         }
 
         func run() throws {

@@ -82,12 +82,8 @@ extension HRTrainCommand {
             if let scalerFrom {
                 let read = try readTableWithReport(
                     URL(fileURLWithPath: scalerFrom),
-                    options: ReadOptions(dropNonFinite: dropNonfinite, columns: featureNames, option: "--scaler-from"))
-                if read.droppedRowCount > 0 {
-                    log.warn(
-                        "--drop-nonfinite: dropped \(read.droppedRowCount) row\(read.droppedRowCount == 1 ? "" : "s") with NaN or Inf from \(scalerFrom)"
-                    )
-                }
+                    options: ReadOptions(dropNonFinite: dropNonfinite, columns: featureNames, field: .scalerData))
+                warnDroppedRows(read.droppedRowCount, from: scalerFrom, log: log)
                 scaler = StandardScaler.fit(read.table.values, columns: spec.inputSize, rows: 0..<read.table.rowCount)
                 for c in scaler.constantColumns {
                     log.warn("feature \"\(featureNames[c])\" is constant in \(scalerFrom): its scale is set to 1")
@@ -96,7 +92,8 @@ extension HRTrainCommand {
             let initial = Network<ReferenceBackend>.initialValues(spec: spec, profile: profile, seed: seed)
             let model = Model(
                 metadata: ModelMetadata(
-                    spec: spec, profile: profile, featureNames: featureNames, targetNames: targetNames),
+                    spec: spec, profile: profile, featureNames: featureNames, targetNames: targetNames,
+                    initialization: .seed(seed, profile: profile)),
                 parameters: initial.parameters.map(Float.init),
                 runningStatistics: initial.runningStatistics.map(Float.init),
                 featureScaler: scaler, targetScaler: nil)

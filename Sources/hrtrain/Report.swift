@@ -26,8 +26,7 @@ extension HRTrainCommand {
             help: ArgumentHelp("Another raw recoil to compare with, as its x,y columns (repeatable).", valueName: "x,y")
         ) var compare: [String] = []
         @Option(help: "The page's title.") var title = "Hadronic recoil regression report"
-        @Flag(name: .shortAndLong, help: "Only errors and the final line.") var quiet = false
-        @Flag(name: .shortAndLong, help: "More detail: device, prediction time.") var verbose = false
+        @OptionGroup var verbosity: VerbosityOptions
 
         /// The raw recoils of a generated sample, compared when the data has them.
         static let standardComparisons = [
@@ -41,7 +40,6 @@ extension HRTrainCommand {
             for pair in compare where parseList(pair).count != 2 {
                 throw ValidationError("--compare needs two columns, x,y (such as hr_all_x,hr_all_y), got '\(pair)'")
             }
-            if quiet && verbose { throw ValidationError("--quiet and --verbose exclude each other") }
         }
 
         func run() throws {
@@ -49,13 +47,13 @@ extension HRTrainCommand {
         }
 
         private func report() throws {
-            let log = Log(quiet: quiet, verbose: verbose)
+            let log = verbosity.log
             let outputURL = URL(fileURLWithPath: output)
             try requireWritableDirectory(of: outputURL, option: "--output")
             var history: [EpochRecord] = []
             if let metrics {
                 do { history = try readMetrics(from: URL(fileURLWithPath: metrics)) } catch var error as DataError {
-                    error.option = error.option ?? "--metrics"
+                    error.field = error.field ?? .metrics
                     throw error
                 }
             }
@@ -75,7 +73,7 @@ extension HRTrainCommand {
 
             var comparisons = Self.standardComparisons.filter { $0.allSatisfy { table.columnIndex($0) != nil } }
             for pair in compare.map(parseList) where !comparisons.contains(pair) { comparisons.append(pair) }
-            let truth = try table.indices(of: targets, file: inference.data, option: "--data").map(table.column)
+            let truth = try table.indices(of: targets, file: inference.data, field: .data).map(table.column)
             let evaluation = try Evaluation(
                 predictions: result.values, table: table, targetNames: targets, comparisons: comparisons,
                 model: inference.model, data: inference.data, backend: result.backend,

@@ -103,18 +103,5 @@ extension HRTrainCommand {
 /// `1.23e-05` style.
 func sci(_ x: Double) -> String { x.isFinite ? String(format: "%.2e", x) : "\(x)" }
 
-/// Parses `256,256,256`.
-func parseHidden(_ text: String) throws -> [Int] {
-    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map {
-        $0.trimmingCharacters(in: .whitespaces)
-    }
-    let sizes = parts.compactMap { Int($0) }
-    guard !parts.isEmpty, sizes.count == parts.count, sizes.allSatisfy({ $0 > 0 }) else {
-        throw ValidationError(
-            "--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '\(text)'")
-    }
-    return sizes
-}
-
 extension NumericsProfile: ExpressibleByArgument {}
 extension LayerOrder: ExpressibleByArgument {}

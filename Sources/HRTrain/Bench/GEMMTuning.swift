@@ -185,8 +185,7 @@ extension GEMMTuning {
                 device: context.device.name, driver: context.device.driverVersion, parameters: parameters,
                 defaultSeconds: cost(defaults), tunedSeconds: cost(tuned),
                 date: ISO8601DateFormatter().string(from: Date()))
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let encoder = JSON.encoder(pretty: true)
             try FileManager.default.createDirectory(
                 at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             let data = try encoder.encode(stored)
