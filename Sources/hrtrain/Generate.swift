@@ -22,8 +22,9 @@ extension HRTrainCommand {
         @Option(help: "With --split: the test file (default: OUTPUT with '-test' before the extension).")
         var testOutput: String?
         @Flag(
-            help:
-                "Write the thesis' training/test split (2,275,902 / 1,349,234 events, or those proportions) to two files."
+            help: ArgumentHelp(
+                "Write the thesis' training/test split (2,275,902 / 1,349,234 events, or those proportions) to two "
+                    + "files.")
         ) var split = false
         @Flag(name: .shortAndLong, help: "No summary line.") var quiet = false
 
@@ -56,7 +57,8 @@ extension HRTrainCommand {
                     try writeTable(training, to: outputURL)
                     try writeTable(test, to: testURL)
                     summary(
-                        "\(training.rowCount) training events → \(output), \(test.rowCount) test events → \(testURL.path)",
+                        "\(training.rowCount) training events → \(output), \(test.rowCount) test events → "
+                            + "\(testURL.path)",
                         generated, elapsed(since: start))
                 } else {
                     let table = generator.generate(events: events, seed: seed)

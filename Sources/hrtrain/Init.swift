@@ -18,8 +18,9 @@ extension HRTrainCommand {
 
         @Option(help: "Where to write the model (safetensors).") var out: String
         @Option(
-            help:
-                "Feature columns, comma separated, or @FILE with one name per line (default: the 38 generated-sample features)."
+            help: ArgumentHelp(
+                "Feature columns, comma separated, or @FILE with one name per line (default: the 38 generated-sample "
+                    + "features).")
         ) var features: String?
         @Option(help: "Number of input features, named f0, f1, … (instead of --features).") var inputs: Int?
         @Option(help: "Target columns, comma separated.") var targets = "truth_hr_x,truth_hr_y"
@@ -99,7 +100,11 @@ extension HRTrainCommand {
                 featureScaler: scaler, targetScaler: nil)
             try model.write(to: outURL)
             log.result(
-                "untrained model written to \(out): \(spec.inputSize) inputs, hidden \(spec.hiddenSizes.map(String.init).joined(separator: ",")) \(layout.rawValue), \(spec.outputSize) outputs, \(ParameterLayout(spec).parameterCount) parameters (\(profile.rawValue) initialisation, seed \(seed)\(scalerFrom.map { ", scaler fitted on \($0)" } ?? ", identity scaler"))"
+                "untrained model written to \(out): \(spec.inputSize) inputs, hidden "
+                    + "\(spec.hiddenSizes.map(String.init).joined(separator: ",")) \(layout.rawValue), "
+                    + "\(spec.outputSize) outputs, \(ParameterLayout(spec).parameterCount) parameters "
+                    + "(\(profile.rawValue) initialisation, seed "
+                    + "\(seed)\(scalerFrom.map { ", scaler fitted on \($0)" } ?? ", identity scaler"))"
             )
         }
     }

@@ -56,7 +56,9 @@ struct InferenceOptions: ParsableArguments {
                 throw error
             }
             throw DataError(
-                "the model \(self.model) needs \(missing.count) feature columns that the data lacks: \(missing.joined(separator: ", ")). Available columns: \(table.columnNames.joined(separator: ", "))",
+                "the model \(self.model) needs \(missing.count) feature columns that the data lacks: "
+                    + "\(missing.joined(separator: ", ")). Available columns: "
+                    + "\(table.columnNames.joined(separator: ", "))",
                 file: data, field: .data)
         }
         return table.selecting(try table.indices(of: names, file: data, field: .data)).values
@@ -71,7 +73,8 @@ struct InferenceOptions: ParsableArguments {
         case .opencl:
             let context = try deviceOptions.open()
             log.detail(
-                "device: \(context.device.name) (\(context.device.platform)); kernel program \(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s"
+                "device: \(context.device.name) (\(context.device.platform)); kernel program "
+                    + "\(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s"
             )
             let backend = OpenCLBackend(context: context)
             let start = DispatchTime.now()
@@ -122,7 +125,9 @@ extension HRTrainCommand {
                 Table(columnNames: model.metadata.targetNames, rowCount: table.rowCount, values: result.values),
                 to: outputURL)
             log.info(
-                "predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s (\(String(format: "%.0f", Double(table.rowCount) / max(result.seconds, 1e-9))) events/s) on \(result.backend); written to \(output)"
+                "predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s "
+                    + "(\(String(format: "%.0f", Double(table.rowCount) / max(result.seconds, 1e-9))) events/s) on "
+                    + "\(result.backend); written to \(output)"
             )
         }
     }

@@ -61,7 +61,8 @@ extension HRTrainCommand {
             let targets = model.metadata.targetNames
             guard targets.count == 2 else {
                 throw ValidationError(
-                    "--model \(inference.model): the report needs a model of the recoil's x and y (two targets); this one has \(targets.count) (\(targets.joined(separator: ",")))"
+                    "--model \(inference.model): the report needs a model of the recoil's x and y (two targets); this "
+                        + "one has \(targets.count) (\(targets.joined(separator: ",")))"
                 )
             }
             let table = try inference.readData(log: log)
@@ -96,11 +97,14 @@ extension HRTrainCommand {
             let skipped = report.figures.reduce(0) { $0 + $1.rendered.skippedPoints }
             if skipped > 0 {
                 log.warn(
-                    "\(skipped) point\(skipped == 1 ? "" : "s") not drawn (NaN, ±Inf, or ≤ 0 on a log axis); the plots say where"
+                    "\(skipped) point\(skipped == 1 ? "" : "s") not drawn (NaN, ±Inf, or ≤ 0 on a log axis); the plots "
+                        + "say where"
                 )
             }
             log.result(
-                "report written to \(output): \(report.figures.count) figures, \(evaluation.estimates.count) estimates, \(table.rowCount) events; CSV files \(RecoilReport.csvURL(for: outputURL, id: "*").lastPathComponent)"
+                "report written to \(output): \(report.figures.count) figures, \(evaluation.estimates.count) "
+                    + "estimates, \(table.rowCount) events; CSV files "
+                    + "\(RecoilReport.csvURL(for: outputURL, id: "*").lastPathComponent)"
             )
         }
 
@@ -113,7 +117,9 @@ extension HRTrainCommand {
                 ("metrics file", metrics.map(absolute) ?? "none"),
                 (
                     "network",
-                    "\(m.spec.inputSize) inputs, hidden \(m.spec.hiddenSizes.map(String.init).joined(separator: ",")) \(m.spec.layerOrder.rawValue), \(m.spec.outputSize) outputs, \(m.profile.rawValue) profile\(model.targetScaler == nil ? "" : ", standardised targets")"
+                    "\(m.spec.inputSize) inputs, hidden \(m.spec.hiddenSizes.map(String.init).joined(separator: ",")) "
+                        + "\(m.spec.layerOrder.rawValue), \(m.spec.outputSize) outputs, \(m.profile.rawValue) "
+                        + "profile\(model.targetScaler == nil ? "" : ", standardised targets")"
                 ),
                 ("targets", m.targetNames.joined(separator: ", ")),
                 ("features", m.featureNames.joined(separator: ", ")),
@@ -129,7 +135,8 @@ extension HRTrainCommand {
                 (
                     "trained",
                     m.epochsTrained > 0
-                        ? "\(m.epochsTrained) epochs\(m.dataFile.map { " on \($0)" } ?? "")\(m.device.map { ", device \($0)" } ?? "")"
+                        ? "\(m.epochsTrained) "
+                            + "epochs\(m.dataFile.map { " on \($0)" } ?? "")\(m.device.map { ", device \($0)" } ?? "")"
                         : "untrained (hrtrain init)"
                 ),
                 ("prediction backend", backend),

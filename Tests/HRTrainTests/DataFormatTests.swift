@@ -218,7 +218,8 @@ final class DataFormatTests: XCTestCase {
         let error = dataError { try readTable(url, options: ReadOptions(columns: ["hr_all_z"], field: .features)) }
         XCTAssertEqual(
             error?.description,
-            "features: \(url.path): no column named \"hr_all_z\"; did you mean \"hr_all_x\"? Available columns: hr_all_x, hr_all_y, truth pt"
+            "features: \(url.path): no column named \"hr_all_z\"; did you mean \"hr_all_x\"? Available columns: "
+                + "hr_all_x, hr_all_y, truth pt"
         )
         XCTAssertNil(DataError.closestName(to: "energy", in: ["hr_all_x", "truth pt"]))
     }

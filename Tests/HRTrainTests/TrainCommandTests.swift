@@ -120,7 +120,8 @@ final class TrainCommandTests: XCTestCase {
     func testTrainRejectsAnUnreadableFile() throws {
         if getuid() == 0 {
             throw XCTSkip(
-                "running as root: chmod 000 does not block reads (testTrainRejectsAPathThatIsNotAFile covers an unreadable path)"
+                "running as root: chmod 000 does not block reads (testTrainRejectsAPathThatIsNotAFile covers an "
+                    + "unreadable path)"
             )
         }
         let dir = try temporaryDirectory(self)
@@ -397,7 +398,8 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertEqual(result.status, 1)
         XCTAssertTrue(
             result.err.contains(
-                "--data \(csv.path): the model \(model.path) needs a feature column that the data lacks: no column named \"f9\""
+                "--data \(csv.path): the model \(model.path) needs a feature column that the data lacks: no column "
+                    + "named \"f9\""
             ), result.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
         let badExtension = try runHRTrain([

@@ -107,7 +107,8 @@ private func checkFinite(_ table: Table, url: URL, drop: Bool) throws -> TableRe
     guard drop else {
         let column = first % columns
         throw DataError(
-            "row \(first / columns + 1) holds \(table.values[first]) (as Float32), which is not finite (use the option to drop such rows)",
+            "row \(first / columns + 1) holds \(table.values[first]) (as Float32), which is not finite (use the option "
+                + "to drop such rows)",
             url: url, column: column + 1, columnName: table.columnNames[column])
     }
     var kept: [Float] = []

@@ -217,7 +217,8 @@ public struct Model: Sendable, Equatable {
         do { try spec.validate() } catch { throw fail("invalid network: \(error)") }
         guard metadata.featureNames.count == spec.inputSize, metadata.targetNames.count == spec.outputSize else {
             throw fail(
-                "\(metadata.featureNames.count) feature names and \(metadata.targetNames.count) target names for a network of \(spec.inputSize) inputs and \(spec.outputSize) outputs"
+                "\(metadata.featureNames.count) feature names and \(metadata.targetNames.count) target names for a "
+                    + "network of \(spec.inputSize) inputs and \(spec.outputSize) outputs"
             )
         }
         let layout = ParameterLayout(spec)

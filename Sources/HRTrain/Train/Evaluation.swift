@@ -100,7 +100,8 @@ public struct Evaluation: Codable, Sendable, Equatable {
         for columns in comparisons {
             guard columns.count == components else {
                 throw DataError(
-                    "\(columns.joined(separator: ",")) names \(columns.count) column\(columns.count == 1 ? "" : "s"); give one per target (\(targetNames.joined(separator: ",")))",
+                    "\(columns.joined(separator: ",")) names \(columns.count) column\(columns.count == 1 ? "" : "s"); "
+                        + "give one per target (\(targetNames.joined(separator: ",")))",
                     file: data, field: .compare)
             }
             let indices = try table.indices(of: columns, file: data, field: .compare)
