@@ -149,7 +149,7 @@ extension GEMMTuning {
         let direct = search("XgemmDirect", directCandidates(maxWorkGroup: maxWG), until: budget)
         guard let anyIndirect = indirect.first, let anyDirect = direct.first else {
             throw DeviceError(
-                "no GEMM candidate ran within the budget of \(Int(budget)) s; give more time with --budget")
+                "no GEMM candidate ran within the budget of \(Int(budget)) s; give it more time")
         }
 
         // The split: the k smallest shapes direct, the rest indirect; the best kernel of each kind for its part.
