@@ -7,16 +7,13 @@ struct DeviceOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "OpenCL device index from `hrtrain devices` (default: $HRTRAIN_DEVICE, else the first GPU, else the first device).",
+            "OpenCL device index from `hrtrain devices` (default: $HRTRAIN_DEVICE, else the first GPU, else the first "
+                + "device); under MPI a list N,M,… gives one per node-local rank.",
             valueName: "N"))
-    var device: Int?
-
-    func validate() throws {
-        if let device, device < 0 { throw ValidationError("--device must be a device index ≥ 0, got \(device)") }
-    }
+    var device: DeviceList?
 
     /// Opens the chosen device and builds or loads the kernel program.
-    func open() throws -> ComputeContext { try ComputeContext(deviceIndex: device) }
+    func open() throws -> ComputeContext { try ComputeContext(deviceIndex: device?.index(forLocalRank: 0)) }
 }
 
 /// A failure found while a command runs (not a malformed command line): printed as `error: …`, exit status 1.

@@ -15,6 +15,12 @@ extension HRTrainCommand {
                 """)
 
         @OptionGroup var deviceOptions: DeviceOptions
+        @OptionGroup var distributedOptions: DistributedOptions
+        @Flag(
+            help:
+                "Under MPI: batch norm with the statistics of the whole batch across ranks (default: each rank's share)."
+        )
+        var syncBatchnorm = false
         @Option(help: "Training sample: .csv, .h5/.hdf5 or .npy.") var data: String
         @Option(help: "Where to write the trained model (safetensors).") var model: String
         @Option(help: "Write one JSON line per epoch here.") var metrics: String?
@@ -88,11 +94,19 @@ extension HRTrainCommand {
         }
 
         func run() throws {
-            try reportingErrors { try train() }
+            let communicator = try reportingErrors { try distributedOptions.start() }
+            defer { communicator.finalize() }
+            guard communicator.size > 1 else { return try reportingErrors { try train(communicator) } }
+            // Several ranks: an error on one ends the whole job (MPI_Abort), naming the rank and the cause.
+            do { try train(communicator) } catch let error as ExitCode { throw error } catch {
+                communicator.abort("\(error)")
+            }
         }
 
-        private func train() throws {
-            let log = Log(quiet: quiet, verbose: verbose)
+        private func train(_ communicator: Communicator) throws {
+            let leader = communicator.rank == 0  // writes the checkpoints, the model, the metrics and the log
+            var log = Log(quiet: quiet || !leader, verbose: verbose && leader)
+            log.muted = !leader
             let modelURL = URL(fileURLWithPath: model)
             let checkpointURL = URL(fileURLWithPath: checkpoint ?? model + ".checkpoint")
             try requireWritableDirectory(of: modelURL, option: "--model")
@@ -128,6 +142,30 @@ extension HRTrainCommand {
                 )
             }
             options.epochs = epochs ?? (resumed?.metadata.options.epochs ?? options.epochs)
+            if let resumed {
+                let ranks = resumed.metadata.options.ranks ?? 1
+                guard ranks == communicator.size else {
+                    throw CommandError(
+                        "--resume: the checkpoint was written by a run of \(ranks) rank\(ranks == 1 ? "" : "s"), "
+                            + "this run has \(communicator.size): resume with the same number "
+                            + (ranks == 1 ? "(without mpirun)" : "(mpirun -np \(ranks))")
+                            + " — each rank's share of the batches, and without --sync-batchnorm the batch statistics, "
+                            + "depend on it")
+                }
+                if syncBatchnorm && resumed.metadata.options.synchronizedBatchNorm != true {
+                    log.warn("--resume: --sync-batchnorm comes from the checkpoint, which was written without it")
+                }
+            } else if communicator.size > 1 {
+                options.ranks = communicator.size
+                options.synchronizedBatchNorm = syncBatchnorm
+            } else if syncBatchnorm && communicator.usesMPI {
+                options.ranks = 1
+                options.synchronizedBatchNorm = true
+            }
+            if syncBatchnorm && !communicator.usesMPI {
+                throw CommandError(
+                    "--sync-batchnorm needs MPI: start with mpirun or srun (or add --mpi on for a single rank)")
+            }
 
             // Data.
             let start = DispatchTime.now()
@@ -156,9 +194,24 @@ extension HRTrainCommand {
             )
             options.spec.inputSize = prepared.featureNames.count
             options.spec.outputSize = prepared.targetNames.count
+            if communicator.size > 1 && resumed == nil {
+                // Each rank sums its part of the non-test rows; the sums are all-reduced (two passes, Double).
+                let features = prepared.featureNames.count
+                let usable = prepared.train.rows + prepared.validation.rows
+                let mine = Sharding.range(count: usable, parts: communicator.size, index: communicator.rank)
+                let reduce: SynchronizedBatchNorm.Reduction = { try communicator.allReduceSum(&$0) }
+                prepared.featureScaler = try StandardScaler.fit(
+                    prepared.train.features + prepared.validation.features, columns: features, rows: mine,
+                    reduce: reduce)
+                if prepared.targetScaler != nil {
+                    prepared.targetScaler = try StandardScaler.fit(
+                        prepared.train.targets + prepared.validation.targets, columns: prepared.targetNames.count,
+                        rows: mine, reduce: reduce)
+                }
+            }
 
             // Network and device.
-            let context = try deviceOptions.open()
+            let context = try deviceOptions.open(for: communicator)
             let backend = OpenCLBackend(context: context)
             log.detail(
                 "device: \(context.device.name) (\(context.device.platform)); kernel program \(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s"
@@ -212,7 +265,11 @@ extension HRTrainCommand {
                 train: (prepared.train.features, prepared.train.targets, prepared.train.rows),
                 validation: (prepared.validation.features, prepared.validation.targets, prepared.validation.rows),
                 featureScaler: prepared.featureScaler, targetScaler: prepared.targetScaler,
-                residentLimitBytes: residentLimit, state: state, best: best)
+                residentLimitBytes: residentLimit, state: state, best: best,
+                dataParallel: options.ranks.map { _ in
+                    DataParallel(
+                        communicator: communicator, synchronizeBatchNorm: options.synchronizedBatchNorm == true)
+                })
             log.detail(
                 trainer.trainingSetIsResident
                     ? "training set resident on the device"
@@ -220,7 +277,13 @@ extension HRTrainCommand {
             let progress = ProgressPrinter(
                 log: log, epochs: options.epochs, batchSize: options.batchSize, rows: prepared.train.rows)
             progress.trainer = { try trainer.latestLoss() }
-            trainer.observer = progress
+            if leader { trainer.observer = progress }
+            if let ranks = options.ranks {
+                log.info(
+                    "data-parallel over \(ranks) MPI rank\(ranks == 1 ? "" : "s"): each trains on its share of every "
+                        + "batch of \(options.batchSize); batch norm "
+                        + (options.synchronizedBatchNorm == true ? "synchronised across ranks" : "per rank"))
+            }
             log.info(
                 "training \(options.spec.hiddenSizes.map(String.init).joined(separator: ",")) \(options.spec.layerOrder.rawValue) (\(options.profile.rawValue) profile) on \(prepared.train.rows) events, batch \(options.batchSize), \(context.device.name)"
             )
@@ -237,6 +300,12 @@ extension HRTrainCommand {
             }
             try trainer.run { trainer in
                 let s = trainer.state
+                try testFailure(communicator, afterEpoch: s.epoch) {
+                    var values = try backend.readFloats(network.parameters)
+                    values[0] = values[0].nextUp
+                    try backend.write(values, to: network.parameters)
+                }
+                guard leader else { return }
                 let ckpt = Checkpoint(
                     metadata: .init(
                         model: metadata, options: options, state: s, adamStep: network.step,
@@ -252,6 +321,13 @@ extension HRTrainCommand {
                     Foundation.exit(75)  // a real interruption, for the resume test: the process ends here, mid-run
                 }
             }
+            if let dataParallel = trainer.dataParallel, dataParallel.reducedSteps > 0 {
+                log.detail(
+                    String(
+                        format: "gradient all-reduce: %.3f ms per step (device → host, MPI_Allreduce, host → device)",
+                        1e3 * dataParallel.gradientReductionSeconds / Double(dataParallel.reducedSteps)))
+            }
+            guard leader else { return }
             let final = try currentModel(epochs: trainer.state.epoch)
             try final.write(to: modelURL)
             if trainer.state.stopped {
@@ -268,6 +344,23 @@ extension HRTrainCommand {
             }
             log.result("model written to \(model) (checkpoint: \(checkpointURL.path))")
         }
+    }
+}
+
+/// For the failure tests, `HRTRAIN_TEST_RANK_FAILURE=MODE:R:K` makes rank R (not 0) fail after epoch K: `kill`
+/// (SIGKILL, no clean-up), `error` (an error), `hang` (sleeps for an hour), `perturb` (changes one parameter by
+/// one ulp, so the ranks diverge).
+private func testFailure(_ communicator: Communicator, afterEpoch epoch: Int, perturb: () throws -> Void) throws {
+    guard let text = ProcessInfo.processInfo.environment["HRTRAIN_TEST_RANK_FAILURE"] else { return }
+    let parts = text.split(separator: ":").map(String.init)
+    guard parts.count == 3, let rank = Int(parts[1]), let after = Int(parts[2]) else { return }
+    guard rank == communicator.rank, after == epoch else { return }
+    guard rank != 0 else { return }  // rank 0 writes the checkpoints: another rank fails
+    switch parts[0] {
+    case "kill": kill(getpid(), SIGKILL)
+    case "hang": Thread.sleep(forTimeInterval: 3600)
+    case "perturb": try perturb()
+    default: throw CommandError("a test asked this rank to fail after epoch \(epoch)")
     }
 }
 

@@ -109,4 +109,53 @@ public enum SynchronizedBatchNorm {
         try backend.write(Array(local[0..<columns]), to: betaGradient)
         try backend.write(Array(local[columns...]), to: gammaGradient)
     }
+
+    /// The hidden block's training-mode forward (`HiddenBlock.composedForward`) with the batch norm
+    /// synchronised; returns the batch's total row count.
+    @discardableResult
+    public static func forward<B: Backend>(_ block: HiddenBlock<B.Tensor>, on backend: B, reduce: Reduction) throws
+        -> Int
+    {
+        switch block.order {
+        case .denseTanhBatchNorm: try backend.biasTanh(block.preActivation, bias: block.bias, into: block.normInput)
+        case .denseBatchNormTanh: try backend.biasAdd(block.preActivation, bias: block.bias, into: block.normInput)
+        }
+        let total = try forward(
+            backend, input: block.normInput, gamma: block.gamma, beta: block.beta, runningMean: block.runningMean,
+            runningVariance: block.runningVariance, savedMean: block.savedMean,
+            savedInverseStd: block.savedInverseStd, settings: block.settings, output: block.output, reduce: reduce)
+        if block.order == .denseBatchNormTanh { try backend.tanh(block.output, into: block.output) }
+        return total
+    }
+
+    /// The hidden block's backward (`HiddenBlock.composedBackward`) with the batch norm synchronised.
+    public static func backward<B: Backend>(
+        _ block: HiddenBlock<B.Tensor>, on backend: B, totalRows: Int, gradientWeight: Double, reduce: Reduction
+    ) throws {
+        let (dy, dz) = (block.outputGradient, block.preActivationGradient)
+        if block.order == .denseBatchNormTanh {
+            try backend.tanhBackward(outputGradient: dy, output: block.output, into: dy)
+        }
+        try backward(
+            backend, outputGradient: dy, input: block.normInput, gamma: block.gamma, savedMean: block.savedMean,
+            savedInverseStd: block.savedInverseStd, totalRows: totalRows, gradientWeight: gradientWeight,
+            inputGradient: dz, gammaGradient: block.gammaGradient, betaGradient: block.betaGradient, reduce: reduce)
+        if block.order == .denseTanhBatchNorm {
+            try backend.tanhBackward(outputGradient: dz, output: block.normInput, into: dz)
+        }
+        try backend.columnSums(dz, into: block.biasGradient)
+    }
+}
+
+/// What `Network` needs to synchronise its batch norms across ranks during one training step.
+public struct BatchNormSynchronization {
+    /// The all-reduce of the statistics (`Communicator.allReduceSum`).
+    public var reduce: SynchronizedBatchNorm.Reduction
+    /// This rank's weight `n_r/N` in the current batch (`Sharding.gradientWeight`).
+    public var gradientWeight: Double
+    /// Creates the settings of one step.
+    public init(reduce: @escaping SynchronizedBatchNorm.Reduction, gradientWeight: Double) {
+        self.reduce = reduce
+        self.gradientWeight = gradientWeight
+    }
 }
