@@ -17,8 +17,9 @@ extension HRTrainCommand {
         @OptionGroup var deviceOptions: DeviceOptions
         @OptionGroup var distributedOptions: DistributedOptions
         @Flag(
-            help:
-                "Under MPI: batch norm with the statistics of the whole batch across ranks (default: each rank's share)."
+            help: ArgumentHelp(
+                "Under MPI: batch norm with the statistics of the whole batch across ranks "
+                    + "(default: each rank's share).")
         )
         var syncBatchnorm = false
         @Option(help: "Training sample: .csv, .h5/.hdf5 or .npy.") var data: String
