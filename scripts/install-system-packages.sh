@@ -4,7 +4,8 @@
 #   clinfo, HDF5, Open MPI (mpirun, and libmpi that hrtrain loads at run time for data-parallel training);
 #   and, with --with-browser, Chromium and a font (the report test renders the HTML page).
 set -euo pipefail
-packages=(ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo libhdf5-dev openmpi-bin libopenmpi-dev)
+packages=(ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo libhdf5-dev)
+packages+=(openmpi-bin libopenmpi-dev)
 [ "${1:-}" = "--with-browser" ] && packages+=(chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do

@@ -36,6 +36,8 @@ final class MPITests: XCTestCase {
                 ["--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)", hrtrainExecutable().path] + arguments
         }
         var env = ProcessInfo.processInfo.environment
+        // Containers often forbid the cross-memory attach of Open MPI's shared-memory transport.
+        env["OMPI_MCA_btl_vader_single_copy_mechanism"] = env["OMPI_MCA_btl_vader_single_copy_mechanism"] ?? "none"
         for (k, v) in environment { env[k] = v }
         process.environment = env
         let out = Pipe()
