@@ -194,4 +194,23 @@ final class MPITests: XCTestCase {
         XCTAssertNotEqual(result.status, 0)
         XCTAssertTrue(result.err.contains("differ between ranks: rank 0 and rank 1 hold different values"), result.err)
     }
+
+    func testBenchUnderMPIReportsTheJobsThroughputAndTheAllReduce() throws {
+        _ = try mpirun()
+        for sync in [false, true] {
+            let result = try run(
+                ranks: 2,
+                ["bench", "--batch", "64", "--hidden", "16,16", "--steps", "3", "--warmup-steps", "1", "--json"]
+                    + (sync ? ["--sync-batchnorm"] : []))
+            XCTAssertEqual(result.status, 0, result.err)
+            let report = try JSONDecoder().decode(DataParallelBenchmark.Report.self, from: Data(result.out.utf8))
+            XCTAssertEqual(report.ranks, 2)
+            XCTAssertEqual(report.largestShare, 32)
+            XCTAssertGreaterThan(report.eventsPerSecond, 0)
+            XCTAssertGreaterThan(report.allReduceMillisecondsPerStep, 0)
+            XCTAssertGreaterThanOrEqual(report.gradientExchangeMillisecondsPerStep, 0)
+            // One gradient all-reduce per step; synchronised batch norm adds three per block.
+            XCTAssertEqual(report.allReducesPerStep, sync ? 7 : 1)
+        }
+    }
 }
