@@ -19,7 +19,8 @@ public final class DataParallel {
     public let communicator: Communicator
     /// Whether batch norm uses the statistics of the whole batch.
     public let synchronizeBatchNorm: Bool
-    /// Seconds spent in the gradient all-reduce (including the host round trip), and the steps counted.
+    /// Seconds spent in the gradient exchange (device → host, all-reduce, host → device; not the wait for the
+    /// step's queued work), and the steps counted.
     public private(set) var gradientReductionSeconds = 0.0
     public private(set) var reducedSteps = 0
 
@@ -69,6 +70,7 @@ public final class DataParallel {
     /// Between backward and Adam: the gradients weighted by `n_r/B` and summed over the ranks (Float32,
     /// MPI_SUM, through host memory).
     public func reduceGradients<B: Backend>(network: Network<B>, batchRows rows: Int) throws {
+        try network.backend.synchronize()  // the step's queued work, so that the time below is the exchange's
         let start = DispatchTime.now().uptimeNanoseconds
         var gradients = try network.backend.readFloats(network.gradients)
         let weight = Sharding.gradientWeight(rows: rows, ranks: communicator.size, rank: communicator.rank)
