@@ -33,6 +33,17 @@ struct DistributedOptions: ParsableArguments {
     func start() throws -> Communicator { try Communicator.start(mode: mpi) }
 }
 
+/// `reportingErrors`; with several ranks an error on this one ends the whole job instead (MPI_Abort), with
+/// `error: rank R/N: <message>`.
+func reportingErrors<T>(on communicator: Communicator, flags: [DataField: String] = [:], _ body: () throws -> T)
+    throws -> T
+{
+    guard communicator.size > 1 else { return try reportingErrors(flags: flags, body) }
+    do { return try body() } catch let error as ExitCode { throw error } catch {
+        communicator.abort(errorMessage(error, flags: flags))
+    }
+}
+
 extension DeviceOptions {
     /// Opens the device of this rank: `--device` (its entry for the node-local rank when it is a list), else
     /// `$HRTRAIN_DEVICE`, else, in a job of several ranks, the node's GPUs in turn by node-local rank (the
