@@ -114,8 +114,8 @@ final class MPITests: XCTestCase {
         let runningError = relativeDifference(
             synchronized.runningStatistics.map(Double.init), single.runningStatistics.map(Double.init))
         print(
-            "2 ranks --sync-batchnorm vs 1 process: losses \(lossError), weights \(weightError), running \(runningError)"
-        )
+            "2 ranks --sync-batchnorm vs 1 process: losses \(lossError), weights \(weightError), "
+                + "running \(runningError)")
         XCTAssertLessThanOrEqual(lossError, 1e-5)
         XCTAssertLessThanOrEqual(weightError, 1e-4)
         XCTAssertLessThanOrEqual(runningError, 1e-4)

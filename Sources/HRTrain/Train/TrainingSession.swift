@@ -184,8 +184,8 @@ public final class TrainingSession<B: Backend> {
                     "the checkpoint was written by a run of \(ranks) rank\(ranks == 1 ? "" : "s"), this run has "
                         + "\(size): resume with the same number "
                         + (ranks == 1 ? "(without mpirun)" : "(mpirun -np \(ranks))")
-                        + " — each rank's share of the batches, and without synchronised batch norm the batch statistics, "
-                        + "depend on it", file: place, field: .checkpoint)
+                        + " — each rank's share of the batches, and without synchronised batch norm the batch "
+                        + "statistics, depend on it", file: place, field: .checkpoint)
             }
             data.featureScaler = checkpoint.model.featureScaler
             data.targetScaler = checkpoint.model.targetScaler
