@@ -24,6 +24,11 @@ let package = Package(
             name: "CHDF5",
             linkerSettings: [.linkedLibrary("hdf5_serial")]
         ),
+        /// MPI loaded at run time (dlopen, Open MPI's ABI): the binary runs where no MPI is installed.
+        .target(
+            name: "CMPIShim",
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
         /// The OpenCL C sources, embedded in the binary so a copied executable needs no source tree.
         .target(
             name: "HRTrainKernels",
@@ -40,7 +45,7 @@ let package = Package(
         ),
         .target(
             name: "HRTrain",
-            dependencies: ["CLShim", "CHDF5", "HRTrainKernels"]
+            dependencies: ["CLShim", "CHDF5", "CMPIShim", "HRTrainKernels"]
         ),
         .executableTarget(
             name: "hrtrain",

@@ -16,6 +16,9 @@ extension HRTrainCommand {
                 """)
 
         @OptionGroup var deviceOptions: DeviceOptions
+        @OptionGroup var distributedOptions: DistributedOptions
+        @Flag(help: "Under MPI: synchronise batch norm across ranks, as train --sync-batchnorm.")
+        var syncBatchnorm = false
         @Option(help: "Rows per step.") var batch = 4000
         @Option(help: "Hidden layer sizes, comma separated.") var hidden = "256,256,256"
         @Option(help: "Input features.") var inputs = 38
@@ -54,8 +57,45 @@ extension HRTrainCommand {
             options.warmupSteps = warmupSteps
             options.profiledSteps = profiledSteps
             options.ceilingSize = ceilingSize
+            let communicator = try reportingErrors { try distributedOptions.start() }
+            defer { communicator.finalize() }
+            if communicator.usesMPI {
+                return try dataParallel(options, communicator)
+            }
+            if syncBatchnorm { throw ValidationError("--sync-batchnorm needs MPI (mpirun, srun, or --mpi on)") }
             let report = try reportingErrors { try Benchmark.run(context: deviceOptions.open(), options: options) }
             print(json ? try jsonString(report) : render(report))
+        }
+
+        /// Under MPI: data-parallel steps on every rank; rank 0 prints the job's figures.
+        private func dataParallel(_ options: Benchmark.Options, _ communicator: Communicator) throws {
+            do {
+                let context = try deviceOptions.open(for: communicator)
+                let r = try DataParallelBenchmark.run(
+                    context: context, options: options, communicator: communicator,
+                    synchronizeBatchNorm: syncBatchnorm)
+                guard communicator.rank == 0 else { return }
+                if json { return print(try jsonString(r)) }
+                func f(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", x) }
+                print(
+                    """
+                    hrtrain bench (data-parallel): \(r.ranks) rank\(r.ranks == 1 ? "" : "s") (devices \(
+                        r.devices.map(String.init).joined(separator: ","))), \(r.device)
+                    global batch \(r.batch) (largest share \(r.largestShare)), batch norm \(
+                        r.synchronizedBatchNorm ? "synchronised" : "per rank"), \(r.steps) steps
+                    training     \(Int(r.eventsPerSecond)) events/s (all ranks)   \(f(r.millisecondsPerStep, 2)) ms/step
+                    all-reduce   \(f(r.allReduceMillisecondsPerStep)) ms/step in MPI_Allreduce (\(f(
+                        r.allReducesPerStep, 0)) per step; includes waiting for the slowest rank)
+                    gradients    \(f(r.gradientExchangeMillisecondsPerStep)) ms/step device → host → MPI_Allreduce → \
+                    device (\(r.gradientFloats) floats, \(f(Double(r.gradientFloats * 4) / 1e6, 2)) MB)
+                    alone        \(f(r.isolatedAllReduceMilliseconds)) ms per all-reduce of the gradients after a \
+                    barrier (median of 20)
+                    """)
+            } catch {
+                if communicator.size > 1 { communicator.abort("\(error)") }
+                printError("error: \(error)")
+                throw ExitCode.failure
+            }
         }
 
         private func render(_ r: Benchmark.Report) -> String {

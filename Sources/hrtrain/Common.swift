@@ -8,16 +8,12 @@ struct DeviceOptions: ParsableArguments {
         name: .long,
         help: ArgumentHelp(
             "OpenCL device index from `hrtrain devices` (default: $HRTRAIN_DEVICE, else the first GPU, else the first "
-                + "device).",
+                + "device); under MPI a list N,M,… gives one per node-local rank.",
             valueName: "N"))
-    var device: Int?
-
-    func validate() throws {
-        if let device, device < 0 { throw ValidationError("--device must be a device index ≥ 0, got \(device)") }
-    }
+    var device: DeviceList?
 
     /// Opens the chosen device and builds or loads the kernel program.
-    func open() throws -> ComputeContext { try ComputeContext(deviceIndex: device) }
+    func open() throws -> ComputeContext { try ComputeContext(deviceIndex: device?.index(forLocalRank: 0)) }
 }
 
 /// A failure found while a command runs (not a malformed command line): printed as `error: …`, exit status 1.
@@ -61,15 +57,19 @@ func table(_ header: [String], _ rows: [[String]], rightAligned: Set<Int> = []) 
 func reportingErrors<T>(flags: [DataField: String] = [:], _ body: () throws -> T) throws -> T {
     do { return try body() } catch let error as ExitCode { throw error } catch let error as ValidationError {
         throw error
-    } catch let error as DataError {
-        printError("error: " + error.described(as: error.field.map { flags[$0] ?? $0.flag }))
-        throw ExitCode.failure
-    } catch let error as TrainingOptionsError {
-        printError("error: " + error.flagMessage)
-        throw ExitCode.failure
     } catch {
-        printError("error: \(error)")
+        printError("error: " + errorMessage(error, flags: flags))
         throw ExitCode.failure
+    }
+}
+
+/// The message `reportingErrors` prints for `error` (a data error names the flag of its field).
+func errorMessage(_ error: Error, flags: [DataField: String] = [:]) -> String {
+    switch error {
+    case let error as DataError: error.described(as: error.field.map { flags[$0] ?? $0.flag })
+    case let error as TrainingOptionsError: error.flagMessage
+    case let error as ValidationError: error.message
+    default: "\(error)"
     }
 }
 

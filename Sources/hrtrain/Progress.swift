@@ -5,12 +5,14 @@ import HRTrain
 struct Log {
     var quiet: Bool
     var verbose: Bool
+    /// No warnings either (the ranks other than 0 of an MPI job).
+    var muted = false
     /// Whether stderr is a terminal (then progress is a bar redrawn in place).
     var isTerminal = isatty(fileno(stderr)) != 0
 
     func info(_ text: String) { if !quiet { printError(text) } }
     func detail(_ text: String) { if verbose { printError(text) } }
-    func warn(_ text: String) { printError("warning: " + text) }
+    func warn(_ text: String) { if !muted { printError("warning: " + text) } }
     func result(_ text: String) { print(text) }
 }
 

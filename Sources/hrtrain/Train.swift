@@ -15,6 +15,12 @@ extension HRTrainCommand {
                 """)
 
         @OptionGroup var deviceOptions: DeviceOptions
+        @OptionGroup var distributedOptions: DistributedOptions
+        @Flag(
+            help: ArgumentHelp(
+                "Under MPI: batch norm with the statistics of the whole batch across ranks "
+                    + "(default: each rank's share)."))
+        var syncBatchnorm = false
         @Option(help: "Training sample: .csv, .h5/.hdf5 or .npy.") var data: String
         @Option(help: "Where to write the trained model (safetensors).") var model: String
         @Option(help: "Write one JSON line per epoch here.") var metrics: String?
@@ -70,7 +76,9 @@ extension HRTrainCommand {
         }
 
         func run() throws {
-            try reportingErrors { try train() }
+            let communicator = try reportingErrors { try distributedOptions.start() }
+            defer { communicator.finalize() }
+            try reportingErrors(on: communicator) { try train(communicator) }
         }
 
         /// The training options the flags give (the defaults where a flag is absent; the initial model's
@@ -100,8 +108,10 @@ extension HRTrainCommand {
             return options
         }
 
-        private func train() throws {
-            let log = verbosity.log
+        private func train(_ communicator: Communicator) throws {
+            let leader = communicator.rank == 0  // writes the checkpoints, the metrics and the model, and prints
+            var log = verbosity.log
+            if !leader { log = Log(quiet: true, verbose: false, muted: true) }
             let modelURL = URL(fileURLWithPath: model)
             try requireWritableDirectory(of: modelURL, option: "--model")
             if let metrics { try requireWritableDirectory(of: URL(fileURLWithPath: metrics), option: "--metrics") }
@@ -118,6 +128,17 @@ extension HRTrainCommand {
                         + "the ones given on the command line are ignored")
             }
 
+            if syncBatchnorm && !communicator.usesMPI {
+                throw CommandError(
+                    "--sync-batchnorm needs MPI: start with mpirun or srun (or add --mpi on for a single rank)")
+            }
+            if resumed == nil && (communicator.size > 1 || syncBatchnorm) {
+                options.ranks = communicator.size
+                options.synchronizedBatchNorm = syncBatchnorm
+            } else if let resumed, syncBatchnorm, resumed.metadata.options.synchronizedBatchNorm != true {
+                log.warn("--resume: --sync-batchnorm comes from the checkpoint, which was written without it")
+            }
+
             // Data.
             let start = DispatchTime.now()
             let read = try readTableWithReport(
@@ -129,7 +150,7 @@ extension HRTrainCommand {
                 warnDroppedRows(test.droppedRowCount, from: file, log: log)
                 return test.table
             }
-            let prepared = try PreparedData.prepare(
+            var prepared = try PreparedData.prepare(
                 table: read.table, file: data,
                 features: try resumed?.model.metadata.featureNames ?? features.map(parseColumnList),
                 targets: resumed?.model.metadata.targetNames ?? parseList(targets), testTable: testTable,
@@ -147,8 +168,23 @@ extension HRTrainCommand {
                     + "\(String(format: "%.2f", elapsed(since: start))) s: \(prepared.train.rows) training, "
                     + "\(prepared.validation.rows) validation, \(prepared.test?.rows ?? 0) test rows")
 
+            if communicator.size > 1 && resumed == nil {
+                // Each rank sums its part of the non-test rows; the sums are all-reduced (two passes, Double).
+                let usable = prepared.train.rows + prepared.validation.rows
+                let mine = Sharding.range(count: usable, parts: communicator.size, index: communicator.rank)
+                let reduce: SynchronizedBatchNorm.Reduction = { try communicator.allReduceSum(&$0) }
+                prepared.featureScaler = try StandardScaler.fit(
+                    prepared.train.features + prepared.validation.features, columns: prepared.featureNames.count,
+                    rows: mine, reduce: reduce)
+                if prepared.targetScaler != nil {
+                    prepared.targetScaler = try StandardScaler.fit(
+                        prepared.train.targets + prepared.validation.targets, columns: prepared.targetNames.count,
+                        rows: mine, reduce: reduce)
+                }
+            }
+
             // Device and session.
-            let context = try deviceOptions.open()
+            let context = try deviceOptions.open(for: communicator)
             let backend = OpenCLBackend(context: context)
             log.detail(
                 "device: \(context.device.name) (\(context.device.platform)); kernel program "
@@ -159,13 +195,28 @@ extension HRTrainCommand {
             let residentLimit =
                 maxDeviceMemory ?? min(context.device.maxAllocationBytes, context.device.globalMemoryBytes / 2)
             let checkpointURL = URL(fileURLWithPath: checkpoint ?? model + ".checkpoint")
+            let parallel = (resumed?.metadata.options ?? options).ranks.map { _ in
+                DataParallel(
+                    communicator: communicator,
+                    synchronizeBatchNorm: (resumed?.metadata.options ?? options).synchronizedBatchNorm == true)
+            }
             let session = try TrainingSession(
                 backend: backend, data: prepared, options: options, start: startingPoint,
                 settings: .init(
-                    checkpoint: checkpointURL, metrics: metrics.map { URL(fileURLWithPath: $0) },
+                    checkpoint: leader ? checkpointURL : nil,
+                    metrics: leader ? metrics.map { URL(fileURLWithPath: $0) } : nil,
                     residentLimitBytes: residentLimit, dataFile: data, testFile: testFile,
-                    device: context.device.name))
+                    device: context.device.name),
+                dataParallel: parallel)
             options = session.options
+            session.afterEpoch = { _, state in
+                try testFailure(communicator, afterEpoch: state.epoch) {
+                    var values = try backend.readFloats(session.network.parameters)
+                    values[0] = values[0].nextUp
+                    try backend.write(values, to: session.network.parameters)
+                }
+                return .proceed
+            }
             if let resumed {
                 log.info("resuming after epoch \(resumed.metadata.state.epoch) of \(options.epochs) from \(resume!)")
             }
@@ -176,13 +227,26 @@ extension HRTrainCommand {
             let progress = ProgressPrinter(
                 log: log, epochs: options.epochs, batchSize: options.batchSize, rows: prepared.train.rows)
             progress.trainer = { try session.trainer.latestLoss() }
-            session.observer = progress
+            if leader { session.observer = progress }
+            if let ranks = options.ranks {
+                log.info(
+                    "data-parallel over \(ranks) MPI rank\(ranks == 1 ? "" : "s"): each trains on its share of every "
+                        + "batch of \(options.batchSize); batch norm "
+                        + (options.synchronizedBatchNorm == true ? "synchronised across ranks" : "per rank"))
+            }
             let hiddenSizes = options.spec.hiddenSizes.map(String.init).joined(separator: ",")
             log.info(
                 "training \(hiddenSizes) \(options.spec.layerOrder.rawValue) (\(options.profile.rawValue) profile) "
                     + "on \(prepared.train.rows) events, batch \(options.batchSize), \(context.device.name)")
 
             let result = try session.run()
+            if let parallel, parallel.reducedSteps > 0 {
+                log.detail(
+                    String(
+                        format: "gradient exchange: %.3f ms per step (device → host, MPI_Allreduce, host → device)",
+                        1e3 * parallel.gradientReductionSeconds / Double(parallel.reducedSteps)))
+            }
+            guard leader else { return }
             try result.model.write(to: modelURL)
             let state = result.state
             if state.stopped {
@@ -197,5 +261,21 @@ extension HRTrainCommand {
             }
             log.result("model written to \(model) (checkpoint: \(checkpointURL.path))")
         }
+    }
+}
+
+/// For the failure tests, `HRTRAIN_TEST_RANK_FAILURE=MODE:R:K` makes rank R (not 0) fail after epoch K: `kill`
+/// (SIGKILL, no clean-up), `error` (an error), `hang` (sleeps for an hour), `perturb` (changes one parameter by
+/// one ulp, so the ranks diverge).
+private func testFailure(_ communicator: Communicator, afterEpoch epoch: Int, perturb: () throws -> Void) throws {
+    guard let text = ProcessInfo.processInfo.environment["HRTRAIN_TEST_RANK_FAILURE"] else { return }
+    let parts = text.split(separator: ":").map(String.init)
+    guard parts.count == 3, let rank = Int(parts[1]), let after = Int(parts[2]) else { return }
+    guard rank == communicator.rank, after == epoch, rank != 0 else { return }  // rank 0 writes the checkpoints
+    switch parts[0] {
+    case "kill": kill(getpid(), SIGKILL)
+    case "hang": Thread.sleep(forTimeInterval: 3600)
+    case "perturb": try perturb()
+    default: throw CommandError("a test asked this rank to fail after epoch \(epoch)")
     }
 }

@@ -33,7 +33,8 @@ extension HRTrainCommand {
         func run() throws {
             let spec = NetworkSpec(inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs)
             let report = try reportingErrors { () -> GEMMTuning.Report in
-                let context = try ComputeContext(deviceIndex: deviceOptions.device, tunedGEMM: false)
+                let context = try ComputeContext(
+                    deviceIndex: deviceOptions.device?.index(forLocalRank: 0), tunedGEMM: false)
                 return try GEMMTuning.tune(context: context, spec: spec, batch: batch, budget: budget) { line in
                     if !json { printError(line) }
                 }

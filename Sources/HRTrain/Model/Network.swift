@@ -26,6 +26,12 @@ public final class Network<B: Backend> {
     /// Adam updates done so far (the `t` of the bias corrections is `step + 1` for the next one).
     public var step = 0
 
+    /// Set by data-parallel training with `--sync-batchnorm`: training-mode batch norms then normalise with
+    /// the statistics of the whole batch across ranks (`SynchronizedBatchNorm`, on the host); nil: each
+    /// process normalises its own batch with the backend's operations.
+    public var batchNormSynchronization: BatchNormSynchronization?
+    private var synchronizedRows = 0
+
     private var workspaces: [Int: Workspace] = [:]
     private var lastWorkspace: Workspace?
 
@@ -197,7 +203,9 @@ public final class Network<B: Backend> {
         for block in ws.blocks {
             try backend.matmul(
                 block.input, transposeA: false, block.weight, transposeB: false, into: block.preActivation)
-            if training {
+            if training, let sync = batchNormSynchronization {
+                synchronizedRows = try SynchronizedBatchNorm.forward(block, on: backend, reduce: sync.reduce)
+            } else if training {
                 try backend.hiddenBlockForward(block)
             } else {
                 try backend.hiddenBlockInference(block)
@@ -230,7 +238,13 @@ public final class Network<B: Backend> {
             ws.outputGradient, transposeA: false, parameter("output.weight"), transposeB: true,
             into: last.outputGradient)
         for block in ws.blocks.reversed() {
-            try backend.hiddenBlockBackward(block)  // dL/dy → dL/dz, dγ, dβ, db
+            if let sync = batchNormSynchronization {
+                try SynchronizedBatchNorm.backward(
+                    block, on: backend, totalRows: synchronizedRows, gradientWeight: sync.gradientWeight,
+                    reduce: sync.reduce)
+            } else {
+                try backend.hiddenBlockBackward(block)  // dL/dy → dL/dz, dγ, dβ, db
+            }
             let dz = block.preActivationGradient
             try backend.matmul(block.input, transposeA: true, dz, transposeB: false, into: block.weightGradient)
             if let dh = block.inputGradient {

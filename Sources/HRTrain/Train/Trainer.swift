@@ -101,6 +101,8 @@ public final class Trainer<B: Backend> {
     public private(set) var stoppedByCallback = false
     private var lossBuffer: B.Tensor?
     private var lastQueuedStep = -1
+    /// The data-parallel hooks when training over several ranks (nil: one process).
+    public let dataParallel: DataParallel?
 
     /// Prepares a run. `train` and `validation` hold raw (unscaled) features and targets; the scalers are
     /// applied on the device. `residentLimitBytes` decides whether the sets are uploaded once or streamed.
@@ -109,8 +111,10 @@ public final class Trainer<B: Backend> {
         train: (features: [Float], targets: [Float], rows: Int),
         validation: (features: [Float], targets: [Float], rows: Int)?, featureScaler: StandardScaler,
         targetScaler: StandardScaler?,
-        residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Float], running: [Float])? = nil
+        residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Float], running: [Float])? = nil,
+        dataParallel: DataParallel? = nil
     ) throws {
+        self.dataParallel = dataParallel
         self.backend = backend
         self.options = options
         self.network = network
@@ -192,20 +196,26 @@ public final class Trainer<B: Backend> {
     private func runEpoch() throws {
         let epoch = state.epoch + 1
         let start = DispatchTime.now()
-        let sizes = batchSizes(rows: training.rows, batchSize: options.batchSize, training: true)
+        let sizes =
+            dataParallel?.batchSizes(rows: training.rows, batchSize: options.batchSize)
+            ?? batchSizes(rows: training.rows, batchSize: options.batchSize, training: true)
         try require(!sizes.isEmpty, "no training rows")
         let losses = try backend.scratch([sizes.count])
         lossBuffer = losses
         lastQueuedStep = -1
         let order = options.shuffle ? Self.permutation(rows: training.rows, seed: options.seed, epoch: epoch) : nil
         let lr = state.learningRate
-        try training.forEachBatch(sizes: sizes, order: order) { x, y, step in
+        // With several ranks, each trains on its share of every global batch (same permutation everywhere).
+        let local = try dataParallel.map { try $0.localBatches(sizes: sizes, order: order) }
+        try training.forEachBatch(sizes: local?.sizes ?? sizes, order: local?.order ?? order) { x, y, step in
             let loss = backend.view(losses, offset: step, shape: [1])
-            if let gradientHook {
+            if dataParallel != nil || gradientHook != nil {
+                dataParallel?.prepareStep(network: network, batchRows: sizes[step])
                 try network.forward(x, training: true)
                 try network.loss(target: y, into: loss)
                 try network.backward()
-                try gradientHook(network)
+                try dataParallel?.reduceGradients(network: network, batchRows: sizes[step])
+                try gradientHook?(network)
                 try network.applyAdam(learningRate: lr)
             } else {
                 try network.trainStep(input: x, target: y, learningRate: lr, loss: loss)
@@ -213,8 +223,12 @@ public final class Trainer<B: Backend> {
             lastQueuedStep = step
             observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
         }
-        let stepLosses = try backend.read(losses)
+        var stepLosses = try backend.read(losses)
         let trainSeconds = elapsed(since: start)
+        if let dataParallel {
+            stepLosses = try dataParallel.batchLosses(stepLosses, sizes: sizes)
+            try dataParallel.finishEpoch(network: network)
+        }
         let trainLoss = stepLosses.reduce(0, +) / Double(stepLosses.count)
         let validationLoss = try validation.map { try evaluate($0) }
         let record = EpochRecord(
@@ -227,15 +241,23 @@ public final class Trainer<B: Backend> {
     }
 
     /// MSE over all rows of `set`, batch norm in inference mode (per-batch losses weighted by their rows).
+    /// With several ranks, each evaluates its part of the rows and the sums are all-reduced.
     private func evaluate(_ set: DeviceDataset<B>) throws -> Double {
-        let sizes = batchSizes(rows: set.rows, batchSize: options.batchSize, training: false)
-        let losses = try backend.scratch([sizes.count])
-        try set.forEachBatch(sizes: sizes, order: nil) { x, y, step in
-            try network.forward(x, training: false)
-            try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
+        let mine = dataParallel?.validationRows(set.rows) ?? 0..<set.rows
+        let sizes = batchSizes(rows: mine.count, batchSize: options.batchSize, training: false)
+        var sum = 0.0
+        if !sizes.isEmpty {
+            let losses = try backend.scratch([sizes.count])
+            let order = dataParallel == nil ? nil : mine.map { Int32($0) }
+            try set.forEachBatch(sizes: sizes, order: order) { x, y, step in
+                try network.forward(x, training: false)
+                try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
+            }
+            let values = try backend.read(losses)
+            sum = zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) }
         }
-        let values = try backend.read(losses)
-        return zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(set.rows)
+        if let dataParallel { return try dataParallel.mean(sum: sum, rows: mine.count) }
+        return sum / Double(set.rows)
     }
 
     /// Applies the callbacks to the epoch's monitored loss; keeps the best weights when they improved.

@@ -18,6 +18,10 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var scaleTargets = false
     public var earlyStopping: EarlyStopping?
     public var reduceLearningRate: ReduceLearningRateOnPlateau?
+    /// Data-parallel training: the number of ranks (nil: one process; a resumed run needs the same number).
+    public var ranks: Int?
+    /// Data-parallel training: batch norm with the statistics of the whole batch across ranks.
+    public var synchronizedBatchNorm: Bool?
 
     /// The defaults: the thesis configuration (keras profile, batch 4000, lr 1e-3, 20 % validation).
     public init() {}

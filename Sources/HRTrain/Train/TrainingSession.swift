@@ -110,8 +110,11 @@ public final class TrainingSession<B: Backend> {
     /// Builds the network for `start` and prepares the trainer. Throws `TrainingOptionsError` for invalid
     /// options or an initial model that disagrees with them, `DataError` (field `initialModel` or
     /// `checkpoint`) for a start that does not fit the data.
+    /// `dataParallel`: the hooks of synchronous data-parallel training over MPI ranks (nil: one process); a
+    /// checkpoint resumes only on as many ranks as wrote it.
     public init(
-        backend: B, data: PreparedData, options: TrainingOptions, start: Start, settings: Settings = Settings()
+        backend: B, data: PreparedData, options: TrainingOptions, start: Start, settings: Settings = Settings(),
+        dataParallel: DataParallel? = nil
     ) throws {
         var options = options
         var data = data
@@ -174,6 +177,16 @@ public final class TrainingSession<B: Backend> {
                         + "\(data.validation.rows): use the same data and split",
                     file: place, field: .checkpoint)
             }
+            let ranks = saved.options.ranks ?? 1
+            let size = dataParallel?.communicator.size ?? 1
+            guard ranks == size else {
+                throw DataError(
+                    "the checkpoint was written by a run of \(ranks) rank\(ranks == 1 ? "" : "s"), this run has "
+                        + "\(size): resume with the same number "
+                        + (ranks == 1 ? "(without mpirun)" : "(mpirun -np \(ranks))")
+                        + " — each rank's share of the batches, and without synchronised batch norm the batch "
+                        + "statistics, depend on it", file: place, field: .checkpoint)
+            }
             data.featureScaler = checkpoint.model.featureScaler
             data.targetScaler = checkpoint.model.targetScaler
             network = try checkpoint.model.network(on: backend)
@@ -195,7 +208,7 @@ public final class TrainingSession<B: Backend> {
             train: (data.train.features, data.train.targets, data.train.rows),
             validation: (data.validation.features, data.validation.targets, data.validation.rows),
             featureScaler: data.featureScaler, targetScaler: data.targetScaler,
-            residentLimitBytes: settings.residentLimitBytes, state: state, best: best)
+            residentLimitBytes: settings.residentLimitBytes, state: state, best: best, dataParallel: dataParallel)
         metadata = ModelMetadata(
             spec: options.spec, profile: options.profile, featureNames: data.featureNames,
             targetNames: data.targetNames, training: options, dataFile: settings.dataFile, device: settings.device,
