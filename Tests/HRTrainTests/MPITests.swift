@@ -165,7 +165,7 @@ final class MPITests: XCTestCase {
         let data = try sample(in: dir).path
         let result = try run(
             ranks: 2, ["train", "--data", data, "--model", dir.appendingPathComponent("m.safetensors").path] + common,
-            environment: ["HRTRAIN_TEST_RANK_FAILURE": "error:1:1"], timeout: 120)
+            environment: ["HRTRAIN_TEST_RANK_FAILURE": "error:1:2"], timeout: 120)
         XCTAssertNotEqual(result.status, 0)
         XCTAssertTrue(result.err.contains("error: rank 1/2: a test asked this rank to fail"), result.err)
         XCTAssertNoThrow(try Checkpoint.read(from: dir.appendingPathComponent("m.safetensors.checkpoint")))
