@@ -36,6 +36,7 @@ let package = Package(
                 .embedInCode("loss.cl"),
                 .embedInCode("adam.cl"),
                 .embedInCode("columns.cl"),
+                .embedInCode("fused.cl"),
             ]
         ),
         .target(

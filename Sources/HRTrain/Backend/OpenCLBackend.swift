@@ -304,12 +304,6 @@ public final class OpenCLBackend: Backend {
         savedInverseStd: DeviceTensor,
         settings: BatchNormSettings, saved: DeviceTensor, output y: DeviceTensor
     ) throws {
-        guard variant == .columnStrip else {
-            return try composedHiddenBlockForward(
-                self, order: order, z: z, bias: bias, gamma: gamma, beta: beta, runningMean: runningMean,
-                runningVariance: runningVariance, savedMean: savedMean, savedInverseStd: savedInverseStd,
-                settings: settings, saved: saved, output: y)
-        }
         let (rows, cols) = (z.rows, z.columns)
         try require(rows >= 2, "batch normalisation in training mode needs at least 2 rows, got \(rows)")
         try require(
@@ -317,6 +311,12 @@ public final class OpenCLBackend: Backend {
                 $0.count == cols
             }
                 && saved.count == z.count && y.count == z.count, "hiddenBlockForward: shapes differ")
+        guard variant == .columnStrip else {
+            return try tiledHiddenBlockForward(
+                order: order, z: z, bias: bias, gamma: gamma, beta: beta, runningMean: runningMean,
+                runningVariance: runningVariance, savedMean: savedMean, savedInverseStd: savedInverseStd,
+                settings: settings, saved: saved, output: y)
+        }
         try runStrips(
             order == .denseTanhBatchNorm
                 ? "kernel_bias_tanh_bn_forward_strip_f32" : "kernel_bias_bn_tanh_forward_strip_f32",
@@ -339,18 +339,18 @@ public final class OpenCLBackend: Backend {
         gamma: DeviceTensor, savedMean: DeviceTensor, savedInverseStd: DeviceTensor, inputGradient dz: DeviceTensor,
         gammaGradient: DeviceTensor, betaGradient: DeviceTensor, biasGradient: DeviceTensor
     ) throws {
-        guard variant == .columnStrip else {
-            return try composedHiddenBlockBackward(
-                self, order: order, outputGradient: dy, saved: saved, output: y, gamma: gamma, savedMean: savedMean,
-                savedInverseStd: savedInverseStd, inputGradient: dz, gammaGradient: gammaGradient,
-                betaGradient: betaGradient, biasGradient: biasGradient)
-        }
         let (rows, cols) = (dy.rows, dy.columns)
         try require(
             [gamma, savedMean, savedInverseStd, gammaGradient, betaGradient, biasGradient].allSatisfy {
                 $0.count == cols
             }
                 && [saved, y, dz].allSatisfy { $0.count == dy.count }, "hiddenBlockBackward: shapes differ")
+        guard variant == .columnStrip else {
+            return try tiledHiddenBlockBackward(
+                order: order, outputGradient: dy, saved: saved, output: y, gamma: gamma, savedMean: savedMean,
+                savedInverseStd: savedInverseStd, inputGradient: dz, gammaGradient: gammaGradient,
+                betaGradient: betaGradient, biasGradient: biasGradient)
+        }
         var arguments: [Kernel.Argument] = [.tensor(dy)]
         switch order {
         case .denseTanhBatchNorm: arguments += [.tensor(saved)]
