@@ -30,38 +30,36 @@ extension OpenCLBackend {
     }
 
     /// The tiled fused forward of a hidden block (see `Backend.hiddenBlockForward`); shapes checked by the caller.
-    func tiledHiddenBlockForward(
-        order: LayerOrder, z: DeviceTensor, bias: DeviceTensor, gamma: DeviceTensor, beta: DeviceTensor,
-        runningMean: DeviceTensor, runningVariance: DeviceTensor, savedMean: DeviceTensor,
-        savedInverseStd: DeviceTensor, settings: BatchNormSettings, saved: DeviceTensor, output y: DeviceTensor
-    ) throws {
-        let (rows, cols) = (z.rows, z.columns)
+    func tiledHiddenBlockForward(_ block: HiddenBlock<DeviceTensor>) throws {
+        let z = block.preActivation
+        let (rows, cols, settings) = (z.rows, z.columns, block.settings)
         try runFusedTiled(
-            order == .denseTanhBatchNorm
+            block.order == .denseTanhBatchNorm
                 ? "kernel_bias_tanh_bn_forward_tiled_f32" : "kernel_bias_bn_tanh_forward_tiled_f32",
             [
-                .tensor(z), .tensor(bias), .tensor(gamma), .tensor(beta), .tensor(saved), .tensor(y),
-                .tensor(savedMean), .tensor(savedInverseStd), .tensor(runningMean), .tensor(runningVariance),
-                .int(Int32(rows)), .int(Int32(cols)), .float(Float(settings.epsilon)),
-                .float(Float(settings.runningUpdateFactor)), .int(settings.unbiasedRunningVariance ? 1 : 0),
+                .tensor(z), .tensor(block.bias), .tensor(block.gamma), .tensor(block.beta), .tensor(block.normInput),
+                .tensor(block.output), .tensor(block.savedMean), .tensor(block.savedInverseStd),
+                .tensor(block.runningMean), .tensor(block.runningVariance), .int(Int32(rows)), .int(Int32(cols)),
+                .float(Float(settings.epsilon)), .float(Float(settings.runningUpdateFactor)),
+                .int(settings.unbiasedRunningVariance ? 1 : 0),
             ], rows: rows, columns: cols, bytes: 4 * 5 * z.count)
     }
 
     /// The tiled fused backward of a hidden block (see `Backend.hiddenBlockBackward`); shapes checked by the
     /// caller.
-    func tiledHiddenBlockBackward(
-        order: LayerOrder, outputGradient dy: DeviceTensor, saved: DeviceTensor, output y: DeviceTensor,
-        gamma: DeviceTensor, savedMean: DeviceTensor, savedInverseStd: DeviceTensor, inputGradient dz: DeviceTensor,
-        gammaGradient: DeviceTensor, betaGradient: DeviceTensor, biasGradient: DeviceTensor
-    ) throws {
+    func tiledHiddenBlockBackward(_ block: HiddenBlock<DeviceTensor>) throws {
+        let dy = block.outputGradient
         let (rows, cols) = (dy.rows, dy.columns)
         let inputs: [Kernel.Argument] =
-            order == .denseTanhBatchNorm ? [.tensor(dy), .tensor(saved)] : [.tensor(dy), .tensor(y), .tensor(saved)]
+            block.order == .denseTanhBatchNorm
+            ? [.tensor(dy), .tensor(block.normInput)] : [.tensor(dy), .tensor(block.output), .tensor(block.normInput)]
         try runFusedTiled(
-            order == .denseTanhBatchNorm ? "kernel_bn_tanh_backward_tiled_f32" : "kernel_tanh_bn_backward_tiled_f32",
+            block.order == .denseTanhBatchNorm
+                ? "kernel_bn_tanh_backward_tiled_f32" : "kernel_tanh_bn_backward_tiled_f32",
             inputs + [
-                .tensor(savedMean), .tensor(savedInverseStd), .tensor(gamma), .tensor(dz), .tensor(gammaGradient),
-                .tensor(betaGradient), .tensor(biasGradient), .int(Int32(rows)), .int(Int32(cols)),
-            ], rows: rows, columns: cols, bytes: 4 * (order == .denseTanhBatchNorm ? 5 : 7) * dy.count)
+                .tensor(block.savedMean), .tensor(block.savedInverseStd), .tensor(block.gamma),
+                .tensor(block.preActivationGradient), .tensor(block.gammaGradient), .tensor(block.betaGradient),
+                .tensor(block.biasGradient), .int(Int32(rows)), .int(Int32(cols)),
+            ], rows: rows, columns: cols, bytes: 4 * (block.order == .denseTanhBatchNorm ? 5 : 7) * dy.count)
     }
 }
