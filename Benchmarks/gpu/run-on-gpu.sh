@@ -17,8 +17,8 @@
 # Settings (environment, defaults in brackets): OUT [./results], DEVICE (hrtrain device index) [the first GPU],
 # TUNE_SECONDS [60; 0: no tuning], EVENTS generated for the epoch [2275902: the thesis' training split; 80 % of
 # it, 1,820,721 events, train], BATCH [4000], HIDDEN [256,256,256], BENCH_STEPS [100], PEER_STEPS [100],
-# PEER_DEVICE [cuda], PYTHON [python3], TOTAL_SECONDS [450], GPU_LIBRARY_DIRS [the folders below],
-# GPU_SEARCH_LDCONFIG [1], HRTRAIN [the bundle's hrtrain].
+# PEER_DEVICE [cuda], PYTHON [python3], CEILING_SIZE (n of the n×n×n SGEMM ceiling) [8192],
+# TOTAL_SECONDS [450], GPU_LIBRARY_DIRS [the folders below], GPU_SEARCH_LDCONFIG [1], HRTRAIN [the bundle's hrtrain].
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 hrtrain=${HRTRAIN:-$here/hrtrain}
@@ -34,11 +34,13 @@ HIDDEN=${HIDDEN:-256,256,256}
 BENCH_STEPS=${BENCH_STEPS:-100}
 PEER_STEPS=${PEER_STEPS:-100}
 PEER_DEVICE=${PEER_DEVICE:-cuda}
+CEILING_SIZE=${CEILING_SIZE:-8192}
 PYTHON=${PYTHON:-python3}
 default_dirs="/usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /usr/local/nvidia/lib64 /usr/local/nvidia/lib \
 /usr/lib/x86_64-linux-gnu/nvidia/current /usr/lib/nvidia /usr/local/cuda/lib64 /usr/local/cuda/compat \
 /run/nvidia/driver/usr/lib/x86_64-linux-gnu /run/nvidia/driver/usr/lib64 /opt/rocm/lib /opt/amdgpu/lib64"
-GPU_LIBRARY_DIRS=${GPU_LIBRARY_DIRS:-$default_dirs ${LD_LIBRARY_PATH//:/ }}
+library_path=${LD_LIBRARY_PATH:-}
+GPU_LIBRARY_DIRS=${GPU_LIBRARY_DIRS:-$default_dirs ${library_path//:/ }}
 vendor_libraries="libnvidia-opencl.so.1 libnvidia-opencl.so libamdocl64.so libigdrcl.so"
 # Results of one run only: a fresh cache folder, so "before tuning" really is before.
 export HRTRAIN_CACHE_DIR="$OUT/cache"
@@ -162,7 +164,7 @@ fi
 
 step verify.txt 90 "$hrtrain" verify "${device[@]}" --batch "$BATCH" --hidden "$HIDDEN"
 bench=("$hrtrain" bench "${device[@]}" --batch "$BATCH" --hidden "$HIDDEN" --steps "$BENCH_STEPS"
-  --ceiling-size 8192)
+  --ceiling-size "$CEILING_SIZE")
 step bench-untuned.json 120 "${bench[@]}" --json
 if [ "$TUNE_SECONDS" != 0 ]; then
   step tune.txt $((TUNE_SECONDS + 90)) "$hrtrain" tune "${device[@]}" --batch "$BATCH" --budget "$TUNE_SECONDS"
@@ -210,7 +212,7 @@ for r in rows:
     if best and r[0].startswith("PyTorch"):
         print(f"\nhrtrain (best) / {r[0]}: {best[1] / r[1]:.2f}")
 try:
-    epoch = open(os.path.join(out, "train-epoch.txt")).read()
+    epoch = "".join(open(os.path.join(out, f)).read() for f in os.listdir(out) if f.startswith("train-epoch.txt"))
     print("\none epoch (train-epoch.txt):", *[l for l in epoch.splitlines() if re.match(r"epoch \d", l)], sep="\n")
 except Exception:
     pass
