@@ -76,6 +76,10 @@ public final class OpenCLBackend: Backend {
         return gemmTemporaryBuffer
     }
 
+    /// The kernels CLBlast has launched for this backend's GEMMs so far (its padding and transposition
+    /// helpers included; see `CommandCounts`), so that a step's launches can be split into hrtrain's and CLBlast's.
+    public private(set) var gemmKernelLaunches = 0
+
     /// Wraps an open device context, with `variant` or the device's default variant.
     public init(context: ComputeContext, variant: KernelVariant? = nil) {
         self.context = context
@@ -156,6 +160,8 @@ public final class OpenCLBackend: Backend {
             GEMMCall(
                 m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
                 offsets: [a.offset, b.offset, c.offset], leading: [a.columns, b.columns, c.columns]))
+        let before = CommandCounts.current().kernels
+        defer { gemmKernelLaunches += CommandCounts.current().kernels - before }
         let status = context.recordingEvent(label, flops: 2 * Double(m) * Double(n) * Double(k), bytes: bytes) {
             event in
             CLBlastSgemmWithTempBuffer(

@@ -102,13 +102,14 @@ public enum Benchmark {
         public var perStep: Double
         public var kernelsPerStep: Double
         public var transfersPerStep: Double
-        /// hrtrain's own kernel launches per step (all launches less those of the GEMM calls).
+        /// hrtrain's own kernel launches per step (all launches less those CLBlast made in the step's GEMM calls).
         public var hrtrainKernelsPerStep: Double
         /// GEMM calls per step, and the kernels CLBlast launches for them.
         public var gemmCallsPerStep: Int
         public var gemmKernelsPerStep: Double
-        /// The kernels CLBlast launches for one GEMM call of each training shape: 1 for a direct kernel, more
-        /// for the indirect one with its padding/transposition helpers.
+        /// The kernels CLBlast launches for one GEMM call of each training shape on fresh buffers: 1 for a direct
+        /// kernel, more for the indirect one with its padding/transposition helpers (in the step, a matrix
+        /// at an offset into the parameter buffer can cost one copy more).
         public var gemmKernelsPerCall: [String: Int]
         /// Host waits during the timed steps, and the epochs (of up to 8 steps) they ran in: each epoch
         /// uploads its row order (a blocking write) and reads its losses once at the end.
@@ -168,7 +169,9 @@ public enum Benchmark {
         try steps(options.warmupSteps)
         start = DispatchTime.now()
         epochsRun = 0
+        let gemmLaunchesBefore = backend.gemmKernelLaunches
         let counted = try CommandCounts.during { try steps(options.steps) }
+        let gemmLaunches = backend.gemmKernelLaunches - gemmLaunchesBefore
         let stepSeconds = elapsed(since: start) / Double(options.steps)
         let timedEpochs = epochsRun
 
@@ -217,7 +220,7 @@ public enum Benchmark {
         let gemmRate = gemmFlops / gemmSeconds / 1e9
         let shapes = trainingGEMMs(spec: spec, batch: options.batch)
         let perStepCount = { (n: Int) in Double(n) / Double(options.steps) }
-        let gemmKernelsPerStep = Double(shapes.reduce(0) { $0 + $1.calls * (gemmKernels[$1.label] ?? 0) })
+        let gemmKernelsPerStep = perStepCount(gemmLaunches)
         let commands = Commands(
             perStep: perStepCount(counted.commands), kernelsPerStep: perStepCount(counted.kernels),
             transfersPerStep: perStepCount(counted.transfers),
