@@ -41,6 +41,7 @@ let package = Package(
                 .embedInCode("loss.cl"),
                 .embedInCode("adam.cl"),
                 .embedInCode("columns.cl"),
+                .embedInCode("fused.cl"),
             ]
         ),
         .target(

@@ -10,5 +10,6 @@ public enum KernelSources {
         ("loss.cl", String(decoding: PackageResources.loss_cl, as: UTF8.self)),
         ("adam.cl", String(decoding: PackageResources.adam_cl, as: UTF8.self)),
         ("columns.cl", String(decoding: PackageResources.columns_cl, as: UTF8.self)),
+        ("fused.cl", String(decoding: PackageResources.fused_cl, as: UTF8.self)),
     ]
 }

@@ -2,11 +2,18 @@
 # Installs the Debian packages hrtrain needs, if any is missing (run as root, or with sudo available).
 #   OpenCL loader + headers, CLBlast, PoCL (an OpenCL CPU device, so everything runs without a GPU),
 #   clinfo, HDF5, Open MPI (mpirun, and libmpi that hrtrain loads at run time for data-parallel training);
-#   and, with --with-browser, Chromium and a font (the report test renders the HTML page).
+#   with --with-browser, Chromium and a font (the report test renders the HTML page); with
+#   --with-oclgrind, Oclgrind (CI runs every kernel on its simulated device: scripts/oclgrind-check.sh).
 set -euo pipefail
 packages=(ocl-icd-opencl-dev opencl-headers libclblast-dev pocl-opencl-icd clinfo libhdf5-dev)
 packages+=(openmpi-bin libopenmpi-dev)
-[ "${1:-}" = "--with-browser" ] && packages+=(chromium fonts-dejavu-core)
+for flag in "$@"; do
+  case "$flag" in
+    --with-browser) packages+=(chromium fonts-dejavu-core) ;;
+    --with-oclgrind) packages+=(oclgrind) ;;
+    *) echo "install-system-packages.sh: unknown option $flag" >&2; exit 1 ;;
+  esac
+done
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

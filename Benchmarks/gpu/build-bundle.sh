@@ -2,12 +2,13 @@
 # Builds a self-contained hrtrain for a Linux GPU machine that has an OpenCL driver but no Swift toolchain:
 # a release binary with the Swift runtime and Foundation linked in statically (--static-swift-stdlib), the
 # shared libraries it needs that are not part of a base system (CLBlast, the OpenCL ICD loader, HDF5 and their
-# dependencies) in lib/, and run-on-gpu.sh, which runs `hrtrain devices`, `verify` and `bench` there.
+# dependencies) in lib/, run-on-gpu.sh (which finds the GPU's OpenCL driver and runs the PyTorch peer on CUDA,
+# `verify`, `bench`, `tune`, `bench` and one full training epoch there), and the PyTorch peer in peers/.
 #
 #   Benchmarks/gpu/build-bundle.sh [OUTPUT_DIR]      # default: .build-gpu-bundle/hrtrain-gpu
 #
-# The GPU machine needs its vendor's OpenCL ICD registered (e.g. /etc/OpenCL/vendors/nvidia.icd, installed
-# with the NVIDIA driver); the bundled libOpenCL.so.1 is only the loader that finds it.
+# The bundled libOpenCL.so.1 is only the ICD loader; the GPU's vendor library comes with its driver. Where the
+# driver is not registered in /etc/OpenCL/vendors (containers), run-on-gpu.sh searches for it and registers it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-.build-gpu-bundle/hrtrain-gpu}
@@ -23,5 +24,7 @@ ldd "$out/hrtrain" | awk '/=> \// { print $3 }' | while read -r lib; do
   esac
 done
 cp Benchmarks/gpu/run-on-gpu.sh "$out/"
+mkdir -p "$out/peers"
+cp Benchmarks/peers/torch_peer.py Benchmarks/peers/peer_common.py "$out/peers/"
 echo "bundle in $out ($(du -sh "$out" | cut -f1)):"
 ls -la "$out" "$out/lib"

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `hrtrain bench`: the same MLP, trained on the CPU, steady-state throughput.
+"""PyTorch peer of `hrtrain bench`: the same MLP, trained on the CPU or a CUDA GPU, steady-state throughput.
 
 38 inputs -> [Linear(256) -> Tanh -> BatchNorm1d] x3 -> Linear(2); MSE (mean over all
 elements); Adam(lr 1e-3, betas (0.9, 0.999), eps 1e-8); PyTorch defaults for init and
 BatchNorm (momentum 0.1, eps 1e-5). Eager by default; --compile wraps the model in
-torch.compile (inductor, C++ codegen on the CPU).
+torch.compile (inductor: C++ codegen on the CPU, Triton on CUDA). --device cuda runs it on
+the GPU, Float32 (TF32 matmuls off, as hrtrain computes in full Float32), with the whole
+shuffled set resident on the GPU; the timed loop then ends with torch.cuda.synchronize().
 
 Timed: --steps full batches of forward, loss, backward, optimizer.step (after
 --warmup-steps untimed ones); batches are views into a resident, once-shuffled tensor,
@@ -41,7 +43,20 @@ def build(inputs, hidden, outputs, layout):
 def main():
     p = pc.parser(__doc__.splitlines()[0])
     p.add_argument("--compile", action="store_true", help="torch.compile the model (default: eager)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     args = p.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch.cuda.is_available() is False")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(args.seed)
@@ -49,10 +64,10 @@ def main():
     x_np, y_np = pc.load_data(args)
     total = args.warmup_steps + args.steps
     order = pc.batch_order(len(x_np), args.batch, total, args.seed)
-    x = torch.from_numpy(x_np[order])  # (total*batch, F), contiguous: each batch is a view
-    y = torch.from_numpy(y_np[order])
+    x = torch.from_numpy(x_np[order]).to(device)  # (total*batch, F), contiguous: each batch is a view
+    y = torch.from_numpy(y_np[order]).to(device)
 
-    model = build(x.shape[1], pc.parse_hidden(args.hidden), y.shape[1], args.layout)
+    model = build(x.shape[1], pc.parse_hidden(args.hidden), y.shape[1], args.layout).to(device)
     model.train()
     forward = torch.compile(model) if args.compile else model
     loss_fn = nn.MSELoss()
@@ -70,6 +85,7 @@ def main():
     t_warm = time.perf_counter()
     for i in range(args.warmup_steps):
         step(i)
+    sync()
     warmup_s = time.perf_counter() - t_warm
 
     per_step = []
@@ -78,7 +94,9 @@ def main():
     for i in range(args.warmup_steps, total):
         s = time.perf_counter()
         loss = step(i)
-        per_step.append(time.perf_counter() - s)
+        if not cuda:  # on CUDA a step's wall time is only its launch time: timed as a whole below
+            per_step.append(time.perf_counter() - s)
+    sync()
     elapsed = time.perf_counter() - t0
     final_loss = float(loss.item()) if loss is not None else None
 
@@ -91,7 +109,7 @@ def main():
         "steps": args.steps,
         "threads": args.threads,
         "layout": args.layout,
-        "device": "cpu",
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "final_loss": final_loss,
         "mode": ("compile" if args.compile else "eager")
         + (", OMP_WAIT_POLICY=" + os.environ["OMP_WAIT_POLICY"].upper() if os.environ.get("OMP_WAIT_POLICY") else ""),

@@ -143,7 +143,22 @@ extension HRTrainCommand {
                 memory     peak host \(formatBytes(r.memory.peakHostBytes)), peak device \
                 \(formatBytes(r.memory.peakDeviceBytes))
                 """
+            text += "\n" + renderCommands(r.commands)
             return text
+        }
+
+        /// The command count of a step, and how one GEMM call of each shape launches.
+        private func renderCommands(_ c: Benchmark.Commands) -> String {
+            func f(_ x: Double) -> String { String(format: "%.1f", x) }
+            let perCall = c.gemmKernelsPerCall.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
+            var line = "commands   \(f(c.perStep)) per training step: \(f(c.hrtrainKernelsPerStep)) hrtrain kernels, "
+            line += "\(f(c.gemmKernelsPerStep)) CLBlast kernels for \(c.gemmCallsPerStep) GEMM calls, "
+            line += "\(f(c.transfersPerStep)) buffer commands; "
+            line += "\(c.synchronisations) host waits in the \(c.epochs) epochs of the timed steps"
+            if !c.libraryCommandsCounted {
+                line += " (CLBlast's launches NOT counted: the counting wrapper is not interposed in this binary)"
+            }
+            return line + "\n           kernels per GEMM call: " + perCall.joined(separator: ", ")
         }
     }
 }

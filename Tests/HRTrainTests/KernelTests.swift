@@ -77,7 +77,7 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    /// The fused hidden-block kernels (column-strip) and the composed path (tiled) against the reference's
+    /// The fused hidden-block kernels (column-strip and tiled) against the reference's
     /// composition of the primitives, for both layer orders.
     func testHiddenBlockForwardAndBackward() throws {
         for device in try SharedDevice.variants() {

@@ -93,20 +93,25 @@ final class TrainingStepTests: XCTestCase {
     }
 
     func testDeviceTrainingStepIsBitwiseReproducible() throws {
-        let device = try SharedDevice.backend()
-        let spec = NetworkSpec(inputSize: 38, hiddenSizes: [64, 64], outputSize: 2)
-        let (p, r) = Network<OpenCLBackend>.initialValues(spec: spec, profile: .keras, seed: 3)
-        let x = randomValues(300 * 38, seed: 4)
-        let y = randomValues(300 * 2, seed: 5)
-        func run() throws -> [Float] {
-            let net = try Network(backend: device, spec: spec, profile: .keras, parameters: p, runningStatistics: r)
-            let xt = try device.tensor(x, shape: [300, 38])
-            let yt = try device.tensor(y, shape: [300, 2])
-            let loss = try device.scratch([1])
-            for _ in 0..<3 { try net.trainStep(input: xt, target: yt, learningRate: 1e-3, loss: loss) }
-            return try (device.read(net.parameters) + device.read(net.runningStatistics) + device.read(loss)).map(
-                Float.init)
+        for device in try SharedDevice.variants() {
+            for order in LayerOrder.allCases {
+                let spec = NetworkSpec(inputSize: 38, hiddenSizes: [64, 64], outputSize: 2, layerOrder: order)
+                let (p, r) = Network<OpenCLBackend>.initialValues(spec: spec, profile: .keras, seed: 3)
+                let x = randomValues(300 * 38, seed: 4)
+                let y = randomValues(300 * 2, seed: 5)
+                func run() throws -> [Float] {
+                    let net = try Network(
+                        backend: device, spec: spec, profile: .keras, parameters: p, runningStatistics: r)
+                    let xt = try device.tensor(x, shape: [300, 38])
+                    let yt = try device.tensor(y, shape: [300, 2])
+                    let loss = try device.scratch([1])
+                    for _ in 0..<3 { try net.trainStep(input: xt, target: yt, learningRate: 1e-3, loss: loss) }
+                    return try (device.read(net.parameters) + device.read(net.runningStatistics) + device.read(loss))
+                        .map(Float.init)
+                }
+                XCTAssertEqual(
+                    try run().map(\.bitPattern), try run().map(\.bitPattern), "\(device.variant) \(order.rawValue)")
+            }
         }
-        XCTAssertEqual(try run().map(\.bitPattern), try run().map(\.bitPattern))
     }
 }

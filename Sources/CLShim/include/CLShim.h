@@ -13,4 +13,18 @@
 /// so one table covers both. Never returns NULL.
 const char *clshim_status_name(int code);
 
+/// Commands enqueued and host waits since the process started, by every caller (hrtrain and CLBlast): see
+/// commands.c for how CLBlast's calls are counted too.
+struct clshim_command_counts {
+    /// clEnqueueNDRangeKernel calls.
+    unsigned long kernels;
+    /// clEnqueueReadBuffer, clEnqueueWriteBuffer, clEnqueueCopyBuffer and clEnqueueFillBuffer calls.
+    unsigned long transfers;
+    /// clFinish, clWaitForEvents, and blocking reads and writes: each one makes the host wait for the device.
+    unsigned long synchronisations;
+};
+
+/// The counts so far.
+void clshim_command_counts(struct clshim_command_counts *out);
+
 #endif

@@ -76,12 +76,21 @@ public final class OpenCLBackend: Backend {
         return gemmTemporaryBuffer
     }
 
+    /// The kernels CLBlast has launched for this backend's GEMMs so far (its padding and transposition
+    /// helpers included; see `CommandCounts`), so that a step's launches can be split into hrtrain's and CLBlast's.
+    public private(set) var gemmKernelLaunches = 0
+
     /// Wraps an open device context, with `variant` or the device's default variant.
     public init(context: ComputeContext, variant: KernelVariant? = nil) {
         self.context = context
         let fromEnvironment = ProcessInfo.processInfo.environment["HRTRAIN_KERNEL_VARIANT"].flatMap(
             KernelVariant.init(rawValue:))
         self.variant = variant ?? fromEnvironment ?? (context.device.kind == .cpu ? .columnStrip : .tiled)
+    }
+
+    /// Opens a device (see `ComputeContext.init(deviceIndex:)`).
+    public convenience init(deviceIndex: Int? = nil) throws {
+        self.init(context: try ComputeContext(deviceIndex: deviceIndex))
     }
 
     public var name: String {
@@ -151,6 +160,8 @@ public final class OpenCLBackend: Backend {
             GEMMCall(
                 m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
                 offsets: [a.offset, b.offset, c.offset], leading: [a.columns, b.columns, c.columns]))
+        let before = CommandCounts.current().kernels
+        defer { gemmKernelLaunches += CommandCounts.current().kernels - before }
         let status = context.recordingEvent(label, flops: 2 * Double(m) * Double(n) * Double(k), bytes: bytes) {
             event in
             CLBlastSgemmWithTempBuffer(
@@ -159,8 +170,7 @@ public final class OpenCLBackend: Backend {
                 c.buffer.mem, c.offset, c.columns, &context.queue, event, temp?.mem)
         }
         try clblastCheck(
-            status, "CLBlastSgemmWithTempBuffer",
-            detail: "m=\(m) n=\(n) k=\(k) transA=\(transposeA) transB=\(transposeB)")
+            status, "CLBlastSgemm", detail: "m=\(m) n=\(n) k=\(k) transA=\(transposeA) transB=\(transposeB)")
     }
 
     public func biasAdd(_ z: DeviceTensor, bias: DeviceTensor, into y: DeviceTensor) throws {
@@ -304,7 +314,6 @@ public final class OpenCLBackend: Backend {
     // MARK: Hidden block
 
     public func hiddenBlockForward(_ block: HiddenBlock<DeviceTensor>) throws {
-        guard variant == .columnStrip else { return try block.composedForward(on: self) }
         let (z, saved, y) = (block.preActivation, block.normInput, block.output)
         let (rows, cols) = (z.rows, z.columns)
         try require(rows >= 2, "batch normalisation in training mode needs at least 2 rows, got \(rows)")
@@ -316,6 +325,7 @@ public final class OpenCLBackend: Backend {
             perFeature.allSatisfy { $0.count == cols } && saved.count == z.count && y.count == z.count,
             "hiddenBlockForward: shapes differ")
         let settings = block.settings
+        guard variant == .columnStrip else { return try tiledHiddenBlockForward(block) }
         try runStrips(
             block.order == .denseTanhBatchNorm
                 ? "kernel_bias_tanh_bn_forward_strip_f32" : "kernel_bias_bn_tanh_forward_strip_f32",
@@ -329,7 +339,6 @@ public final class OpenCLBackend: Backend {
     }
 
     public func hiddenBlockBackward(_ block: HiddenBlock<DeviceTensor>) throws {
-        guard variant == .columnStrip else { return try block.composedBackward(on: self) }
         let (dy, dz) = (block.outputGradient, block.preActivationGradient)
         let (rows, cols) = (dy.rows, dy.columns)
         let perFeature = [
@@ -340,6 +349,7 @@ public final class OpenCLBackend: Backend {
             perFeature.allSatisfy { $0.count == cols }
                 && [block.normInput, block.output, dz].allSatisfy { $0.count == dy.count },
             "hiddenBlockBackward: shapes differ")
+        guard variant == .columnStrip else { return try tiledHiddenBlockBackward(block) }
         var arguments: [Kernel.Argument] = [.tensor(dy)]
         switch block.order {
         case .denseTanhBatchNorm: arguments += [.tensor(block.normInput)]

@@ -47,6 +47,8 @@ public enum Benchmark {
         public var ceiling: Ceiling
         public var transfers: Transfers
         public var memory: Memory
+        /// The OpenCL commands a training step enqueues, CLBlast's included, and the host waits.
+        public var commands: Commands
         /// GEMM floating-point operations per event per training step.
         public var flopsPerEvent: Int
     }
@@ -93,6 +95,31 @@ public enum Benchmark {
         public var batchUploadMilliseconds: Double
     }
 
+    /// The commands of the timed training steps, counted by `CommandCounts` (every `clEnqueueNDRangeKernel`
+    /// and buffer command of the process, CLBlast's padding and transposition kernels included).
+    public struct Commands: Codable, Sendable {
+        /// Kernel launches and buffer commands per step.
+        public var perStep: Double
+        public var kernelsPerStep: Double
+        public var transfersPerStep: Double
+        /// hrtrain's own kernel launches per step (all launches less those CLBlast made in the step's GEMM calls).
+        public var hrtrainKernelsPerStep: Double
+        /// GEMM calls per step, and the kernels CLBlast launches for them.
+        public var gemmCallsPerStep: Int
+        public var gemmKernelsPerStep: Double
+        /// The kernels CLBlast launches for one GEMM call of each training shape on fresh buffers: 1 for a direct
+        /// kernel, more for the indirect one with its padding/transposition helpers (in the step, a matrix
+        /// at an offset into the parameter buffer can cost one copy more).
+        public var gemmKernelsPerCall: [String: Int]
+        /// Host waits during the timed steps, and the epochs (of up to 8 steps) they ran in: each epoch
+        /// uploads its row order (a blocking write) and reads its losses once at the end.
+        public var synchronisations: Int
+        public var epochs: Int
+        /// Whether CLBlast's launches reach the counter (checked on a GEMM); when false, the GEMMs count as
+        /// nothing and the figures above are too low.
+        public var libraryCommandsCounted: Bool
+    }
+
     public struct Memory: Codable, Sendable {
         public var peakHostBytes: Int
         public var peakDeviceBytes: Int
@@ -120,6 +147,7 @@ public enum Benchmark {
         let losses = try backend.scratch([8])
         let sizes = [Int](repeating: options.batch, count: 8)
         var epoch = 0
+        var epochsRun = 0
         func steps(_ count: Int) throws {
             var done = 0
             while done < count {
@@ -130,6 +158,7 @@ public enum Benchmark {
                         input: x, target: y, learningRate: 1e-3, loss: backend.view(losses, offset: step, shape: [1]))
                 }
                 done += min(8, count - done)
+                epochsRun += 1
             }
             _ = try backend.read(losses)
         }
@@ -139,8 +168,12 @@ public enum Benchmark {
         let firstStep = elapsed(since: start)
         try steps(options.warmupSteps)
         start = DispatchTime.now()
-        try steps(options.steps)
+        epochsRun = 0
+        let gemmLaunchesBefore = backend.gemmKernelLaunches
+        let counted = try CommandCounts.during { try steps(options.steps) }
+        let gemmLaunches = backend.gemmKernelLaunches - gemmLaunchesBefore
         let stepSeconds = elapsed(since: start) / Double(options.steps)
+        let timedEpochs = epochsRun
 
         // Our kernels from profiling events. CLBlast's event covers only the last of the kernels an indirect
         // GEMM launches (it pads and transposes first), so the GEMMs are timed by wall clock, shape by shape.
@@ -161,8 +194,10 @@ public enum Benchmark {
         }
         var gemmSeconds = 0.0
         var gemmFlops = 0.0
+        var gemmKernels: [String: Int] = [:]
         for shape in trainingGEMMs(spec: spec, batch: options.batch) {
             let seconds = try timeGEMM(backend: backend, shape)
+            gemmKernels[shape.label] = try gemmKernelsPerCall(backend: backend, shape)
             gemmSeconds += seconds * Double(shape.calls)
             gemmFlops += shape.flops * Double(shape.calls)
             kernelRows.append(
@@ -183,6 +218,16 @@ public enum Benchmark {
         var usage = rusage()
         getrusage(0, &usage)  // 0 = RUSAGE_SELF (Glibc imports the constant as an enum)
         let gemmRate = gemmFlops / gemmSeconds / 1e9
+        let shapes = trainingGEMMs(spec: spec, batch: options.batch)
+        let perStepCount = { (n: Int) in Double(n) / Double(options.steps) }
+        let gemmKernelsPerStep = perStepCount(gemmLaunches)
+        let commands = Commands(
+            perStep: perStepCount(counted.commands), kernelsPerStep: perStepCount(counted.kernels),
+            transfersPerStep: perStepCount(counted.transfers),
+            hrtrainKernelsPerStep: perStepCount(counted.kernels) - gemmKernelsPerStep,
+            gemmCallsPerStep: shapes.reduce(0) { $0 + $1.calls }, gemmKernelsPerStep: gemmKernelsPerStep,
+            gemmKernelsPerCall: gemmKernels, synchronisations: counted.synchronisations, epochs: timedEpochs,
+            libraryCommandsCounted: gemmKernels.values.allSatisfy { $0 >= 1 })
         return Report(
             device: context.device, options: options,
             startup: Startup(
@@ -199,6 +244,7 @@ public enum Benchmark {
                 stepOverGEMMAtCeiling: stepSeconds / (gemmFlops / (ceiling.sgemmGFLOPs * 1e9))),
             ceiling: ceiling, transfers: transfers,
             memory: Memory(peakHostBytes: Int(usage.ru_maxrss) * 1024, peakDeviceBytes: context.memory.peakBytes),
+            commands: commands,
             flopsPerEvent: spec.trainingFLOPsPerEvent)
     }
 
@@ -254,6 +300,16 @@ public enum Benchmark {
             best = min(best, elapsed(since: start) / 4)
         }
         return best
+    }
+
+    /// The kernels CLBlast launches for one GEMM call of `shape` (counted by `CommandCounts`).
+    static func gemmKernelsPerCall(backend: OpenCLBackend, _ shape: GEMMShape) throws -> Int {
+        let a = try backend.scratch(shape.transposeA ? [shape.k, shape.m] : [shape.m, shape.k])
+        let b = try backend.scratch(shape.transposeB ? [shape.n, shape.k] : [shape.k, shape.n])
+        let c = try backend.scratch([shape.m, shape.n])
+        return try CommandCounts.during {
+            try backend.matmul(a, transposeA: shape.transposeA, b, transposeB: shape.transposeB, into: c)
+        }.kernels
     }
 
     /// The device's own ceilings: the best rate of square CLBlast SGEMMs (n = 512, 1024 and `size`, best of

@@ -139,6 +139,19 @@ final class Kernel {
     }
     deinit { clReleaseKernel(handle) }
 
+    /// The largest work-group this kernel can be launched with on `device` (`CL_KERNEL_WORK_GROUP_SIZE`).
+    func maximumWorkGroupSize(on device: cl_device_id) throws -> Int {
+        if let known = maximumWorkGroup { return known }
+        var size = 0
+        try clCheck(
+            clGetKernelWorkGroupInfo(
+                handle, device, cl_kernel_work_group_info(CL_KERNEL_WORK_GROUP_SIZE), MemoryLayout<Int>.size, &size,
+                nil), "clGetKernelWorkGroupInfo", detail: "kernel \(name)")
+        maximumWorkGroup = size
+        return size
+    }
+    private var maximumWorkGroup: Int?
+
     /// The argument values of one launch, in order.
     enum Argument {
         /// A tensor: its buffer, then its element offset (two kernel arguments, in that order).
@@ -146,6 +159,8 @@ final class Kernel {
         case buffer(cl_mem)
         case int(Int32)
         case float(Float)
+        /// Local memory of this many bytes (a `__local` pointer argument).
+        case local(bytes: Int)
     }
 
     /// Sets all arguments, in order.
@@ -165,6 +180,8 @@ final class Kernel {
                 status = clSetKernelArg(handle, cl_uint(i), MemoryLayout<Int32>.size, &v)
             case .float(var v):
                 status = clSetKernelArg(handle, cl_uint(i), MemoryLayout<Float>.size, &v)
+            case .local(let bytes):
+                status = clSetKernelArg(handle, cl_uint(i), bytes, nil)
             }
             try clCheck(status, "clSetKernelArg", detail: "kernel \(name), argument \(i)")
         }
