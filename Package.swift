@@ -10,7 +10,8 @@ let package = Package(
         .library(name: "HRTrain", targets: ["HRTrain"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // MARK: - Implementation
@@ -38,9 +39,19 @@ let package = Package(
                 .embedInCode("columns.cl"),
             ]
         ),
+        /// The ONNX protobuf messages, generated from onnx.proto by scripts/generate-onnx-proto.sh (committed;
+        /// kept out of `swift format` by the generated file's `swift-format-ignore-file` directive).
+        .target(
+            name: "ONNXProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["onnx.proto"]
+        ),
         .target(
             name: "HRTrain",
-            dependencies: ["CLShim", "CHDF5", "HRTrainKernels"]
+            dependencies: [
+                "CLShim", "CHDF5", "HRTrainKernels", "ONNXProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
         ),
         .executableTarget(
             name: "hrtrain",
