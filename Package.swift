@@ -63,7 +63,7 @@ let package = Package(
         // MARK: - Tests
         .testTarget(
             name: "HRTrainTests",
-            dependencies: ["HRTrain", "HRTrainKernels", "hrtrain"]
+            dependencies: ["HRTrain", "HRTrainKernels", "hrtrain", "ONNXProto"]
         ),
     ]
 )

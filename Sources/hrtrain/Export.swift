@@ -58,7 +58,8 @@ extension HRTrainCommand {
             if !quiet {
                 print(
                     "exported \(model) to \(output): ONNX IR \(summary.irVersion), opset \(summary.opsetVersion), "
-                        + "\(summary.operators.count) nodes (\(operators)), batch norm \(form), \(summary.byteCount) bytes"
+                        + "\(summary.operators.count) nodes (\(operators)), batch norm \(form), "
+                        + "\(summary.byteCount) bytes"
                 )
             }
         }
