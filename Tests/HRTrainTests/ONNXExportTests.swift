@@ -90,7 +90,8 @@ final class ONNXExportTests: XCTestCase {
                 "hrtrain_version": meta["hrtrain_version"], "targets": json.loads(meta["target_names"])}))
         """
 
-    /// The 8 configurations × 2 batch-norm forms, exported with the CLI and run by ONNX Runtime.
+    /// The 8 configurations × 2 batch-norm forms, and a model trained for one epoch, exported with the CLI and
+    /// run by ONNX Runtime.
     func testONNXRuntimeMatchesReferencePredictions() throws {
         try requirePythonModules(["numpy", "onnx", "onnxruntime"])
         let dir = try temporaryDirectory(self)
@@ -136,6 +137,32 @@ final class ONNXExportTests: XCTestCase {
                 }
             }
         }
+        // A really trained model (one epoch on the OpenCL device, scaled targets): its metadata holds the
+        // training configuration too.
+        let trained = dir.appendingPathComponent("trained.safetensors")
+        let training = try runHRTrain([
+            "train", "--data", data.path, "--model", trained.path, "--hidden", "16,12", "--batch-size", "64",
+            "--epochs", "1", "--scale-targets", "--quiet",
+        ])
+        XCTAssertEqual(training.status, 0, training.err)
+        var other = try Model.read(from: trained)
+        other.metadata.profile = .pytorch
+        try other.write(to: dir.appendingPathComponent("trained-other.safetensors"))
+        for (model, output) in [("trained", "trained.npy"), ("trained-other", "trained-other.npy")] {
+            let predicted = try runHRTrain([
+                "predict", "--model", dir.appendingPathComponent("\(model).safetensors").path, "--data", data.path,
+                "--backend", "reference", "--output", dir.appendingPathComponent(output).path, "--quiet",
+            ])
+            XCTAssertEqual(predicted.status, 0, predicted.err)
+        }
+        let trainedONNX = dir.appendingPathComponent("trained.onnx")
+        let exported = try runHRTrain(["export", "--model", trained.path, "--output", trainedONNX.path])
+        XCTAssertEqual(exported.status, 0, exported.err)
+        jobs.append([
+            "name": "keras dense-tanh-bn scaled-targets, trained 1 epoch, batch norm folded", "onnx": trainedONNX.path,
+            "data": data.path, "reference": dir.appendingPathComponent("trained.npy").path,
+            "control": dir.appendingPathComponent("trained-other.npy").path,
+        ])
         let jobsURL = dir.appendingPathComponent("jobs.json")
         try JSONSerialization.data(withJSONObject: jobs).write(to: jobsURL)
         guard let run = runPython(Self.runtimeScript, [jobsURL.path]) else { return XCTFail("python did not start") }
@@ -143,7 +170,7 @@ final class ONNXExportTests: XCTestCase {
         let results = run.output.split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }
-        XCTAssertEqual(results.count, 16, run.output)
+        XCTAssertEqual(results.count, 17, run.output)
         for result in results {
             let name = result["name"] as? String ?? "?"
             let rel = result["rel_l2"] as? Double ?? .nan
@@ -236,11 +263,15 @@ final class ONNXExportTests: XCTestCase {
         var extraTensor = good
         extraTensor.tensors["baseline.weight"] = SafeTensor(shape: [2], floats: [1, 1])
         var extraFileKey = good
-        extraFileKey.metadata["calibration"] = "response"
+        extraFileKey.metadata["calibration"] = "isotonic-log-linear"
         let cases: [(SafeTensorsFile, String)] = [
             (
-                try withJSON { $0["responseCalibration"] = ["bins": [0, 10]] },
-                "hrtrain metadata has the key \"responseCalibration\""
+                try withJSON { $0["calibration"] = ["magnitudes": [1, 10], "responses": [0.5, 0.8]] },
+                "hrtrain metadata has the key \"calibration\""
+            ),
+            (
+                try withJSON { $0["baseline"] = ["hr_all_x", "hr_all_y"] },
+                "hrtrain metadata has the key \"baseline\""
             ),
             (
                 try withJSON { json in
@@ -264,13 +295,13 @@ final class ONNXExportTests: XCTestCase {
 
         // Through the command line: exit status 1, the reason, no file written or replaced.
         let modelURL = dir.appendingPathComponent("calibrated.safetensors")
-        try cases[0].0.write(to: modelURL)
+        try cases[1].0.write(to: modelURL)
         let onnx = dir.appendingPathComponent("calibrated.onnx")
         for existing in [false, true] {
             if existing { try Data("previous".utf8).write(to: onnx) }
             let result = try runHRTrain(["export", "--model", modelURL.path, "--output", onnx.path])
             XCTAssertEqual(result.status, 1, result.err)
-            XCTAssertTrue(result.err.contains("\"responseCalibration\""), result.err)
+            XCTAssertTrue(result.err.contains("\"baseline\""), result.err)
             XCTAssertTrue(result.err.contains(modelURL.path), result.err)
             XCTAssertEqual(try? Data(contentsOf: onnx), existing ? Data("previous".utf8) : nil)
             XCTAssertEqual(
