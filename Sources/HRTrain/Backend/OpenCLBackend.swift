@@ -84,11 +84,6 @@ public final class OpenCLBackend: Backend {
         self.variant = variant ?? fromEnvironment ?? (context.device.kind == .cpu ? .columnStrip : .tiled)
     }
 
-    /// Opens a device (see `ComputeContext.init(deviceIndex:)`).
-    public convenience init(deviceIndex: Int? = nil) throws {
-        self.init(context: try ComputeContext(deviceIndex: deviceIndex))
-    }
-
     public var name: String {
         "OpenCL: \(context.device.name)" + (variant == .tiled ? "" : " (\(variant.rawValue) kernels)")
     }
@@ -159,7 +154,8 @@ public final class OpenCLBackend: Backend {
                 c.buffer.mem, c.offset, c.columns, &context.queue, event, temp?.mem)
         }
         try clblastCheck(
-            status, "CLBlastSgemm", detail: "m=\(m) n=\(n) k=\(k) transA=\(transposeA) transB=\(transposeB)")
+            status, "CLBlastSgemmWithTempBuffer",
+            detail: "m=\(m) n=\(n) k=\(k) transA=\(transposeA) transB=\(transposeB)")
     }
 
     public func biasAdd(_ z: DeviceTensor, bias: DeviceTensor, into y: DeviceTensor) throws {

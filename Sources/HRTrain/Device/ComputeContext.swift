@@ -47,9 +47,12 @@ public final class ComputeContext {
         try clCheck(status, "clCreateContext", detail: "device \(handle.info.name)")
         context = ctx
         let q = clCreateCommandQueue(ctx, handle.id, cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE), &status)
-        if status != CL_SUCCESS || q == nil {
+        guard status == CL_SUCCESS, let q else {
+            // Released here, once: the initialiser throws before `context` is owned by a finished object, so
+            // deinit does not run.
             clReleaseContext(ctx)
             try clCheck(status, "clCreateCommandQueue", detail: "device \(handle.info.name)")
+            throw DeviceError("clCreateCommandQueue returned no queue (and CL_SUCCESS) for \(handle.info.name)")
         }
         queue = q
         do {

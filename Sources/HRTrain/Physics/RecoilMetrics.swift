@@ -9,7 +9,7 @@ import Foundation
 ///   error `RMS/√(2(N−1))`, and the robust width `(q₈₄ − q₁₆)/2` with the ±1σ quantiles
 ///   q(Φ(∓1)) = q(0.1587), q(0.8413) (the "16–84 %" range; equals σ for a Gaussian), quantiles linearly
 ///   interpolated (NumPy's default).
-public struct RecoilBin: Sendable, Equatable {
+public struct RecoilBin: Codable, Sendable, Equatable {
     /// Lower edge of the bin in the binning variable (inclusive).
     public var lowerEdge: Double
     /// Upper edge of the bin (exclusive).
@@ -41,7 +41,7 @@ public struct RecoilBin: Sendable, Equatable {
 }
 
 /// The recoil figures over a whole sample.
-public struct RecoilSummary: Sendable, Equatable {
+public struct RecoilSummary: Codable, Sendable, Equatable {
     /// Number of events used (|u_t| > 0).
     public var count: Int
     /// Response ⟨u∥⟩ / ⟨|u_t|⟩ over the sample.

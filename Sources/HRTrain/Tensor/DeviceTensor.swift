@@ -89,10 +89,6 @@ public final class DeviceTensor {
 public final class BufferPool {
     private unowned let context: ComputeContext
     private var free: [Int: [CLBuffer]] = [:]
-    /// Bytes currently allocated through this pool (in use or free).
-    public private(set) var allocatedBytes = 0
-    /// The most bytes ever allocated through this pool.
-    public private(set) var peakBytes = 0
 
     init(context: ComputeContext) { self.context = context }
 
@@ -104,18 +100,10 @@ public final class BufferPool {
             return DeviceTensor(buffer: buffer, offset: 0, shape: shape, pool: self)
         }
         let buffer = try CLBuffer(context: context, byteCount: bytes)
-        allocatedBytes += buffer.byteCount
-        peakBytes = max(peakBytes, allocatedBytes)
         return DeviceTensor(buffer: buffer, offset: 0, shape: shape, pool: self)
     }
 
     func recycle(_ buffer: CLBuffer) { free[buffer.byteCount, default: []].append(buffer) }
-
-    /// Releases every free buffer.
-    public func trim() {
-        for (_, list) in free { for b in list { allocatedBytes -= b.byteCount } }
-        free.removeAll()
-    }
 }
 
 extension ComputeContext {
