@@ -202,11 +202,11 @@ final class ONNXExportTests: XCTestCase {
             (.denseBatchNormTanh, .folded, "Sub Div Gemm Tanh Gemm Tanh Gemm Tanh Gemm Mul Add"),
             (
                 .denseTanhBatchNorm, .nodes,
-                "Sub Div Gemm Tanh BatchNormalization Gemm Tanh BatchNormalization Gemm Tanh BatchNormalization Gemm Mul Add"
+                "Sub Div " + String(repeating: "Gemm Tanh BatchNormalization ", count: 3) + "Gemm Mul Add"
             ),
             (
                 .denseBatchNormTanh, .nodes,
-                "Sub Div Gemm BatchNormalization Tanh Gemm BatchNormalization Tanh Gemm BatchNormalization Tanh Gemm Mul Add"
+                "Sub Div " + String(repeating: "Gemm BatchNormalization Tanh ", count: 3) + "Gemm Mul Add"
             ),
         ] {
             let model = Self.randomModel(
