@@ -14,8 +14,10 @@ what `hrtrain predict --backend reference` computes:
         dense-tanh-bn:  x = BN(tanh(z))        dense-bn-tanh:  x = tanh(BN(z))
     y = x @ output.weight + output.bias;  with a target scaler: y = y * target_scaler.scale + target_scaler.mean
 
-eps comes from the numerics profile (keras 1e-3, pytorch 1e-5). A model whose metadata holds a transform this
-script does not know (a baseline, a calibration, ...) is refused rather than predicted wrong.
+eps, the activations, the layer order and the weight orientation come from the model's "inference" metadata
+(hrtrain >= the version that writes it); for older files, eps comes from the numerics profile (keras 1e-3,
+pytorch 1e-5). A model whose metadata holds a transform this script does not know (a baseline, a calibration,
+another activation, ...) is refused rather than predicted wrong.
 """
 import json
 import sys
@@ -25,7 +27,13 @@ from safetensors import safe_open
 
 EPSILON = {"keras": 1e-3, "pytorch": 1e-5}
 KNOWN_KEYS = {"format", "formatVersion", "hrtrainVersion", "spec", "profile", "featureNames", "targetNames",
-              "training", "epochsTrained", "dataFile", "device"}
+              "training", "epochsTrained", "dataFile", "device", "initialization", "inference"}
+# What this script computes, in the words of the model file's "inference" conventions.
+CONVENTIONS = {"activation": "tanh", "outputActivation": "linear",
+               "weightLayout": "[in, out], row-major: y = x · W + b",
+               "featureScaling": "z = (x - feature_scaler.mean) / feature_scaler.scale",
+               "batchNorm": "y = gamma * (x - running_mean) / sqrt(running_var + epsilon) + beta"}
+LAYER_ORDERS = {"dense-tanh-bn": "dense -> tanh -> batch norm", "dense-bn-tanh": "dense -> batch norm -> tanh"}
 
 
 def load_model(path):
@@ -38,6 +46,13 @@ def load_model(path):
     unknown = sorted(set(info) - KNOWN_KEYS)
     if unknown or info.get("formatVersion") != 1:
         sys.exit(f"{path}: metadata {unknown or info.get('formatVersion')} not understood by this script; refusing")
+    stated = info.get("inference")
+    if stated is not None:
+        expected = dict(CONVENTIONS, layerOrder=LAYER_ORDERS.get(info["spec"]["layerOrder"]))
+        differ = sorted(k for k, v in expected.items() if stated.get(k) != v)
+        if differ:
+            sys.exit(f"{path}: inference conventions {differ} = {[stated.get(k) for k in differ]} are not what this "
+                     "script computes; refusing")
     return info, tensors
 
 
@@ -63,7 +78,8 @@ def read_events(path, names):
 
 
 def predict(info, t, x):
-    spec, eps = info["spec"], EPSILON[info["profile"]]
+    spec = info["spec"]
+    eps = info["inference"]["batchNormEpsilon"] if "inference" in info else EPSILON[info["profile"]]
     x = (x - t["feature_scaler.mean"]) / t["feature_scaler.scale"]
     for l in range(1, len(spec["hiddenSizes"]) + 1):
         z = x @ t[f"dense{l}.weight"].astype(np.float64) + t[f"dense{l}.bias"]

@@ -38,14 +38,8 @@ extension HRTrainCommand {
         private func export() throws {
             let outputURL = URL(fileURLWithPath: output)
             try requireWritableDirectory(of: outputURL, option: "--output")
-            let summary: ONNXExportSummary
-            do {
-                summary = try ONNXExport.export(
-                    modelFile: URL(fileURLWithPath: model), to: outputURL, batchNorm: batchNorm)
-            } catch var error as DataError where error.file != outputURL.path {
-                error.option = error.option ?? "--model"
-                throw error
-            }
+            let summary = try ONNXExport.export(
+                modelFile: URL(fileURLWithPath: model), to: outputURL, batchNorm: batchNorm)
             var counts: [String: Int] = [:]
             var order: [String] = []
             for op in summary.operators {

@@ -58,18 +58,33 @@ final class DeploymentScriptsTests: XCTestCase {
                 }
             }
         }
-        // A model with a transform the script does not know is refused, and nothing is written.
-        var file = try SafeTensorsFile.read(from: dir.appendingPathComponent("m21.safetensors"))
-        var json = try JSONSerialization.jsonObject(with: Data(file.metadata["hrtrain"]!.utf8)) as! [String: Any]
-        json["baseline"] = ["hr_all_x", "hr_all_y"]
-        file.metadata["hrtrain"] = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
-        let refused = dir.appendingPathComponent("baseline.safetensors")
-        try file.write(to: refused)
-        let output = dir.appendingPathComponent("refused.npy")
-        let run = runPythonFile(script, [refused.path, data.path, output.path])
-        XCTAssertEqual(run?.status, 1, run?.output ?? "")
-        XCTAssertTrue(run?.output.contains("baseline") == true, run?.output ?? "")
-        XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
+        // A model with a transform the script does not know, or other stated conventions, is refused, and
+        // nothing is written.
+        let original = try SafeTensorsFile.read(from: dir.appendingPathComponent("m21.safetensors"))
+        for (key, edit) in [
+            ("baseline", { (json: inout [String: Any]) in json["baseline"] = ["hr_all_x", "hr_all_y"] }),
+            (
+                "activation",
+                { (json: inout [String: Any]) in
+                    var inference = json["inference"] as! [String: Any]
+                    inference["activation"] = "relu"
+                    json["inference"] = inference
+                }
+            ),
+        ] {
+            var file = original
+            var json = try JSONSerialization.jsonObject(with: Data(file.metadata["hrtrain"]!.utf8)) as! [String: Any]
+            edit(&json)
+            file.metadata["hrtrain"] = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
+            let refused = dir.appendingPathComponent("refused-\(key).safetensors")
+            try file.write(to: refused)
+            let output = dir.appendingPathComponent("refused-\(key).npy")
+            let run = runPythonFile(script, [refused.path, data.path, output.path])
+            XCTAssertEqual(run?.status, 1, run?.output ?? "")
+            XCTAssertTrue(
+                run?.output.contains(key) == true && run?.output.contains("refusing") == true, run?.output ?? "")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
+        }
     }
 
     /// uproot writes a TTree with scalar and jagged branches; the converter takes the scalars and the two

@@ -262,6 +262,8 @@ final class ONNXExportTests: XCTestCase {
         }
         var extraTensor = good
         extraTensor.tensors["baseline.weight"] = SafeTensor(shape: [2], floats: [1, 1])
+        var relabelled = good
+        relabelled.metadata["batch_norm_epsilon"] = "1e-05"
         var extraFileKey = good
         extraFileKey.metadata["calibration"] = "isotonic-log-linear"
         let cases: [(SafeTensorsFile, String)] = [
@@ -281,6 +283,21 @@ final class ONNXExportTests: XCTestCase {
                 }, "network spec has the key \"activation\""
             ),
             (extraFileKey, "the model file's metadata has the key \"calibration\""),
+            (
+                try withJSON { json in
+                    var inference = json["inference"] as! [String: Any]
+                    inference["activation"] = "relu"
+                    json["inference"] = inference
+                }, "states inference conventions"
+            ),
+            (
+                try withJSON { json in
+                    var inference = json["inference"] as! [String: Any]
+                    inference["dropout"] = 0.1
+                    json["inference"] = inference
+                }, "inference conventions have the key \"dropout\""
+            ),
+            (relabelled, "the model file's metadata says batch_norm_epsilon = 1e-05, not 0.001"),
         ]
         for (file, message) in cases {
             XCTAssertThrowsError(try ONNXExport.checkExportable(file, model: model, path: "m")) {

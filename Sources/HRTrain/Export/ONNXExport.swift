@@ -53,16 +53,18 @@ public enum ONNXExport {
     public static let outputName = "recoil"
 
     /// The keys of the model's `hrtrain` metadata JSON whose meaning this exporter reproduces. `training`,
-    /// `epochsTrained`, `dataFile`, `device` and the versions describe provenance, not the computation.
+    /// `initialization`, `epochsTrained`, `dataFile`, `device` and the versions describe provenance, not the
+    /// computation; `inference` states the conventions, which must be the ones of `spec` and `profile`.
     static let understoodMetadataKeys: Set<String> = [
         "format", "formatVersion", "hrtrainVersion", "spec", "profile", "featureNames", "targetNames", "training",
-        "epochsTrained", "dataFile", "device",
+        "epochsTrained", "dataFile", "device", "initialization", "inference",
     ]
     /// The keys of the metadata's `spec` this exporter reproduces.
     static let understoodSpecKeys: Set<String> = ["inputSize", "hiddenSizes", "outputSize", "layerOrder"]
-    /// The safetensors metadata keys of a model file (`hrtrain` holds the JSON; the others repeat parts of it).
-    static let understoodFileMetadataKeys: Set<String> = [
-        "format", "hrtrain", "layer_order", "profile", "features", "targets",
+    /// The keys of the metadata's `inference` conventions (each checked against the exported computation).
+    static let understoodInferenceKeys: Set<String> = [
+        "activation", "outputActivation", "layerOrder", "weightLayout", "batchNormEpsilon", "batchNormMomentum",
+        "runningVariance", "batchNorm", "featureScaling", "targetScaling", "dtypes",
     ]
 
     /// Reads the model file at `modelURL`, checks that it can be exported faithfully, and writes its ONNX
@@ -70,32 +72,37 @@ public enum ONNXExport {
     public static func export(modelFile modelURL: URL, to outputURL: URL, batchNorm: ONNXBatchNormForm = .folded)
         throws -> ONNXExportSummary
     {
-        let file = try SafeTensorsFile.read(from: modelURL)
-        let model = try Model(file: file, path: modelURL.path)
+        let file: SafeTensorsFile
+        do { file = try SafeTensorsFile.read(from: modelURL) } catch var error as DataError {
+            error.field = error.field ?? .model
+            throw error
+        }
+        let model = try Model(file: file, path: modelURL.path, field: .model)
         try checkExportable(file, model: model, path: modelURL.path)
         let proto = try modelProto(for: model, batchNorm: batchNorm, source: modelURL.lastPathComponent)
         let bytes: [UInt8] = try proto.serializedBytes()
-        try AtomicFile.write(to: outputURL) { try $0.write(bytes) }
+        do { try AtomicFile.write(to: outputURL) { try $0.write(bytes) } } catch var error as DataError {
+            error.field = error.field ?? .output
+            throw error
+        }
         return ONNXExportSummary(
             irVersion: proto.irVersion, opsetVersion: opsetVersion, operators: proto.graph.node.map(\.opType),
             byteCount: bytes.count, batchNorm: batchNorm)
     }
 
     /// Throws, naming the item, unless everything in the model file is something the exported graph
-    /// reproduces: the metadata keys (top level and `spec`), the safetensors metadata keys and the tensors.
+    /// reproduces: the metadata keys (top level, `spec` and `inference`), the stated inference conventions and
+    /// the safetensors metadata (each must be what hrtrain writes for this network), and the tensors.
     public static func checkExportable(_ file: SafeTensorsFile, model: Model, path: String) throws {
         func refuse(_ what: String) -> DataError {
             DataError(
                 "\(what), which this version of hrtrain (\(HRTrainVersion.string)) cannot export: it may change what "
                     + "the model computes, so no ONNX file is written rather than one that computes something else",
-                file: path)
+                file: path, field: .model)
         }
-        if let key = Set(file.metadata.keys).subtracting(understoodFileMetadataKeys).sorted().first {
-            throw refuse("the model file's metadata has the key \"\(key)\"")
-        }
-        let json = try JSONSerialization.jsonObject(with: Data((file.metadata["hrtrain"] ?? "").utf8))
+        let json = try? JSONSerialization.jsonObject(with: Data((file.metadata["hrtrain"] ?? "").utf8))
         guard let top = json as? [String: Any], let spec = top["spec"] as? [String: Any] else {
-            throw DataError("the model metadata is not a JSON object with a \"spec\"", file: path)
+            throw DataError("the model metadata is not a JSON object with a \"spec\"", file: path, field: .model)
         }
         if let key = Set(top.keys).subtracting(understoodMetadataKeys).sorted().first {
             throw refuse("the model's hrtrain metadata has the key \"\(key)\"")
@@ -104,12 +111,30 @@ public enum ONNXExport {
             throw refuse("the model's network spec has the key \"\(key)\"")
         }
         let metadata = model.metadata
-        for (key, value) in [
-            ("layer_order", metadata.spec.layerOrder.rawValue), ("profile", metadata.profile.rawValue),
-        ] {
-            if let stored = file.metadata[key], stored != value {
-                throw DataError(
-                    "the model file's metadata says \(key) = \(stored) but its hrtrain JSON says \(value)", file: path)
+        let conventions = InferenceConventions(spec: metadata.spec, profile: metadata.profile)
+        if let stated = top["inference"] {
+            guard let keys = (stated as? [String: Any])?.keys else {
+                throw refuse("the model's \"inference\" is not an object")
+            }
+            if let key = Set(keys).subtracting(understoodInferenceKeys).sorted().first {
+                throw refuse("the model's inference conventions have the key \"\(key)\"")
+            }
+            let inference = try? JSONDecoder().decode(
+                InferenceConventions.self, from: JSONSerialization.data(withJSONObject: stated))
+            if inference != conventions {
+                throw refuse(
+                    "the model states inference conventions \(inference.map { "\($0)" } ?? "\(stated)") that differ "
+                        + "from those of its \(metadata.spec.layerOrder.rawValue) network and "
+                        + "\(metadata.profile.rawValue) profile")
+            }
+        }
+        // The safetensors metadata repeats parts of the JSON: each key must be one hrtrain writes, with the value
+        // it writes for this model.
+        let written = model.safeTensors().metadata
+        for key in file.metadata.keys.sorted() where key != "hrtrain" {
+            guard let expected = written[key] else { throw refuse("the model file's metadata has the key \"\(key)\"") }
+            if file.metadata[key] != expected {
+                throw refuse("the model file's metadata says \(key) = \(file.metadata[key]!), not \(expected)")
             }
         }
         let layout = ParameterLayout(metadata.spec)
@@ -256,11 +281,7 @@ public enum ONNXExport {
         -> [(String, String)]
     {
         let metadata = model.metadata
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        func json<T: Encodable>(_ value: T) throws -> String {
-            String(decoding: try encoder.encode(value), as: UTF8.self)
-        }
+        func json<T: Encodable>(_ value: T) throws -> String { try JSON.string(value) }
         var props: [(String, String)] = [
             ("hrtrain_version", HRTrainVersion.string),
             ("feature_names", try json(metadata.featureNames)),
