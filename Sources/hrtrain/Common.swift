@@ -16,13 +16,30 @@ struct DeviceOptions: ParsableArguments {
     }
 
     /// Opens the chosen device and builds or loads the kernel program.
-    func open() throws -> ComputeContext { try ComputeContext(deviceIndex: device) }
+    /// A damaged cached program is rebuilt, with a one-line warning.
+    func open() throws -> ComputeContext {
+        let context = try ComputeContext(deviceIndex: device)
+        if let warning = context.programBuild.warning { printError("warning: \(warning)") }
+        return context
+    }
 }
 
 /// A failure found while a command runs (not a malformed command line): printed as `error: …`, exit status 1.
 struct CommandError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Runs `body`, turning a SizeLimitError into a ValidationError that names `option` (exit status 64).
+func boundedFlag<T>(_ option: String, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let error as SizeLimitError { throw ValidationError("\(option): \(error)") }
+}
+
+/// Checks a command's planned outputs against its inputs and each other (see OutputPlan).
+func checkOutputs(_ build: (inout OutputPlan) -> Void) throws {
+    var plan = OutputPlan()
+    build(&plan)
+    try plan.check()
 }
 
 /// Writes `text` to standard error.

@@ -33,6 +33,16 @@ extension HRTrainCommand {
             }
             _ = try parseHidden(hidden)
             if inputs < 1 || outputs < 1 { throw ValidationError("--inputs and --outputs must be positive") }
+            if probes < 0 { throw ValidationError("--fd-probes must be ≥ 0, got \(probes)") }
+            if steps < 0 { throw ValidationError("--steps must be ≥ 0, got \(steps)") }
+            if steps > 1_000_000 || probes > 1_000_000 {
+                throw ValidationError("--steps and --fd-probes must be at most 1000000, got \(steps) and \(probes)")
+            }
+            let spec = NetworkSpec(
+                inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs, layerOrder: layout)
+            try boundedFlag("--hidden \(hidden) --batch \(batch)") {
+                try SizeLimits.requireReferenceNetwork(spec, batch: batch)
+            }
         }
 
         func run() throws {
@@ -46,6 +56,7 @@ extension HRTrainCommand {
             options.trajectorySteps = steps
             let report = try reportingErrors { () -> Verification.Report in
                 let context = try deviceOptions.open()
+                try SizeLimits.requireNetwork(options.spec, batch: batch, on: context.device)
                 return try Verification.run(
                     device: OpenCLBackend(context: context), options: options, program: context.programBuild)
             }
@@ -112,6 +123,10 @@ func parseHidden(_ text: String) throws -> [Int] {
     guard !parts.isEmpty, sizes.count == parts.count, sizes.allSatisfy({ $0 > 0 }) else {
         throw ValidationError(
             "--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '\(text)'")
+    }
+    // The hidden layers' parameters alone must fit in memory (every command checks its full footprint later).
+    try boundedFlag("--hidden \(text)") {
+        try SizeLimits.network(NetworkSpec(inputSize: 1, hiddenSizes: sizes, outputSize: 1), batch: 1)
     }
     return sizes
 }
