@@ -24,7 +24,8 @@ for target in "${targets[@]}"; do
   if [ -n "${RUNS:-}" ]; then limits+=(-runs="$RUNS"); else limits+=(-max_total_time="$seconds"); fi
   echo "== fuzz $target: ${RUNS:+$RUNS runs}${RUNS:-$seconds s}"
   # Sizes above 512 MiB are refused by the readers' size limit, well inside libFuzzer's memory limits.
-  if ! HRTRAIN_FUZZ_TARGET=$target HRTRAIN_MEMORY_LIMIT=536870912 "$binary" "${limits[@]}" \
+  if ! LSAN_OPTIONS=suppressions=Fuzz/lsan.supp HRTRAIN_FUZZ_TARGET=$target HRTRAIN_MEMORY_LIMIT=536870912 \
+      "$binary" "${limits[@]}" \
       -artifact_prefix="$artifacts/" "$corpus" "Fuzz/corpus/$target" 2>&1 | tee ".build/fuzz/$target.log" \
       | grep -E '^(==|#[0-9]+ *DONE|stat::number_of_executed_units|.*ERROR|.*SUMMARY)'; then
     :
