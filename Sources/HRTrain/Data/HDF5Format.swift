@@ -29,9 +29,23 @@ public enum HDF5Format {
     }
 
     /// Reads a table from `url`: the 2-D dataset or table group `dataset` (default `data`).
+    ///
+    /// libhdf5 runs in a child process (IsolatedReader): a damaged file that crashes it gives an error, not a
+    /// crash of hrtrain.
     public static func read(from url: URL, dataset: String? = nil) throws -> Table {
         try InputFile.requireRegularFile(url)
-        return try locked {
+        let bytes = try IsolatedReader.run(url: url, library: "HDF5", lock: lock) {
+            try readInThisProcess(from: url, dataset: dataset).serialized()
+        }
+        guard let table = Table(serialized: bytes) else {
+            throw DataError("the HDF5 reader process sent an inconsistent table", url: url)
+        }
+        return table
+    }
+
+    /// Reads a table in this process (the caller holds the lock, or is the isolated child).
+    static func readInThisProcess(from url: URL, dataset: String?) throws -> Table {
+        do {
             switch chdf5_is_hdf5(url.path) {
             case 0: throw DataError("not an HDF5 file (no HDF5 signature found)", url: url)
             case 1: break
