@@ -15,13 +15,22 @@ import Foundation
 enum IsolatedReader {
     /// Runs `body` in a child process; `lock` is held across the fork so that no other thread is inside the
     /// library at that moment (the child must not take it again).
+    ///
+    /// The child is also given a time limit (SIGALRM): `$HRTRAIN_READER_TIMEOUT` seconds, else 120 s plus one
+    /// second per MB of the file, since a damaged file can also make the library loop forever.
     static func run(url: URL, library: String, lock: NSLock, _ body: () throws -> [UInt8]) throws -> [UInt8] {
+        var info = stat()
+        let size = stat(url.path, &info) == 0 ? Int(info.st_size) : 0
+        let limit =
+            ProcessInfo.processInfo.environment["HRTRAIN_READER_TIMEOUT"].flatMap(UInt32.init)
+            ?? UInt32(min(86_400, 120 + size / 1_000_000))
         var descriptors: [Int32] = [0, 0]
         guard pipe(&descriptors) == 0 else { throw AtomicFile.systemError("cannot create a pipe", url) }
         lock.lock()
         let child = fork()
         if child == 0 {
             close(descriptors[0])
+            alarm(limit)
             runChild(writingTo: descriptors[1], body)
         }
         lock.unlock()
@@ -35,6 +44,11 @@ enum IsolatedReader {
         var status: Int32 = 0
         while waitpid(child, &status, 0) < 0 && errno == EINTR {}
         let signal = status & 0x7F
+        if signal == SIGALRM {
+            throw DataError(
+                "the \(library) library did not finish reading the file within \(limit) s: it is damaged (or set $HRTRAIN_READER_TIMEOUT higher)",
+                url: url)
+        }
         if signal != 0 {
             throw DataError(
                 "the \(library) library crashed (signal \(signal), \(String(cString: strsignal(signal)))) while reading the file: it is damaged or not a valid \(library) file",
@@ -54,7 +68,7 @@ enum IsolatedReader {
     /// The child's side: default actions for the fatal signals (a crash kills the child and is seen by the
     /// parent, rather than running the parent's handlers), the answer written, then `_exit`.
     private static func runChild(writingTo descriptor: Int32, _ body: () throws -> [UInt8]) -> Never {
-        for fatal in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT] { signal(fatal, SIG_DFL) }
+        for fatal in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGALRM] { signal(fatal, SIG_DFL) }
         disableSanitizerDeathCallback()
         var answer: [UInt8]
         do {
