@@ -10,7 +10,8 @@ import Foundation
 /// companions a format adds, such as a `.npy` file's `.columns` sidecar) is checked against every file it
 /// reads and against every other output, by resolved path and by file identity (device and inode, so hard
 /// links and symbolic links are caught too), and every output's folder must exist and be writable, and an
-/// existing output must be a regular file. A collision is refused with a message naming both options.
+/// existing output must be a regular file. A collision is refused with a message naming both files by the
+/// labels the caller gave them (a front end's names for its inputs and outputs, such as its flags).
 public struct OutputPlan: Sendable {
     /// One planned file.
     struct Entry: Sendable {
@@ -54,7 +55,19 @@ public struct OutputPlan: Sendable {
         outputs.append(Self.entry(path, option: option))
     }
 
-    /// Throws a DataError for the first problem: an output folder that is missing or not writable, an output
+    /// A refused plan: `<label> <path>: <what is wrong>`.
+    public struct Refusal: Error, CustomStringConvertible, Sendable {
+        /// The caller's label of the output.
+        public var label: String
+        /// The output path.
+        public var path: String
+        /// What is wrong.
+        public var message: String
+        /// `label path: message`.
+        public var description: String { "\(label) \(path): \(message)" }
+    }
+
+    /// Throws a Refusal for the first problem: an output folder that is missing or not writable, an output
     /// that exists but is not a regular file, an output that is an input, or two outputs that are one file.
     public func check() throws {
         for output in outputs {
@@ -62,27 +75,21 @@ public struct OutputPlan: Sendable {
             let folder = url.deletingLastPathComponent().path
             var info = stat()
             guard stat(folder, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
-                throw DataError("the folder \(folder) does not exist", file: output.path, option: output.option)
+                throw Refusal(label: output.option, path: output.path, message: "the folder \(folder) does not exist")
             }
             guard access(folder, W_OK) == 0 else {
-                throw DataError("the folder \(folder) is not writable", file: output.path, option: output.option)
+                throw Refusal(label: output.option, path: output.path, message: "the folder \(folder) is not writable")
             }
             if stat(output.path, &info) == 0, (info.st_mode & S_IFMT) != S_IFREG {
-                throw DataError(
-                    "is \(InputFile.kindPhrase(info.st_mode)); give the path of a regular file to write",
-                    file: output.path, option: output.option)
+                throw Refusal(label: output.option, path: output.path, message: "is \(InputFile.kindPhrase(info.st_mode)); give the path of a regular file to write")
             }
         }
         for (index, output) in outputs.enumerated() {
             for input in inputs where Self.same(output, input) {
-                throw DataError(
-                    "is the same file as the input \(input.option) \(input.path): writing it would destroy the input; give another path",
-                    file: output.path, option: output.option)
+                throw Refusal(label: output.option, path: output.path, message: "is the same file as the input \(input.option) \(input.path): writing it would destroy the input; give another path")
             }
             for other in outputs[..<index] where Self.same(output, other) {
-                throw DataError(
-                    "is the same file as the output \(other.option) \(other.path): one would overwrite the other; give two different paths",
-                    file: output.path, option: output.option)
+                throw Refusal(label: output.option, path: output.path, message: "is the same file as the output \(other.option) \(other.path): one would overwrite the other; give two different paths")
             }
         }
     }
