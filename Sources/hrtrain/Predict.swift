@@ -35,7 +35,7 @@ struct InferenceOptions: ParsableArguments {
 
     /// Reads and validates the model file.
     func loadModel() throws -> Model {
-        try InputFile.requireRegularFile(URL(fileURLWithPath: model), option: "--model")
+        try InputFile.requireRegularFile(URL(fileURLWithPath: model), field: .model)
         do { return try Model.read(from: URL(fileURLWithPath: model)) } catch var error as DataError {
             error.field = error.field ?? .model
             throw error

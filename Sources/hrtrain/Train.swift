@@ -103,8 +103,26 @@ extension HRTrainCommand {
         private func train() throws {
             let log = verbosity.log
             let modelURL = URL(fileURLWithPath: model)
-            try requireWritableDirectory(of: modelURL, option: "--model")
-            if let metrics { try requireWritableDirectory(of: URL(fileURLWithPath: metrics), option: "--metrics") }
+            // Outputs against inputs and each other. The checkpoint may be the one --resume continues from (it
+            // is read first, then replaced atomically), so it is planned without --resume, and --resume with the
+            // other outputs.
+            for includeCheckpoint in [false, true] {
+                try checkOutputs { plan in
+                    plan.input(data, option: "--data")
+                    if let testFile { plan.input(testFile, option: "--test-file") }
+                    if let initFrom { plan.input(initFrom, option: "--init-from") }
+                    if let features, features.hasPrefix("@") {
+                        plan.input(String(features.dropFirst()), option: "--features")
+                    }
+                    plan.plainOutput(model, option: "--model")
+                    if let metrics { plan.plainOutput(metrics, option: "--metrics") }
+                    if includeCheckpoint {
+                        plan.plainOutput(checkpoint ?? model + ".checkpoint", option: "--checkpoint")
+                    } else if let resume {
+                        plan.input(resume, option: "--resume")
+                    }
+                }
+            }
 
             // Options: from the checkpoint when resuming (all but --epochs), else from the flags.
             let resumed = try resume.map { try Checkpoint.read(from: URL(fileURLWithPath: $0)) }
@@ -159,12 +177,17 @@ extension HRTrainCommand {
             let residentLimit =
                 maxDeviceMemory ?? min(context.device.maxAllocationBytes, context.device.globalMemoryBytes / 2)
             let checkpointURL = URL(fileURLWithPath: checkpoint ?? model + ".checkpoint")
+            var fullSpec = options.spec
+            fullSpec.inputSize = prepared.featureNames.count
+            fullSpec.outputSize = prepared.targetNames.count
+            try SizeLimits.requireNetwork(
+                fullSpec, batch: min(options.batchSize, prepared.train.rows), on: context.device)
             let session = try TrainingSession(
                 backend: backend, data: prepared, options: options, start: startingPoint,
                 settings: .init(
                     checkpoint: checkpointURL, metrics: metrics.map { URL(fileURLWithPath: $0) },
                     residentLimitBytes: residentLimit, dataFile: data, testFile: testFile,
-                    device: context.device.name))
+                    device: context.device.name, dataFingerprint: DataFingerprint(read.table)))
             options = session.options
             if let resumed {
                 log.info("resuming after epoch \(resumed.metadata.state.epoch) of \(options.epochs) from \(resume!)")

@@ -81,15 +81,25 @@ public struct OutputPlan: Sendable {
                 throw Refusal(label: output.option, path: output.path, message: "the folder \(folder) is not writable")
             }
             if stat(output.path, &info) == 0, (info.st_mode & S_IFMT) != S_IFREG {
-                throw Refusal(label: output.option, path: output.path, message: "is \(InputFile.kindPhrase(info.st_mode)); give the path of a regular file to write")
+                throw Refusal(
+                    label: output.option, path: output.path,
+                    message: "is \(InputFile.kindPhrase(info.st_mode)); give the path of a regular file to write")
             }
         }
         for (index, output) in outputs.enumerated() {
             for input in inputs where Self.same(output, input) {
-                throw Refusal(label: output.option, path: output.path, message: "is the same file as the input \(input.option) \(input.path): writing it would destroy the input; give another path")
+                throw Refusal(
+                    label: output.option, path: output.path,
+                    message:
+                        "is the same file as the input \(input.option) \(input.path): writing it would destroy the input; give another path"
+                )
             }
             for other in outputs[..<index] where Self.same(output, other) {
-                throw Refusal(label: output.option, path: output.path, message: "is the same file as the output \(other.option) \(other.path): one would overwrite the other; give two different paths")
+                throw Refusal(
+                    label: output.option, path: output.path,
+                    message:
+                        "is the same file as the output \(other.option) \(other.path): one would overwrite the other; give two different paths"
+                )
             }
         }
     }
