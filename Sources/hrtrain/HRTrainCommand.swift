@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import HRTrain
 
 @main
@@ -15,7 +16,9 @@ struct HRTrainCommand: ParsableCommand {
 
     /// Parses the command line with negative numbers kept as values (`--epochs -1` reads as `--epochs=-1`,
     /// so it meets the option's range check instead of being taken for a flag).
+    /// A file-size limit (`ulimit -f`) makes writes fail with "File too large" instead of killing the process.
     static func main() {
+        signal(SIGXFSZ, SIG_IGN)
         main(joiningNegativeValues(Array(CommandLine.arguments.dropFirst())))
     }
 }

@@ -125,10 +125,16 @@ extension HRTrainCommand {
             }
 
             // Options: from the checkpoint when resuming (all but --epochs), else from the flags.
-            let resumed = try resume.map { try Checkpoint.read(from: URL(fileURLWithPath: $0)) }
+            let resumed = try resume.map { path in
+                do { return try Checkpoint.read(from: URL(fileURLWithPath: path)) } catch var error as DataError {
+                    error.field = error.field ?? .checkpoint
+                    throw error
+                }
+            }
             let initial = try initFrom.map { try Model.read(from: URL(fileURLWithPath: $0), field: .initialModel) }
             var options = try resumed?.metadata.options ?? flagOptions(initialModel: initial)
             options.epochs = epochs ?? options.epochs
+            try options.validate()  // options read back from a checkpoint are checked as flags are
             let ignored = [layout, hidden, profile, batchSize, learningRate, seed] as [Any?]
             if resumed != nil && ignored.contains(where: { $0 != nil }) {
                 log.warn(

@@ -30,6 +30,7 @@ public struct SizeLimitError: Error, CustomStringConvertible, Equatable, Sendabl
 
     /// `<what> needs <size>, more than <limit name> (<limit>)`, or `<what> is too large (its size overflows)`.
     public var description: String {
+        if limitName == "invalid" { return what }
         guard let bytes, let limit else {
             return "\(what) is too large: its size in bytes overflows 64-bit arithmetic"
         }
@@ -140,7 +141,7 @@ public enum SizeLimits {
         let widths = [spec.inputSize] + spec.hiddenSizes + [spec.outputSize]
         let shape = "\(what) \(widths.map(String.init).joined(separator: "→")) with batch \(batch)"
         guard widths.allSatisfy({ $0 > 0 }), batch > 0 else {
-            throw SizeLimitError(what: shape + " has a size ≤ 0", bytes: nil, limit: nil, limitName: "")
+            throw SizeLimitError(what: shape + " has a size ≤ 0", bytes: nil, limit: nil, limitName: "invalid")
         }
         var parameters = 0
         for layer in 0..<(widths.count - 1) {
