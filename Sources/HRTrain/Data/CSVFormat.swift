@@ -165,7 +165,8 @@ public enum CSVFormat {
             let offset = bytes.distance(to: cr.assumingMemoryBound(to: UInt8.self))
             if offset + 1 < end {
                 throw DataError(
-                    "the header row holds a carriage return (CR) that does not end the line: the file has CR-only (classic Mac) line endings; convert them to LF or CRLF",
+                    "the header row holds a carriage return (CR) that does not end the line: the file has CR-only "
+                        + "(classic Mac) line endings; convert them to LF or CRLF",
                     url: url, line: 1)
             }
         }

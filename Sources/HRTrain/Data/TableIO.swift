@@ -107,7 +107,8 @@ func requireUniqueColumnNames(_ names: [String], source: String, url: URL) throw
     for (index, name) in names.enumerated() {
         if let first = seen[name] {
             throw DataError(
-                "\(source) names two columns \"\(name)\" (columns \(first + 1) and \(index + 1)); column names must be unique",
+                "\(source) names two columns \"\(name)\" (columns \(first + 1) and \(index + 1)); "
+                    + "column names must be unique",
                 url: url, column: index + 1, columnName: name)
         }
         seen[name] = index

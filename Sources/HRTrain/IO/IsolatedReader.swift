@@ -46,18 +46,21 @@ enum IsolatedReader {
         let signal = status & 0x7F
         if signal == SIGALRM {
             throw DataError(
-                "the \(library) library did not finish reading the file within \(limit) s: it is damaged (or set $HRTRAIN_READER_TIMEOUT higher)",
+                "the \(library) library did not finish reading the file within \(limit) s: it is damaged "
+                    + "(or set $HRTRAIN_READER_TIMEOUT higher)",
                 url: url)
         }
         if signal != 0 {
             throw DataError(
-                "the \(library) library crashed (signal \(signal), \(String(cString: strsignal(signal)))) while reading the file: it is damaged or not a valid \(library) file",
+                "the \(library) library crashed (signal \(signal), \(String(cString: strsignal(signal)))) while "
+                    + "reading the file: it is damaged or not a valid \(library) file",
                 url: url)
         }
         let exitCode = (status >> 8) & 0xFF
         guard exitCode == 0, let tag = received.first else {
             throw DataError(
-                "the \(library) reader ended without an answer (exit status \(exitCode)): the file is damaged or not a valid \(library) file",
+                "the \(library) reader ended without an answer (exit status \(exitCode)): the file is damaged "
+                    + "or not a valid \(library) file",
                 url: url)
         }
         let payload = Array(received.dropFirst())

@@ -91,14 +91,16 @@ public struct OutputPlan: Sendable {
                 throw Refusal(
                     label: output.option, path: output.path,
                     message:
-                        "is the same file as the input \(input.option) \(input.path): writing it would destroy the input; give another path"
+                        "is the same file as the input \(input.option) \(input.path): writing it would destroy the "
+                        + "input; give another path"
                 )
             }
             for other in outputs[..<index] where Self.same(output, other) {
                 throw Refusal(
                     label: output.option, path: output.path,
                     message:
-                        "is the same file as the output \(other.option) \(other.path): one would overwrite the other; give two different paths"
+                        "is the same file as the output \(other.option) \(other.path): one would overwrite the "
+                        + "other; give two different paths"
                 )
             }
         }
