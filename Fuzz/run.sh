@@ -3,6 +3,7 @@
 # runs each for a given time or number of executions, starting from the seed corpora in Fuzz/corpus/<target>.
 #   Fuzz/run.sh [SECONDS] [TARGET...]       # default: 60 seconds each, targets csv npy hdf5 model
 #   RUNS=1000000 Fuzz/run.sh 0 csv          # a fixed number of executions instead of a time
+#   SINGLE_BUILD=1 Fuzz/run.sh 8            # one (ASan) build for all targets: the CI smoke run
 # A crash leaves its input in .build/fuzz/artifacts/<target>/ and the script exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +18,9 @@ build() {
   HRTRAIN_FUZZ=1 swift build --build-path ".build/$1" -c debug --product hrtrain-fuzz \
     -Xswiftc -parse-as-library -Xswiftc "$2" 2>&1 | grep -v "Cannot export local symbol" | tail -1
 }
+# SINGLE_BUILD=1 (the CI smoke run) builds only the ASan binary and runs hdf5 with it too, more slowly.
 for target in "${targets[@]}"; do
-  if [ "$target" = hdf5 ]; then need_plain=1; else need_asan=1; fi
+  if [ "$target" = hdf5 ] && [ -z "${SINGLE_BUILD:-}" ]; then need_plain=1; else need_asan=1; fi
 done
 if [ -n "${need_asan:-}" ]; then build fuzz -sanitize=fuzzer,address; fi
 if [ -n "${need_plain:-}" ]; then build fuzz-plain -sanitize=fuzzer; fi
@@ -26,7 +28,7 @@ if [ -n "${need_plain:-}" ]; then build fuzz-plain -sanitize=fuzzer; fi
 status=0
 for target in "${targets[@]}"; do
   binary=.build/fuzz/debug/hrtrain-fuzz
-  if [ "$target" = hdf5 ]; then binary=.build/fuzz-plain/debug/hrtrain-fuzz; fi
+  if [ "$target" = hdf5 ] && [ -z "${SINGLE_BUILD:-}" ]; then binary=.build/fuzz-plain/debug/hrtrain-fuzz; fi
   corpus=.build/fuzz/corpus/$target
   artifacts=.build/fuzz/artifacts/$target
   mkdir -p "$corpus" "$artifacts"
