@@ -1,4 +1,5 @@
 // swift-tools-version:5.10
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -75,3 +76,11 @@ let package = Package(
         ),
     ]
 )
+
+// MARK: - Fuzzing
+/// The libFuzzer targets (Fuzz/run.sh): only with HRTRAIN_FUZZ=1, since they link against libFuzzer's main.
+if ProcessInfo.processInfo.environment["HRTRAIN_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(name: "hrtrain-fuzz", dependencies: ["HRTrain"], path: "Fuzz/Sources/hrtrain-fuzz"))
+    package.products.append(.executable(name: "hrtrain-fuzz", targets: ["hrtrain-fuzz"]))
+}

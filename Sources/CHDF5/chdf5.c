@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+// HDF5's metadata checksum (Jenkins' lookup3), exported by the library but not declared in its public headers.
+uint32_t H5_checksum_metadata(const void *data, size_t len, uint32_t initval);
+
 // MARK: - Errors
 
 /// Turns off HDF5's printing of its error stack to stderr (per call: cheap, and HDF5 may reset it).
@@ -355,6 +358,53 @@ int64_t chdf5_create(const char *path, char *err, size_t errlen) {
     H5Pclose(fapl);
     if (file < 0) return fail(err, errlen, "H5Fcreate(\"%s\")", path);
     return (int64_t)file;
+}
+
+int64_t chdf5_create_in_memory(char *err, size_t errlen) {
+    quiet();
+    // The core driver without a backing store: HDF5 never touches the disk; chdf5_file_image hands the
+    // bytes to the caller, which writes them itself (and reports a full disk as a write error).
+    static unsigned long serial = 0;
+    char name[64];
+    snprintf(name, sizeof name, "hrtrain-in-memory-%lu.h5", ++serial);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0 ||
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return fail(err, errlen, "H5Pset_fapl_core");
+    }
+    hid_t file = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (file < 0) return fail(err, errlen, "H5Fcreate (in memory)");
+    return (int64_t)file;
+}
+
+int chdf5_file_image(int64_t file, void **buffer, size_t *length, char *err, size_t errlen) {
+    quiet();
+    *buffer = NULL;
+    *length = 0;
+    if (H5Fflush((hid_t)file, H5F_SCOPE_GLOBAL) < 0) return fail(err, errlen, "H5Fflush (in memory)");
+    ssize_t size = H5Fget_file_image((hid_t)file, NULL, 0);
+    if (size <= 0) return fail(err, errlen, "H5Fget_file_image");
+    void *bytes = malloc((size_t)size);
+    if (bytes == NULL) return fail(err, errlen, "out of memory for the HDF5 file image (%zd bytes)", size);
+    if (H5Fget_file_image((hid_t)file, bytes, (size_t)size) != size) {
+        free(bytes);
+        return fail(err, errlen, "H5Fget_file_image");
+    }
+    // H5Fget_file_image clears the superblock's "open for writing" flags in the copy but (HDF5 1.10) does not
+    // update the checksum of a version 2/3 superblock, so the image would not open: recompute it.
+    unsigned char *superblock = bytes;
+    if (size > 12 && superblock[8] >= 2) {
+        size_t covered = 12 + 4 * (size_t)superblock[9];  // base, extension, EOF and root addresses
+        if ((size_t)size >= covered + 4) {
+            uint32_t checksum = H5_checksum_metadata(superblock, covered, 0);
+            for (int i = 0; i < 4; i++) superblock[covered + (size_t)i] = (unsigned char)(checksum >> (8 * i));
+        }
+    }
+    *buffer = bytes;
+    *length = (size_t)size;
+    return 0;
 }
 
 int chdf5_write_floats(int64_t file, const char *name, int rank, const uint64_t *dims, const float *values,

@@ -35,6 +35,8 @@ extension HRTrainCommand {
 
         func validate() throws {
             if batch < 2 { throw ValidationError("--batch must be at least 2, got \(batch)") }
+            let spec = NetworkSpec(inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs)
+            try boundedFlag("--hidden \(hidden) --batch \(batch)") { try SizeLimits.network(spec, batch: batch) }
             if steps < 1 || profiledSteps < 1 || warmupSteps < 0 {
                 throw ValidationError("--steps and --profiled-steps must be ≥ 1, --warmup-steps ≥ 0")
             }

@@ -13,13 +13,30 @@ struct DeviceOptions: ParsableArguments {
     var device: DeviceList?
 
     /// Opens the chosen device and builds or loads the kernel program.
-    func open() throws -> ComputeContext { try ComputeContext(deviceIndex: device?.index(forLocalRank: 0)) }
+    /// A damaged cached program is rebuilt, with a one-line warning.
+    func open() throws -> ComputeContext {
+        let context = try ComputeContext(deviceIndex: device?.index(forLocalRank: 0))
+        if let warning = context.programBuild.warning { printError("warning: \(warning)") }
+        return context
+    }
 }
 
 /// A failure found while a command runs (not a malformed command line): printed as `error: …`, exit status 1.
 struct CommandError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Runs `body`, turning a SizeLimitError into a ValidationError that names `option` (exit status 64).
+func boundedFlag<T>(_ option: String, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let error as SizeLimitError { throw ValidationError("\(option): \(error)") }
+}
+
+/// Checks a command's planned outputs against its inputs and each other (see OutputPlan).
+func checkOutputs(_ build: (inout OutputPlan) -> Void) throws {
+    var plan = OutputPlan()
+    build(&plan)
+    try plan.check()
 }
 
 /// Writes `text` to standard error.
@@ -154,6 +171,10 @@ func parseHidden(_ text: String) throws -> [Int] {
         throw ValidationError(
             "--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '\(text)'")
     }
+    // The hidden layers' parameters alone must fit in memory (every command checks its full footprint later).
+    try boundedFlag("--hidden \(text)") {
+        try SizeLimits.network(NetworkSpec(inputSize: 1, hiddenSizes: sizes, outputSize: 1), batch: 1)
+    }
     return sizes
 }
 
@@ -166,8 +187,9 @@ func parseList(_ text: String) -> [String] {
 func parseColumnList(_ text: String) throws -> [String] {
     guard text.hasPrefix("@") else { return parseList(text) }
     let path = String(text.dropFirst())
-    guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
-        throw CommandError("--features \(text): cannot read \(path)")
+    let contents: String
+    do { contents = try InputFile.readText(URL(fileURLWithPath: path)) } catch let error as DataError {
+        throw CommandError("--features \(text): \(error.message)")
     }
     return contents.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter {
         !$0.isEmpty && !$0.hasPrefix("#")

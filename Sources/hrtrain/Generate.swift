@@ -31,6 +31,11 @@ extension HRTrainCommand {
         func validate() throws {
             if events < 1 { throw ValidationError("--events must be at least 1, got \(events)") }
             if split && events < 2 { throw ValidationError("--split needs at least 2 events") }
+            try boundedFlag("--events \(events)") {
+                try SizeLimits.requireHostArray(
+                    shape: [events, EventGenerator.columnNames.count], elementSize: 4,
+                    what: "a sample of \(events) events × \(EventGenerator.columnNames.count) columns as Float32")
+            }
             try requireTableFormat(output, field: .output)
             if let testOutput { try requireTableFormat(testOutput, field: .testOutput) }
         }
@@ -38,12 +43,14 @@ extension HRTrainCommand {
         func run() throws {
             try reportingErrors {
                 let outputURL = URL(fileURLWithPath: output)
-                try requireWritableDirectory(of: outputURL, option: "--output")
+                try checkOutputs { plan in
+                    plan.output(output, option: "--output")
+                    if split { plan.output(testOutput ?? defaultTestPath(output), option: "--test-output") }
+                }
                 let start = DispatchTime.now()
                 let generator = EventGenerator()
                 if split {
                     let testURL = URL(fileURLWithPath: testOutput ?? defaultTestPath(output))
-                    try requireWritableDirectory(of: testURL, option: "--test-output")
                     // The thesis' proportions (2,275,902 of 3,625,136 for training) for any --events.
                     let trainingCount = min(
                         max(

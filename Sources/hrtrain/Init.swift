@@ -73,7 +73,10 @@ extension HRTrainCommand {
         private func write() throws {
             let log = Log(quiet: false, verbose: false)
             let outURL = URL(fileURLWithPath: out)
-            try requireWritableDirectory(of: outURL, option: "--out")
+            try checkOutputs { plan in
+                if let scalerFrom { plan.input(scalerFrom, option: "--scaler-from") }
+                plan.plainOutput(out, option: "--out")
+            }
             let (featureNames, targetNames) = try columnNames()
             let spec = NetworkSpec(
                 inputSize: featureNames.count, hiddenSizes: try parseHidden(hidden), outputSize: targetNames.count,

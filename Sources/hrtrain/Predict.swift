@@ -24,6 +24,10 @@ struct InferenceOptions: ParsableArguments {
 
     func validate() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
+        try boundedFlag("--batch-size \(batchSize)") {
+            try SizeLimits.requireHostArray(
+                shape: [batchSize, 8], elementSize: 8, what: "a batch of \(batchSize) rows")
+        }
         if backend == .reference && deviceOptions.device != nil {
             throw ValidationError("--device applies to --backend opencl only")
         }
@@ -31,6 +35,7 @@ struct InferenceOptions: ParsableArguments {
 
     /// Reads and validates the model file.
     func loadModel() throws -> Model {
+        try InputFile.requireRegularFile(URL(fileURLWithPath: model), field: .model)
         do { return try Model.read(from: URL(fileURLWithPath: model)) } catch var error as DataError {
             error.field = error.field ?? .model
             throw error
@@ -72,6 +77,8 @@ struct InferenceOptions: ParsableArguments {
         switch backend {
         case .opencl:
             let context = try deviceOptions.open()
+            try SizeLimits.requireNetwork(
+                model.metadata.spec, batch: min(batchSize, max(rows, 1)), on: context.device)
             log.detail(
                 "device: \(context.device.name) (\(context.device.platform)); kernel program "
                     + "\(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s"
@@ -81,6 +88,7 @@ struct InferenceOptions: ParsableArguments {
             let values = try model.predict(features, rows: rows, on: backend, batchSize: batchSize)
             return (values, backend.name, elapsed(since: start))
         case .reference:
+            try SizeLimits.requireReferenceNetwork(model.metadata.spec, batch: min(batchSize, max(rows, 1)))
             let backend = ReferenceBackend()
             let start = DispatchTime.now()
             let values = try model.predict(features, rows: rows, on: backend, batchSize: batchSize)
@@ -116,7 +124,11 @@ extension HRTrainCommand {
         private func predict() throws {
             let log = verbosity.log
             let outputURL = URL(fileURLWithPath: output)
-            try requireWritableDirectory(of: outputURL, option: "--output")
+            try checkOutputs { plan in
+                plan.input(inference.model, option: "--model")
+                plan.input(inference.data, option: "--data")
+                plan.output(output, option: "--output")
+            }
             let model = try inference.loadModel()
             let table = try inference.readData(log: log)
             let features = try inference.features(of: model, in: table)

@@ -49,7 +49,16 @@ extension HRTrainCommand {
         private func report() throws {
             let log = verbosity.log
             let outputURL = URL(fileURLWithPath: output)
-            try requireWritableDirectory(of: outputURL, option: "--output")
+            func plan(_ plan: inout OutputPlan, figures: [String]) {
+                plan.input(inference.model, option: "--model")
+                plan.input(inference.data, option: "--data")
+                if let metrics { plan.input(metrics, option: "--metrics") }
+                plan.plainOutput(output, option: "--output")
+                for id in figures {
+                    plan.plainOutput(RecoilReport.csvURL(for: outputURL, id: id).path, option: "--output (figure CSV)")
+                }
+            }
+            try checkOutputs { plan(&$0, figures: ["summary"]) }
             var history: [EpochRecord] = []
             if let metrics {
                 do { history = try readMetrics(from: URL(fileURLWithPath: metrics)) } catch var error as DataError {
@@ -93,6 +102,7 @@ extension HRTrainCommand {
                 truthX: truth[0], truthY: truth[1], components: [network] + raw,
                 provenance: provenance(model, table: table, backend: result.backend))
             let report = RecoilReport(input)
+            try checkOutputs { plan(&$0, figures: ["summary"] + report.figures.map(\.id)) }
             try report.write(to: outputURL)
             let skipped = report.figures.reduce(0) { $0 + $1.rendered.skippedPoints }
             if skipped > 0 {

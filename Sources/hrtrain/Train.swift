@@ -113,14 +113,38 @@ extension HRTrainCommand {
             var log = verbosity.log
             if !leader { log = Log(quiet: true, verbose: false, muted: true) }
             let modelURL = URL(fileURLWithPath: model)
-            try requireWritableDirectory(of: modelURL, option: "--model")
-            if let metrics { try requireWritableDirectory(of: URL(fileURLWithPath: metrics), option: "--metrics") }
+            // Outputs against inputs and each other. The checkpoint may be the one --resume continues from (it
+            // is read first, then replaced atomically), so it is planned without --resume, and --resume with the
+            // other outputs.
+            for includeCheckpoint in [false, true] {
+                try checkOutputs { plan in
+                    plan.input(data, option: "--data")
+                    if let testFile { plan.input(testFile, option: "--test-file") }
+                    if let initFrom { plan.input(initFrom, option: "--init-from") }
+                    if let features, features.hasPrefix("@") {
+                        plan.input(String(features.dropFirst()), option: "--features")
+                    }
+                    plan.plainOutput(model, option: "--model")
+                    if let metrics { plan.plainOutput(metrics, option: "--metrics") }
+                    if includeCheckpoint {
+                        plan.plainOutput(checkpoint ?? model + ".checkpoint", option: "--checkpoint")
+                    } else if let resume {
+                        plan.input(resume, option: "--resume")
+                    }
+                }
+            }
 
             // Options: from the checkpoint when resuming (all but --epochs), else from the flags.
-            let resumed = try resume.map { try Checkpoint.read(from: URL(fileURLWithPath: $0)) }
+            let resumed = try resume.map { path in
+                do { return try Checkpoint.read(from: URL(fileURLWithPath: path)) } catch var error as DataError {
+                    error.field = error.field ?? .checkpoint
+                    throw error
+                }
+            }
             let initial = try initFrom.map { try Model.read(from: URL(fileURLWithPath: $0), field: .initialModel) }
             var options = try resumed?.metadata.options ?? flagOptions(initialModel: initial)
             options.epochs = epochs ?? options.epochs
+            try options.validate()  // options read back from a checkpoint are checked as flags are
             let ignored = [layout, hidden, profile, batchSize, learningRate, seed] as [Any?]
             if resumed != nil && ignored.contains(where: { $0 != nil }) {
                 log.warn(
@@ -200,13 +224,18 @@ extension HRTrainCommand {
                     communicator: communicator,
                     synchronizeBatchNorm: (resumed?.metadata.options ?? options).synchronizedBatchNorm == true)
             }
+            var fullSpec = options.spec
+            fullSpec.inputSize = prepared.featureNames.count
+            fullSpec.outputSize = prepared.targetNames.count
+            try SizeLimits.requireNetwork(
+                fullSpec, batch: min(options.batchSize, prepared.train.rows), on: context.device)
             let session = try TrainingSession(
                 backend: backend, data: prepared, options: options, start: startingPoint,
                 settings: .init(
                     checkpoint: leader ? checkpointURL : nil,
                     metrics: leader ? metrics.map { URL(fileURLWithPath: $0) } : nil,
                     residentLimitBytes: residentLimit, dataFile: data, testFile: testFile,
-                    device: context.device.name),
+                    device: context.device.name, dataFingerprint: DataFingerprint(read.table)),
                 dataParallel: parallel)
             options = session.options
             session.afterEpoch = { _, state in

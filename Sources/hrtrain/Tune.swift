@@ -26,6 +26,8 @@ extension HRTrainCommand {
 
         func validate() throws {
             if batch < 2 { throw ValidationError("--batch must be at least 2, got \(batch)") }
+            let spec = NetworkSpec(inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs)
+            try boundedFlag("--hidden \(hidden) --batch \(batch)") { try SizeLimits.network(spec, batch: batch) }
             if !(budget > 0) { throw ValidationError("--budget must be positive") }
             _ = try parseHidden(hidden)
         }

@@ -33,6 +33,16 @@ extension HRTrainCommand {
             }
             _ = try parseHidden(hidden)
             if inputs < 1 || outputs < 1 { throw ValidationError("--inputs and --outputs must be positive") }
+            if probes < 0 { throw ValidationError("--fd-probes must be ≥ 0, got \(probes)") }
+            if steps < 0 { throw ValidationError("--steps must be ≥ 0, got \(steps)") }
+            if steps > 1_000_000 || probes > 1_000_000 {
+                throw ValidationError("--steps and --fd-probes must be at most 1000000, got \(steps) and \(probes)")
+            }
+            let spec = NetworkSpec(
+                inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs, layerOrder: layout)
+            try boundedFlag("--hidden \(hidden) --batch \(batch)") {
+                try SizeLimits.requireReferenceNetwork(spec, batch: batch)
+            }
         }
 
         func run() throws {
@@ -46,6 +56,7 @@ extension HRTrainCommand {
             options.trajectorySteps = steps
             let report = try reportingErrors { () -> Verification.Report in
                 let context = try deviceOptions.open()
+                try SizeLimits.requireNetwork(options.spec, batch: batch, on: context.device)
                 return try Verification.run(
                     device: OpenCLBackend(context: context), options: options, program: context.programBuild)
             }

@@ -74,6 +74,13 @@ int chdf5_list_members(int64_t file, const char *group, char **buffer, size_t *l
 /// Frees a buffer returned by chdf5_read_strings or chdf5_list_members.
 void chdf5_free(void *buffer);
 
+/// Creates an HDF5 file in memory (the core driver, no backing store); returns its handle, or -1.
+int64_t chdf5_create_in_memory(char *err, size_t errlen);
+
+/// Flushes an in-memory file and copies its bytes into a new buffer (`*length` bytes, free with chdf5_free).
+/// Returns 0 or -1.
+int chdf5_file_image(int64_t file, void **buffer, size_t *length, char *err, size_t errlen);
+
 /// Writes a little-endian float32 dataset `name` of `rank` dimensions `dims` from C-order `values`,
 /// creating missing intermediate groups. Returns 0 or -1.
 int chdf5_write_floats(int64_t file, const char *name, int rank, const uint64_t *dims, const float *values,

@@ -37,17 +37,30 @@ public enum CSVFormat {
             }
         }
         // Chunk k starts at line firstLine[k] (1-based, the header is line 1) and may fill up to
-        // lineCounts[k] rows from row firstLine[k] - 2.
-        var firstLine = [Int](repeating: 2, count: chunks.count)
-        for k in 1..<max(chunks.count, 1) { firstLine[k] = firstLine[k - 1] + lineCounts[k - 1] }
+        // rowCapacity[k] rows from row firstRow[k]: no more than its lines, and no more than its bytes allow
+        // (a row of C numbers takes at least 2C - 1 bytes), so blank lines cannot inflate the allocation.
         let columns = header.names.count
-        let capacity = (firstLine.last! - 2 + lineCounts.last!) * columns
+        var firstLine = [Int](repeating: 2, count: chunks.count)
+        var firstRow = [Int](repeating: 0, count: chunks.count)
+        let rowCapacity = chunks.indices.map { min(lineCounts[$0], chunks[$0].count / (2 * columns - 1) + 1) }
+        for k in 1..<max(chunks.count, 1) {
+            firstLine[k] = firstLine[k - 1] + lineCounts[k - 1]
+            firstRow[k] = firstRow[k - 1] + rowCapacity[k - 1]
+        }
+        let capacity: Int
+        do {
+            capacity = try SizeLimits.requireHostArray(
+                shape: [firstRow.last! + rowCapacity.last!, columns], elementSize: 4,
+                what: "the table of up to \(firstRow.last! + rowCapacity.last!) rows × \(columns) columns as Float32")
+        } catch let error as SizeLimitError {
+            throw DataError(error.description, url: url)
+        }
 
         var results = [ChunkResult](repeating: ChunkResult(), count: chunks.count)
         let values = [Float](unsafeUninitializedCapacity: capacity) { buffer, initialized in
             results.withUnsafeMutableBufferPointer { results in
                 DispatchQueue.concurrentPerform(iterations: chunks.count) { k in
-                    let output = buffer.baseAddress! + (firstLine[k] - 2) * columns
+                    let output = buffer.baseAddress! + firstRow[k] * columns
                     results[k] = parseChunk(
                         bytes, chunks[k], columns: columns, into: output, dropNonFinite: dropNonFinite)
                 }
@@ -55,7 +68,7 @@ public enum CSVFormat {
             // Close the gaps left by blank lines and dropped rows (moving rows towards the start only).
             var filled = 0
             for k in 0..<chunks.count where results[k].failure == nil {
-                let source = (firstLine[k] - 2) * columns
+                let source = firstRow[k] * columns
                 let count = results[k].rows * columns
                 if source != filled {
                     UnsafeMutableRawPointer(buffer.baseAddress! + filled).copyMemory(  // memmove: may overlap
@@ -148,6 +161,15 @@ public enum CSVFormat {
         if count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { start = 3 }
         var end = start
         while end < count, bytes[end] != UInt8(ascii: "\n") { end += 1 }
+        if let cr = memchr(bytes + start, 0x0D, end - start) {
+            let offset = bytes.distance(to: cr.assumingMemoryBound(to: UInt8.self))
+            if offset + 1 < end {
+                throw DataError(
+                    "the header row holds a carriage return (CR) that does not end the line: the file has CR-only "
+                        + "(classic Mac) line endings; convert them to LF or CRLF",
+                    url: url, line: 1)
+            }
+        }
         let text = String(decoding: UnsafeBufferPointer(start: bytes + start, count: end - start), as: UTF8.self)
         var names = text.split(separator: ",", omittingEmptySubsequences: false).map { field -> String in
             let name = field.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -255,7 +277,7 @@ public enum CSVFormat {
                 guard let value, terminator == expected else {
                     let message = lineError(
                         bytes, lineStart: lineStart, end: end, columns: columns, fieldStart: fieldStart)
-                    let wrongCount = message.hasPrefix("expected")
+                    let wrongCount = message.hasPrefix("expected") || message.hasPrefix("a carriage")
                     result.failure = ChunkFailure(
                         lineOffset: lineOffset, column: wrongCount ? nil : column, message: message)
                     return result
@@ -287,6 +309,11 @@ public enum CSVFormat {
         while position < end, bytes[position] != newline {
             if bytes[position] == comma { fields += 1 }
             position += 1
+        }
+        var carriageReturn = false
+        for index in lineStart..<max(lineStart, position - 1) where bytes[index] == 0x0D { carriageReturn = true }
+        if carriageReturn {
+            return "a carriage return (CR) inside the line: CR-only line endings are not supported; convert them to LF"
         }
         if fields != columns { return "expected \(columns) fields (as in the header), found \(fields)" }
         let text = fieldText(bytes, from: fieldStart, end: end)
@@ -396,8 +423,9 @@ public enum CSVFormat {
         var stop = start
         while stop < end, bytes[stop] != comma, bytes[stop] != newline, !isBlank(bytes[stop]) { stop += 1 }
         let length = stop - start
-        guard length > 0, length < 64 else { return nil }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { text -> Float? in
+        guard length > 0 else { return nil }
+        // Any length: a number may carry many digits ("1000…0" with 75 of them is a valid float).
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: length + 1) { text -> Float? in
             UnsafeMutableRawPointer(text.baseAddress!).copyMemory(from: bytes + start, byteCount: length)
             text[length] = 0
             var parsed: UnsafeMutablePointer<CChar>?
@@ -434,13 +462,9 @@ final class MappedFile {
 
     /// Maps `url`; throws a DataError naming the file if it cannot be opened or mapped.
     init(_ url: URL) throws {
-        let descriptor = open(url.path, O_RDONLY)
-        guard descriptor >= 0 else { throw AtomicFile.systemError("cannot open", url) }
+        let (descriptor, size) = try InputFile.open(url)
         defer { close(descriptor) }
-        var info = stat()
-        guard fstat(descriptor, &info) == 0 else { throw AtomicFile.systemError("cannot stat", url) }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw DataError("not a regular file", url: url) }
-        count = Int(info.st_size)
+        count = size
         if count == 0 {
             bytes = nil
             return

@@ -29,9 +29,23 @@ public enum HDF5Format {
     }
 
     /// Reads a table from `url`: the 2-D dataset or table group `dataset` (default `data`).
+    ///
+    /// libhdf5 runs in a child process (IsolatedReader): a damaged file that crashes it gives an error, not a
+    /// crash of hrtrain.
     public static func read(from url: URL, dataset: String? = nil) throws -> Table {
-        guard FileManager.default.fileExists(atPath: url.path) else { throw DataError("no such file", url: url) }
-        return try locked {
+        try InputFile.requireRegularFile(url)
+        let bytes = try IsolatedReader.run(url: url, library: "HDF5", lock: lock) {
+            try readInThisProcess(from: url, dataset: dataset).serialized()
+        }
+        guard let table = Table(serialized: bytes) else {
+            throw DataError("the HDF5 reader process sent an inconsistent table", url: url)
+        }
+        return table
+    }
+
+    /// Reads a table in this process (the caller holds the lock, or is the isolated child).
+    static func readInThisProcess(from url: URL, dataset: String?) throws -> Table {
+        do {
             switch chdf5_is_hdf5(url.path) {
             case 0: throw DataError("not an HDF5 file (no HDF5 signature found)", url: url)
             case 1: break
@@ -44,8 +58,17 @@ public enum HDF5Format {
             case CHDF5_KIND_DATASET: return try file.readMatrix(name)
             case CHDF5_KIND_GROUP: return try file.readColumns(group: name, file.columnLayout(group: name))
             case CHDF5_KIND_MISSING:
-                if dataset == nil, let columns = try? file.columnLayout(group: "/"), !columns.isEmpty {
-                    return try file.readColumns(group: "/", columns)
+                if dataset == nil {
+                    // No `data`: read the root as a table when it holds 1-D datasets, and say why it cannot be
+                    // read as one rather than that `data` is missing.
+                    let columns: [(name: String, length: Int)]
+                    do { columns = try file.columnLayout(group: "/") } catch var error as DataError {
+                        error.message =
+                            "no dataset \"\(name)\", and the file root cannot be read as a table of 1-D columns: "
+                            + error.message
+                        throw error
+                    }
+                    if !columns.isEmpty { return try file.readColumns(group: "/", columns) }
                 }
                 let members = try file.strings { chdf5_list_members(file.handle, "/", $0, $1, $2, $3, $4) } ?? []
                 let listing =
@@ -68,21 +91,22 @@ public enum HDF5Format {
                 "a column name holds a NUL character", url: url, column: index + 1, columnName: table.columnNames[index]
             )
         }
-        try AtomicFile.write(
-            to: url,
-            viaPath: { temporary in
-                try locked {
-                    let file = try HDF5File(creating: temporary, reportingAs: url)
-                    do {
-                        try file.writeFloats(dataset, shape: [table.rowCount, table.columnCount], table.values)
-                        try file.writeStrings(table.columnNames, object: dataset, attribute: "columns")
-                    } catch {
-                        try? file.close()
-                        throw error
-                    }
-                    try file.close()
-                }
-            })
+        // The file is built in memory and written by AtomicFile: libhdf5 never writes to the disk, so a full
+        // disk is a plain write error naming the file, and a failed write leaves the old file in place.
+        let image: [UInt8] = try locked {
+            let file = try HDF5File(inMemoryReportingAs: url)
+            do {
+                try file.writeFloats(dataset, shape: [table.rowCount, table.columnCount], table.values)
+                try file.writeStrings(table.columnNames, object: dataset, attribute: "columns")
+                let image = try file.image()
+                try file.close()
+                return image
+            } catch {
+                try? file.close()
+                throw error
+            }
+        }
+        try AtomicFile.write(to: url) { try $0.write(image) }
     }
 }
 
@@ -102,12 +126,30 @@ struct HDF5File {
         guard handle >= 0 else { throw DataError(String(cString: error), url: url) }
     }
 
-    /// Creates (truncating) the file at `path`; errors name `url`.
+    /// Creates (truncating) the file at `path` on disk; errors name `url` (tests build hostile files with it).
     init(creating path: URL, reportingAs url: URL) throws {
         self.url = url
         var error = [CChar](repeating: 0, count: 512)
         handle = chdf5_create(path.path, &error, error.count)
         guard handle >= 0 else { throw DataError(String(cString: error), url: url) }
+    }
+
+    /// Creates a file in memory; errors name `url`, where it will be written.
+    init(inMemoryReportingAs url: URL) throws {
+        self.url = url
+        var error = [CChar](repeating: 0, count: 512)
+        handle = chdf5_create_in_memory(&error, error.count)
+        guard handle >= 0 else { throw DataError(String(cString: error), url: url) }
+    }
+
+    /// The bytes of an in-memory file.
+    func image() throws -> [UInt8] {
+        var buffer: UnsafeMutableRawPointer?
+        var length = 0
+        _ = try check { chdf5_file_image(handle, &buffer, &length, $0, $1) }
+        defer { chdf5_free(buffer) }
+        guard let buffer else { return [] }
+        return Array(UnsafeRawBufferPointer(start: buffer, count: length))
     }
 
     /// Closes the file, flushing what was written.
@@ -202,8 +244,11 @@ struct HDF5File {
                 "dataset \"\(name)\" has rank \(shape.count) (shape \(shape)); expected 2 (rows × columns)\(hint)",
                 url: url)
         }
-        let (count, overflow) = shape[0].multipliedReportingOverflow(by: shape[1])
-        guard !overflow else { throw DataError("dataset \"\(name)\" is too large", url: url) }
+        let count = try bounded {
+            try SizeLimits.requireHostArray(
+                shape: shape, elementSize: 4, what: "dataset \"\(name)\" of shape (\(shape[0]), \(shape[1])) as Float32"
+            )
+        }
         let values = try readFloats(name, count: count)
         let names = try columnNames(forMatrix: name, columns: shape[1])
         return Table(columnNames: names, rowCount: shape[0], values: values)
@@ -222,6 +267,7 @@ struct HDF5File {
                 throw DataError(
                     "\(source) holds \(names.count) column names but \"\(name)\" has \(columns) columns", url: url)
             }
+            try requireUniqueColumnNames(names, source: source, url: url)
             return names
         }
         return (0..<columns).map { "c\($0)" }
@@ -253,13 +299,23 @@ struct HDF5File {
         return columns
     }
 
+    /// Runs `body`, turning a SizeLimitError into a DataError naming the file.
+    func bounded<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as SizeLimitError { throw DataError(error.description, url: url) }
+    }
+
     /// Reads the columns found by columnLayout(group:) into a row-major table.
     func readColumns(group: String, _ columns: [(name: String, length: Int)]) throws -> Table {
         guard let rows = columns.first?.length else {
             throw DataError("group \"\(group)\" holds no 1-D numeric datasets (columns)", url: url)
         }
         let prefix = group.hasSuffix("/") ? group : group + "/"
-        var values = [Float](repeating: 0, count: rows * columns.count)
+        let count = try bounded {
+            try SizeLimits.requireHostArray(
+                shape: [rows, columns.count], elementSize: 4,
+                what: "the table in group \"\(group)\" (\(columns.count) columns of \(rows) rows) as Float32")
+        }
+        var values = [Float](repeating: 0, count: count)
         for (index, column) in columns.enumerated() {
             let data = try readFloats(prefix + column.name, count: rows)
             for row in 0..<rows { values[row * columns.count + index] = data[row] }

@@ -1,5 +1,11 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// NumPy's `.npy` format for one 2-D array, with column names in a sidecar file.
 ///
 /// Reading accepts versions 1.0, 2.0 and 3.0, a C-order 2-D array of little-endian float32 (`<f4`) or
@@ -64,6 +70,13 @@ public enum NPYFormat {
                     + "\(header.columns))",
                 url: url)
         }
+        do {
+            try SizeLimits.requireHostArray(
+                shape: [header.rows, header.columns], elementSize: 4,
+                what: "the array of shape (\(header.rows), \(header.columns)) as Float32")
+        } catch let error as SizeLimitError {
+            throw DataError(error.description, url: url)
+        }
         let raw = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[dataStart...])
         let values = [Float](unsafeUninitializedCapacity: elements) { buffer, initialized in
             for index in 0..<elements {
@@ -117,18 +130,16 @@ public enum NPYFormat {
     /// The names from the sidecar, or `c0`, `c1`, … when there is none.
     private static func readColumnNames(for url: URL, count: Int) throws -> [String] {
         let sidecar = columnsURL(for: url)
-        guard FileManager.default.fileExists(atPath: sidecar.path) else { return (0..<count).map { "c\($0)" } }
-        guard let data = FileManager.default.contents(atPath: sidecar.path) else {
-            throw DataError("cannot read the column names file", url: sidecar)
-        }
-        let text = String(decoding: data, as: UTF8.self)
-        var names = text.split(separator: "\n", omittingEmptySubsequences: false).map {
-            $0.hasSuffix("\r") ? String($0.dropLast()) : String($0)
-        }
+        var info = stat()
+        guard stat(sidecar.path, &info) == 0 else { return (0..<count).map { "c\($0)" } }
+        let text = try InputFile.readText(sidecar)
+        // One name per line; lines may end in LF, CRLF or CR.
+        var names = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).map(String.init)
         if names.last == "" { names.removeLast() }
         guard names.count == count else {
             throw DataError("holds \(names.count) column names but the array has \(count) columns", url: sidecar)
         }
+        try requireUniqueColumnNames(names, source: "the column names file", url: sidecar)
         return names
     }
 

@@ -74,6 +74,8 @@ public func readTableWithReport(_ url: URL, options: ReadOptions = ReadOptions()
     } catch var error as DataError {
         error.field = error.field ?? options.field
         throw error
+    } catch let error as SizeLimitError {
+        throw DataError(error.description, file: url.path, field: options.field)
     }
 }
 
@@ -95,6 +97,21 @@ extension Table {
             }
             return index
         }
+    }
+}
+
+/// Refuses a list of column names holding one name twice (both would read the first column, and the
+/// second would be lost); `source` says where the names come from (`attribute "columns" of "data"`).
+func requireUniqueColumnNames(_ names: [String], source: String, url: URL) throws {
+    var seen: [String: Int] = [:]
+    for (index, name) in names.enumerated() {
+        if let first = seen[name] {
+            throw DataError(
+                "\(source) names two columns \"\(name)\" (columns \(first + 1) and \(index + 1)); "
+                    + "column names must be unique",
+                url: url, column: index + 1, columnName: name)
+        }
+        seen[name] = index
     }
 }
 

@@ -9,13 +9,19 @@ public struct ProgramBuildReport: Codable, Sendable, Equatable {
     public var seconds: Double
     /// The cache file used, if any.
     public var cacheFile: String?
+    /// One line saying why a cached binary was not used and the program was rebuilt (corrupted,
+    /// truncated or refused by the driver); nil otherwise.
+    public var warning: String? = nil
 }
 
 /// The on-disk cache of compiled kernel programs, so that a second run skips compilation.
 ///
 /// Entries are keyed by a hash of the source, the build options, the platform, the device and the driver
 /// version; each file also stores the full key text, which is compared on load, so a hash collision or a
-/// driver update can only cause a rebuild, never a wrong binary. Location: `$HRTRAIN_CACHE_DIR`, else
+/// driver update can only cause a rebuild, never a wrong binary. Each file also stores the binary's length
+/// and a 64-bit checksum: a truncated or corrupted file, or one the driver refuses, is never handed to the
+/// driver as it is (or is dropped after the driver refuses it) and the program is rebuilt and stored again,
+/// with a one-line warning in the build report. Location: `$HRTRAIN_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/hrtrain`, else `~/.cache/hrtrain`.
 public struct ProgramCache: Sendable {
     /// The cache folder; nil disables the cache.
@@ -37,7 +43,7 @@ public struct ProgramCache: Sendable {
     /// The default cache.
     public static var standard: ProgramCache { ProgramCache(directory: defaultDirectory()) }
 
-    private static let magic = Array("HRTPROG1".utf8)
+    private static let magic = Array("HRTPROG2".utf8)
 
     func program(sources: String, options: String, context: cl_context, device: DeviceHandle) throws -> (
         cl_program, ProgramBuildReport
@@ -52,16 +58,30 @@ public struct ProgramCache: Sendable {
         let file = directory?.appendingPathComponent("programs")
             .appendingPathComponent(String(format: "%016llx", fnv1a64(key)) + ".bin")
 
-        if let file, let binary = Self.load(file, key: key),
-            let program = try? Self.buildFromBinary(binary, options: options, context: context, device: device)
-        {
-            return (program, ProgramBuildReport(origin: "cached", seconds: elapsed(since: start), cacheFile: file.path))
+        var warning: String?
+        if let file {
+            switch Self.load(file, key: key) {
+            case .missing: break
+            case .invalid(let reason):
+                warning = "the cached kernel program \(file.path) is \(reason); rebuilding it"
+            case .valid(let binary):
+                do {
+                    let program = try Self.buildFromBinary(binary, options: options, context: context, device: device)
+                    let report = ProgramBuildReport(
+                        origin: "cached", seconds: elapsed(since: start), cacheFile: file.path)
+                    return (program, report)
+                } catch {
+                    warning = "the OpenCL driver refused the cached kernel program \(file.path); rebuilding it"
+                }
+            }
         }
         let program = try Self.buildFromSource(sources, options: options, context: context, device: device)
         if let file, let binary = try? Self.binary(of: program) {
             Self.store(binary, key: key, to: file)  // best effort: a read-only cache only costs time
         }
-        return (program, ProgramBuildReport(origin: "compiled", seconds: elapsed(since: start), cacheFile: file?.path))
+        let report = ProgramBuildReport(
+            origin: "compiled", seconds: elapsed(since: start), cacheFile: file?.path, warning: warning)
+        return (program, report)
     }
 
     private static func buildFromSource(_ source: String, options: String, context: cl_context, device: DeviceHandle)
@@ -139,29 +159,71 @@ public struct ProgramCache: Sendable {
         return bytes
     }
 
-    /// File layout: magic, key length (UInt64 LE), key bytes, binary.
+    /// File layout: magic, key length (UInt64 LE), key bytes, binary length (UInt64 LE), FNV-1a 64 checksum
+    /// of the binary (UInt64 LE), binary.
     private static func store(_ binary: [UInt8], key: String, to file: URL) {
         var data = Data(magic)
         let keyBytes = Array(key.utf8)
         withUnsafeBytes(of: UInt64(keyBytes.count).littleEndian) { data.append(contentsOf: $0) }
         data.append(contentsOf: keyBytes)
+        withUnsafeBytes(of: UInt64(binary.count).littleEndian) { data.append(contentsOf: $0) }
+        withUnsafeBytes(of: checksum(binary).littleEndian) { data.append(contentsOf: $0) }
         data.append(contentsOf: binary)
         try? FileManager.default.createDirectory(
             at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         try? data.write(to: file, options: .atomic)
     }
 
-    private static func load(_ file: URL, key: String) -> [UInt8]? {
-        guard let data = try? Data(contentsOf: file), data.count > magic.count + 8 else { return nil }
-        let bytes = [UInt8](data)
-        guard Array(bytes[0..<magic.count]) == magic else { return nil }
-        var keyLength: UInt64 = 0
-        for i in 0..<8 { keyLength |= UInt64(bytes[magic.count + i]) << (8 * UInt64(i)) }
+    /// What a cache file holds.
+    enum Entry: Equatable {
+        /// No file (or one for another key: a hash collision): build and store.
+        case missing
+        /// A damaged file, with the reason.
+        case invalid(String)
+        /// A binary whose length and checksum match.
+        case valid([UInt8])
+    }
+
+    /// Reads and checks a cache file.
+    static func load(_ file: URL, key: String) -> Entry {
+        guard FileManager.default.fileExists(atPath: file.path) else { return .missing }
+        guard let bytes = try? InputFile.readAll(file) else { return .invalid("unreadable") }
+        guard bytes.count >= magic.count + 8, Array(bytes[0..<magic.count]) == magic else {
+            return .invalid("not a cache file of this hrtrain version")
+        }
+        func word(at offset: Int) -> UInt64? {
+            guard offset >= 0, offset + 8 <= bytes.count else { return nil }
+            return (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) }
+        }
         let keyStart = magic.count + 8
-        guard keyLength <= UInt64(bytes.count - keyStart) else { return nil }
+        guard let keyLength = word(at: magic.count), keyLength <= UInt64(bytes.count - keyStart) else {
+            return .invalid("truncated")
+        }
         let keyEnd = keyStart + Int(keyLength)
-        guard Array(bytes[keyStart..<keyEnd]) == Array(key.utf8), keyEnd < bytes.count else { return nil }
-        return Array(bytes[keyEnd...])
+        guard Array(bytes[keyStart..<keyEnd]) == Array(key.utf8) else { return .missing }
+        guard let length = word(at: keyEnd), let stored = word(at: keyEnd + 8) else { return .invalid("truncated") }
+        let binaryStart = keyEnd + 16
+        guard length == UInt64(bytes.count - binaryStart) else {
+            return .invalid(
+                length > UInt64(bytes.count - binaryStart)
+                    ? "truncated (\(bytes.count - binaryStart) of \(length) bytes)" : "longer than recorded")
+        }
+        let binary = Array(bytes[binaryStart...])
+        guard !binary.isEmpty else { return .invalid("empty") }
+        guard checksum(binary) == stored else { return .invalid("corrupted (checksum mismatch)") }
+        return .valid(binary)
+    }
+
+    /// The 64-bit FNV-1a checksum of `bytes`.
+    static func checksum(_ bytes: [UInt8]) -> UInt64 {
+        bytes.withUnsafeBufferPointer { buffer in
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in buffer {
+                hash ^= UInt64(byte)
+                hash = hash &* 0x0000_0100_0000_01b3
+            }
+            return hash
+        }
     }
 }
 

@@ -76,11 +76,28 @@ public enum AtomicFile {
         guard fsync(descriptor) == 0 else { throw systemError("fsync failed", target) }
     }
 
-    /// Renames every staged file over its target; on a failure removes the temporary files not yet renamed.
+    /// Renames every staged file over its target, all or nothing: with several files, each existing target
+    /// is first kept under a hard link (`.<name>.old-XXXXXX`); if a rename fails, the targets already
+    /// replaced get their old content back (or are removed if they did not exist), and the error names the
+    /// file that could not be replaced.
     private static func commit(_ staged: [Staged]) throws {
+        var backups: [String?] = []
+        if staged.count > 1 {
+            for file in staged {
+                backups.append(try backup(of: file.target, cleaningUp: staged, backups))
+            }
+        }
+        defer { for case let backup? in backups { unlink(backup) } }
         for (index, file) in staged.enumerated() where rename(file.temporary, file.target.path) != 0 {
             let error = systemError("cannot replace the file", file.target)
             for leftover in staged[index...] { unlink(leftover.temporary) }
+            for undone in (0..<index).reversed() {
+                if let backup = backups[undone] {
+                    rename(backup, staged[undone].target.path)
+                } else {
+                    unlink(staged[undone].target.path)
+                }
+            }
             throw error
         }
         // Make the renames durable too (best effort: some file systems refuse to sync a directory).
@@ -91,6 +108,23 @@ public enum AtomicFile {
                 close(descriptor)
             }
         }
+    }
+
+    /// A hard link to the existing regular file `target` next to it (nil when there is none); on failure
+    /// removes every staged temporary file and the backups made so far.
+    private static func backup(of target: URL, cleaningUp staged: [Staged], _ made: [String?]) throws -> String? {
+        var info = stat()
+        guard lstat(target.path, &info) == 0 else { return nil }
+        let directory = target.deletingLastPathComponent().path
+        for attempt in 0..<100 {
+            let name = "\(directory)/.\(target.lastPathComponent).old-\(getpid())-\(attempt)"
+            if link(target.path, name) == 0 { return name }
+            if errno != EEXIST { break }
+        }
+        let error = systemError("cannot keep the old file while replacing it", target)
+        for file in staged { unlink(file.temporary) }
+        for case let backup? in made { unlink(backup) }
+        throw error
     }
 
     /// A DataError for `target` with `errno`'s text appended.

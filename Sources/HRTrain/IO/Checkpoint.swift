@@ -18,12 +18,15 @@ public struct Checkpoint: Sendable {
         /// Training and validation rows of the run (a resume on other data is refused).
         public var trainingRows: Int
         public var validationRows: Int
+        /// Column names, row count and value hash of the data read (nil in checkpoints of older versions).
+        public var dataFingerprint: DataFingerprint?
 
         /// Creates the metadata.
         public init(
             model: ModelMetadata, options: TrainingOptions, state: TrainerState, adamStep: Int, trainingRows: Int,
-            validationRows: Int
+            validationRows: Int, dataFingerprint: DataFingerprint? = nil
         ) {
+            self.dataFingerprint = dataFingerprint
             self.model = model
             self.options = options
             self.state = state

@@ -221,6 +221,9 @@ public struct Model: Sendable, Equatable {
                     + "network of \(spec.inputSize) inputs and \(spec.outputSize) outputs"
             )
         }
+        do {
+            try SizeLimits.requireModel(spec, tensorBytes: file.tensors.values.reduce(0) { $0 + $1.bytes.count })
+        } catch let error as SizeLimitError { throw fail(error.description) }
         let layout = ParameterLayout(spec)
         var expected = Set(
             layout.parameters.map(\.name) + layout.runningStatistics.map(\.name) + [

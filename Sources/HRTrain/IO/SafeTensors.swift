@@ -116,13 +116,7 @@ public struct SafeTensorsFile: Equatable, Sendable {
 
     /// Reads and validates a safetensors file.
     public static func read(from url: URL) throws -> SafeTensorsFile {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw DataError("cannot read the file: \(error.localizedDescription)", url: url)
-        }
-        return try SafeTensorsFile(decoding: [UInt8](data), file: url.path)
+        try SafeTensorsFile(decoding: InputFile.readAll(url), file: url.path)
     }
 
     /// Writes the file atomically.

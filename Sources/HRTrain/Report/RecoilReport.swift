@@ -622,13 +622,11 @@ private func quantile(sorted values: [Double], _ q: Double) -> Double {
 
 /// Reads the metrics file of `hrtrain train --metrics`: one JSON object per line and epoch.
 public func readMetrics(from url: URL) throws -> [EpochRecord] {
-    let text: String
-    do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-        throw DataError("cannot read the metrics file: \(error.localizedDescription)", url: url)
-    }
+    let text = try InputFile.readText(url)
     let decoder = JSONDecoder()
     var records: [EpochRecord] = []
-    for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+    // Lines may end in LF, CRLF or CR.
+    for (number, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated()
     where !line.trimmingCharacters(in: .whitespaces).isEmpty {
         do { records.append(try decoder.decode(EpochRecord.self, from: Data(line.utf8))) } catch {
             throw DataError(

@@ -224,6 +224,9 @@ public final class Trainer<B: Backend> {
             observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
         }
         var stepLosses = try backend.read(losses)
+        if let bad = stepLosses.firstIndex(where: { !$0.isFinite }) {
+            throw TrainingDivergence(epoch: epoch, step: bad + 1, loss: stepLosses[bad])
+        }
         let trainSeconds = elapsed(since: start)
         if let dataParallel {
             stepLosses = try dataParallel.batchLosses(stepLosses, sizes: sizes)
@@ -231,6 +234,9 @@ public final class Trainer<B: Backend> {
         }
         let trainLoss = stepLosses.reduce(0, +) / Double(stepLosses.count)
         let validationLoss = try validation.map { try evaluate($0) }
+        if let validationLoss, !validationLoss.isFinite {
+            throw TrainingDivergence(epoch: epoch, step: nil, loss: validationLoss)
+        }
         let record = EpochRecord(
             epoch: epoch, trainLoss: trainLoss, validationLoss: validationLoss, learningRate: lr,
             seconds: elapsed(since: start), eventsPerSecond: Double(training.rows) / trainSeconds)

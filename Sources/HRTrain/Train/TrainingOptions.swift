@@ -41,6 +41,13 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         try check(
             !spec.hiddenSizes.isEmpty && spec.hiddenSizes.allSatisfy { $0 > 0 }, .hiddenSizes,
             "must be one or more positive sizes, got \(spec.hiddenSizes)")
+        // Sizes: the network and one batch must be representable (overflow-safe) and the parameters fit in memory.
+        do { _ = try SizeLimits.network(spec, batch: 1) } catch let error as SizeLimitError {
+            throw TrainingOptionsError(field: .hiddenSizes, message: error.description)
+        }
+        do { _ = try SizeLimits.network(spec, batch: batchSize) } catch let error as SizeLimitError {
+            throw TrainingOptionsError(field: .batchSize, message: error.description)
+        }
         if let stopping = earlyStopping {
             try check(stopping.patience >= 0, .patience, "must be ≥ 0")
             try check(stopping.minDelta.isFinite, .minDelta, "must be finite, got \(stopping.minDelta)")

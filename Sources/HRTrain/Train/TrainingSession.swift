@@ -49,12 +49,16 @@ public final class TrainingSession<B: Backend> {
         public var device: String?
         /// Rows per batch when predicting the test rows.
         public var predictionBatchSize: Int
+        /// The fingerprint of the data read, stored in checkpoints; a resume compares it (nil: not checked).
+        public var dataFingerprint: DataFingerprint?
 
         /// Creates the settings (defaults: no files, everything resident, batches of 4000 for prediction).
         public init(
             checkpoint: URL? = nil, metrics: URL? = nil, residentLimitBytes: Int = .max, dataFile: String? = nil,
-            testFile: String? = nil, device: String? = nil, predictionBatchSize: Int = 4000
+            testFile: String? = nil, device: String? = nil, predictionBatchSize: Int = 4000,
+            dataFingerprint: DataFingerprint? = nil
         ) {
+            self.dataFingerprint = dataFingerprint
             self.checkpoint = checkpoint
             self.metrics = metrics
             self.residentLimitBytes = residentLimitBytes
@@ -170,6 +174,13 @@ public final class TrainingSession<B: Backend> {
                     "the checkpoint was written for other feature/target columns than the ones selected from "
                         + "\(settings.dataFile ?? "the data")", file: place, field: .checkpoint)
             }
+            if let recorded = saved.dataFingerprint, let current = settings.dataFingerprint,
+                let difference = current.difference(from: recorded)
+            {
+                throw DataError(
+                    "the checkpoint was written for other data: \(difference); resume on the same data",
+                    file: place, field: .checkpoint)
+            }
             guard saved.trainingRows == data.train.rows, saved.validationRows == data.validation.rows else {
                 throw DataError(
                     "the checkpoint was written for \(saved.trainingRows) training and \(saved.validationRows) "
@@ -248,7 +259,8 @@ public final class TrainingSession<B: Backend> {
         return Checkpoint(
             metadata: .init(
                 model: metadata, options: options, state: trainer.state, adamStep: network.step,
-                trainingRows: data.train.rows, validationRows: data.validation.rows),
+                trainingRows: data.train.rows, validationRows: data.validation.rows,
+                dataFingerprint: settings.dataFingerprint),
             model: try currentModel(), firstMoment: moments.first, secondMoment: moments.second,
             best: try trainer.bestWeights())
     }
