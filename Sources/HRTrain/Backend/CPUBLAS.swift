@@ -161,6 +161,15 @@ public struct BLASSelection: Codable, Sendable, Equatable {
         return selection
     }
 
+    /// This selection with `reportedKernels` asked from the library again now.
+    public func reportingNow() -> BLASSelection {
+        var text = [CChar](repeating: 0, count: 256)
+        cpushim_blas_kernels(&text, 256)
+        var copy = self
+        copy.reportedKernels = String(cString: text)
+        return copy
+    }
+
     /// `BLIS 'haswell' kernels (AVX2+FMA (cpuid))`.
     public var summary: String { "\(library == .blis ? "BLIS" : "OpenBLAS") '\(reportedKernels)' kernels (\(reason))" }
 }

@@ -116,16 +116,14 @@ public final class CPUBackend: Backend {
     public func read(_ tensor: CPUTensor) throws -> [Double] {
         (0..<tensor.count).map { Double(tensor.pointer[$0]) }
     }
-    /// The values of `tensor` as stored (Float32).
-    public func readFloats(_ tensor: CPUTensor) -> [Float] {
+    public func readFloats(_ tensor: CPUTensor) throws -> [Float] {
         Array(UnsafeBufferPointer(start: tensor.constPointer, count: tensor.count))
     }
     public func write(_ values: [Double], to tensor: CPUTensor) throws {
         try require(values.count == tensor.count, "write: \(values.count) values for \(tensor.count) elements")
         for i in 0..<values.count { tensor.pointer[i] = Float(values[i]) }
     }
-    /// Overwrites `tensor` with Float32 values.
-    public func writeFloats(_ values: [Float], to tensor: CPUTensor) throws {
+    public func write(_ values: [Float], to tensor: CPUTensor) throws {
         try require(values.count == tensor.count, "write: \(values.count) values for \(tensor.count) elements")
         values.withUnsafeBufferPointer { tensor.pointer.update(from: $0.baseAddress!, count: values.count) }
     }
@@ -240,40 +238,57 @@ public final class CPUBackend: Backend {
 
     // MARK: Hidden block (fused)
 
-    public func hiddenBlockForward(
-        order: LayerOrder, z: CPUTensor, bias: CPUTensor, gamma: CPUTensor, beta: CPUTensor, runningMean: CPUTensor,
-        runningVariance: CPUTensor, savedMean: CPUTensor, savedInverseStd: CPUTensor, settings: BatchNormSettings,
-        saved: CPUTensor, output y: CPUTensor
-    ) throws {
-        let (rows, cols) = (z.rows, z.columns)
+    public func hiddenBlockForward(_ block: HiddenBlock<CPUTensor>) throws {
+        let (rows, cols) = try blockShape(block)
         try require(rows >= 2, "batch normalisation in training mode needs at least 2 rows, got \(rows)")
-        try require(
-            [bias, gamma, beta, runningMean, runningVariance, savedMean, savedInverseStd].allSatisfy {
-                $0.count == cols
-            } && saved.count == z.count && y.count == z.count, "hiddenBlockForward: shapes differ")
         CPUKernels.hiddenBlockForward(
-            order: order, z: z.constPointer, bias: bias.constPointer, rows: rows, cols: cols,
-            vectors: vectors(gamma, beta, runningMean, runningVariance, savedMean, savedInverseStd),
-            settings: settings, saved: saved.pointer, output: y.pointer, parallel: parallel)
+            order: block.order, z: block.preActivation.constPointer, bias: block.bias.constPointer, rows: rows,
+            cols: cols,
+            vectors: vectors(
+                block.gamma, block.beta, block.runningMean, block.runningVariance, block.savedMean,
+                block.savedInverseStd),
+            settings: block.settings, saved: block.normInput.pointer, output: block.output.pointer, parallel: parallel)
     }
 
-    public func hiddenBlockBackward(
-        order: LayerOrder, outputGradient dy: CPUTensor, saved: CPUTensor, output y: CPUTensor, gamma: CPUTensor,
-        savedMean: CPUTensor, savedInverseStd: CPUTensor, inputGradient dz: CPUTensor, gammaGradient: CPUTensor,
-        betaGradient: CPUTensor, biasGradient: CPUTensor
-    ) throws {
-        let cols = dy.columns
+    public func hiddenBlockInference(_ block: HiddenBlock<CPUTensor>) throws {
+        let (rows, cols) = try blockShape(block)
+        CPUKernels.hiddenBlockInference(
+            order: block.order, z: block.preActivation.constPointer, bias: block.bias.constPointer, rows: rows,
+            cols: cols, gamma: block.gamma.constPointer, beta: block.beta.constPointer,
+            runningMean: block.runningMean.constPointer, runningVariance: block.runningVariance.constPointer,
+            epsilon: Float(block.settings.epsilon), normInput: block.normInput.pointer, output: block.output.pointer,
+            parallel: parallel)
+    }
+
+    public func hiddenBlockBackward(_ block: HiddenBlock<CPUTensor>) throws {
+        let (rows, cols) = try blockShape(block)
         try require(
-            [gamma, savedMean, savedInverseStd, gammaGradient, betaGradient, biasGradient].allSatisfy {
-                $0.count == cols
-            } && [saved, y, dz].allSatisfy { $0.count == dy.count }, "hiddenBlockBackward: shapes differ")
+            [block.gammaGradient, block.betaGradient, block.biasGradient].allSatisfy { $0.count == cols }
+                && [block.outputGradient, block.preActivationGradient].allSatisfy { $0.count == rows * cols },
+            "hiddenBlockBackward: gradient shapes differ")
         CPUKernels.batchNormBackward(
-            outputGradient: dy.constPointer, input: saved.constPointer, rows: dy.rows, cols: cols,
-            saved: .init(gamma: gamma.constPointer, savedMean: savedMean.constPointer,
-                savedInverseStd: savedInverseStd.constPointer),
-            tanhOutput: order == .denseBatchNormTanh ? y.constPointer : nil, tanhInput: order == .denseTanhBatchNorm,
-            inputGradient: dz.pointer, gammaGradient: gammaGradient.pointer, betaGradient: betaGradient.pointer,
-            biasGradient: biasGradient.pointer, parallel: parallel)
+            outputGradient: block.outputGradient.constPointer, input: block.normInput.constPointer, rows: rows,
+            cols: cols,
+            saved: .init(
+                gamma: block.gamma.constPointer, savedMean: block.savedMean.constPointer,
+                savedInverseStd: block.savedInverseStd.constPointer),
+            tanhOutput: block.order == .denseBatchNormTanh ? block.output.constPointer : nil,
+            tanhInput: block.order == .denseTanhBatchNorm, inputGradient: block.preActivationGradient.pointer,
+            gammaGradient: block.gammaGradient.pointer, betaGradient: block.betaGradient.pointer,
+            biasGradient: block.biasGradient.pointer, parallel: parallel)
+    }
+
+    /// `(rows, cols)` of a block, its per-column and activation tensors checked.
+    private func blockShape(_ block: HiddenBlock<CPUTensor>) throws -> (Int, Int) {
+        let (rows, cols) = (block.preActivation.rows, block.preActivation.columns)
+        try require(
+            [
+                block.bias, block.gamma, block.beta, block.runningMean, block.runningVariance, block.savedMean,
+                block.savedInverseStd,
+            ].allSatisfy { $0.count == cols }
+                && [block.normInput, block.output].allSatisfy { $0.count == rows * cols },
+            "hidden block \(block.index): per-column tensors must have \(cols) elements, activations \(rows)×\(cols)")
+        return (rows, cols)
     }
 
     // MARK: Loss, optimizer, data

@@ -190,6 +190,35 @@ enum CPUKernels {
         }
     }
 
+    /// The fused inference-mode forward of a hidden block after its GEMM (running statistics), one pass:
+    /// `normInput = tanh(z + b)` or `z + b`, `y = BN(normInput)` or `tanh(BN(normInput))`.
+    static func hiddenBlockInference(
+        order: LayerOrder, z: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int,
+        gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, runningMean: UnsafePointer<Float>,
+        runningVariance: UnsafePointer<Float>, epsilon: Float, normInput: UnsafeMutablePointer<Float>,
+        output y: UnsafeMutablePointer<Float>, parallel: CPUParallel
+    ) {
+        let tanhFirst = order == .denseTanhBatchNorm
+        forEachRowBlock(rows: rows, cols: cols, parallel: parallel) { r0, r1 in
+            var c0 = 0
+            while c0 < cols {
+                let n = min(stripWidth, cols - c0)
+                let b = load(bias + c0, n)
+                let s = load(gamma + c0, n) / (load(runningVariance + c0, n) + epsilon).squareRoot()
+                let m = load(runningMean + c0, n)
+                let shift = load(beta + c0, n)
+                for r in r0..<r1 {
+                    let u = load(z + r * cols + c0, n) + b
+                    let t = tanhFirst ? tanh(u) : u
+                    store(t, normInput + r * cols + c0, n)
+                    let v = s * (t - m) + shift
+                    store(tanhFirst ? v : tanh(v), y + r * cols + c0, n)
+                }
+                c0 += stripWidth
+            }
+        }
+    }
+
     /// The saved statistics and γ a batch-norm backward reads.
     struct BatchNormSaved {
         var gamma, savedMean, savedInverseStd: UnsafePointer<Float>
