@@ -29,6 +29,9 @@ public enum BackendKind: String, Codable, Sendable, CaseIterable {
         if let gpu = devices.first(where: { $0.kind == .gpu }) {
             return (.opencl, "OpenCL GPU found: \(gpu.name)")
         }
-        return (.cpu, devices.isEmpty ? "no OpenCL device" : "no OpenCL GPU (only \(devices.map(\.name).joined(separator: ", ")))")
+        return (
+            .cpu,
+            devices.isEmpty ? "no OpenCL device" : "no OpenCL GPU (only \(devices.map(\.name).joined(separator: ", ")))"
+        )
     }
 }

@@ -136,7 +136,8 @@ public struct BLASSelection: Codable, Sendable, Equatable {
         }
         var error = [CChar](repeating: 0, count: 512)
         guard
-            cpushim_blas_open(path, library == .blis ? Int32(CPUSHIM_BLAS_BLIS) : Int32(CPUSHIM_BLAS_OPENBLAS), &error, 512)
+            cpushim_blas_open(
+                path, library == .blis ? Int32(CPUSHIM_BLAS_BLIS) : Int32(CPUSHIM_BLAS_OPENBLAS), &error, 512)
                 == 0
         else {
             throw BackendError(

@@ -230,7 +230,8 @@ public final class CPUBackend: Backend {
             "batchNormBackward: per-feature tensors must have \(cols) elements")
         CPUKernels.batchNormBackward(
             outputGradient: dy.constPointer, input: x.constPointer, rows: x.rows, cols: cols,
-            saved: .init(gamma: gamma.constPointer, savedMean: savedMean.constPointer,
+            saved: .init(
+                gamma: gamma.constPointer, savedMean: savedMean.constPointer,
                 savedInverseStd: savedInverseStd.constPointer),
             tanhOutput: nil, tanhInput: false, inputGradient: dx.pointer, gammaGradient: gammaGradient.pointer,
             betaGradient: betaGradient.pointer, biasGradient: nil, parallel: parallel)

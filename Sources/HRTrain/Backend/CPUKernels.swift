@@ -455,9 +455,11 @@ struct CPUParallel {
         withoutActuallyEscaping(body) { escapable in
             var closure = escapable
             withUnsafeMutablePointer(to: &closure) { pointer in
-                cpushim_parallel_for(Int32(threads), Int32(items), { context, item in
-                    context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(item))
-                }, pointer)
+                cpushim_parallel_for(
+                    Int32(threads), Int32(items),
+                    { context, item in
+                        context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(item))
+                    }, pointer)
             }
         }
     }
