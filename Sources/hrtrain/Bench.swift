@@ -111,6 +111,7 @@ extension HRTrainCommand {
                 training   \(leftPad(String(Int(r.training.eventsPerSecond)), 9)) events/s   \(f(r.training.millisecondsPerStep, 2)) ms/step   (\(r.training.steps) steps after \(o.warmupSteps) warm-up)
                 inference  \(leftPad(String(Int(r.inference.eventsPerSecond)), 9)) events/s   \(f(r.inference.millisecondsPerStep, 2)) ms/batch  (upload, scale, forward, read back)
                 start-up   kernel program \(r.startup.programOrigin) in \(f(r.startup.programSeconds, 2)) s; first step \(f(r.startup.firstStepSeconds, 2)) s (includes CLBlast's kernel build or cache load)
+                GEMM parameters: \(r.startup.gemmParameters ?? "?")
 
                 """
             let rows = r.kernels.map { k in
