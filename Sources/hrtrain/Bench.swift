@@ -55,7 +55,7 @@ extension HRTrainCommand {
             options.warmupSteps = warmupSteps
             options.profiledSteps = profiledSteps
             options.ceilingSize = ceilingSize
-            switch try backendOptions.resolved(device: deviceOptions.device) {
+            switch try backendOptions.resolved(deviceRequested: deviceOptions.device != nil) {
             case .cpu:
                 let backend = try backendOptions.cpuBackend()
                 let report = try reportingErrors { try Benchmark.runCPU(backend: backend, options: options) }

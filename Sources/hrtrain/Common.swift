@@ -82,21 +82,21 @@ struct BackendOptions: ParsableArguments {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
 
-    /// The backend to use: the flag, else `BackendKind.automatic` (`device` is the `--device` flag).
-    func resolved(device: Int?) throws -> BackendChoice {
-        try Self.resolve(backend: backend, threads: threads, device: device)
+    /// The backend to use: the flag, else `BackendKind.automatic` (`deviceRequested`: whether `--device` is given).
+    func resolved(deviceRequested: Bool) throws -> BackendChoice {
+        try Self.resolve(backend: backend, threads: threads, deviceRequested: deviceRequested)
     }
 
     /// `--backend` if given, else `BackendKind.automatic`; checks that `--device` and `--threads` fit it.
-    static func resolve(backend: BackendChoice?, threads: Int?, device: Int?) throws -> BackendChoice {
+    static func resolve(backend: BackendChoice?, threads: Int?, deviceRequested: Bool) throws -> BackendChoice {
         if let backend {
-            if backend != .opencl && device != nil {
+            if backend != .opencl && deviceRequested {
                 throw ValidationError("--device applies to --backend opencl only")
             }
             if backend != .cpu && threads != nil { throw ValidationError("--threads applies to --backend cpu only") }
             return backend
         }
-        let kind = try reportingErrors { try BackendKind.automatic(deviceIndex: device).kind }
+        let kind = try reportingErrors { try BackendKind.automatic(deviceRequested: deviceRequested).kind }
         return BackendChoice(rawValue: kind.rawValue)!
     }
 

@@ -78,7 +78,8 @@ struct InferenceOptions: ParsableArguments {
     func predict(_ model: Model, features: [Float], rows: Int, log: Log) throws -> (
         values: [Float], backend: String, seconds: Double
     ) {
-        let choice = try BackendOptions.resolve(backend: backend, threads: threads, device: deviceOptions.device)
+        let choice = try BackendOptions.resolve(
+            backend: backend, threads: threads, deviceRequested: deviceOptions.device != nil)
         switch choice {
         case .cpu:
             let backend = try CPUBackend(threads: threads)

@@ -46,7 +46,7 @@ extension HRTrainCommand {
             options.finiteDifferenceProbes = probes
             options.trajectorySteps = steps
             let report: Verification.Report
-            switch try backendOptions.resolved(device: deviceOptions.device) {
+            switch try backendOptions.resolved(deviceRequested: deviceOptions.device != nil) {
             case .cpu:
                 let backend = try backendOptions.cpuBackend()
                 report = try reportingErrors { try Verification.run(device: backend, options: options) }

@@ -13,7 +13,7 @@ public enum BackendKind: String, Codable, Sendable, CaseIterable {
     /// or an OpenCL GPU exists, else the CPU backend (on a CPU, the native backend is several times faster than
     /// OpenCL through PoCL). `$HRTRAIN_BACKEND` overrides it. Returns the kind and why.
     public static func automatic(
-        deviceIndex: Int?, environment: [String: String] = ProcessInfo.processInfo.environment
+        deviceRequested: Bool, environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> (kind: BackendKind, reason: String) {
         if let text = environment["HRTRAIN_BACKEND"], !text.isEmpty {
             guard let kind = BackendKind(rawValue: text) else {
@@ -21,7 +21,7 @@ public enum BackendKind: String, Codable, Sendable, CaseIterable {
             }
             return (kind, "HRTRAIN_BACKEND=\(text)")
         }
-        if deviceIndex != nil { return (.opencl, "an OpenCL device was requested") }
+        if deviceRequested { return (.opencl, "an OpenCL device was requested") }
         if let text = environment["HRTRAIN_DEVICE"], !text.isEmpty {
             return (.opencl, "HRTRAIN_DEVICE=\(text) requests an OpenCL device")
         }
