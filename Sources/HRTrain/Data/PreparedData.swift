@@ -15,8 +15,7 @@ public struct PreparedData: Sendable {
     public var test: SampleRows?
     public var featureScaler: StandardScaler
     public var targetScaler: StandardScaler?
-    /// Things the user should know that did not stop the run (constant features, a batch larger than the
-    /// sample).
+    /// Things the user should know that did not stop the run (constant features).
     public var warnings: [String]
 
     /// Selects the named columns of `table` (read from `file`) and splits it.
@@ -25,37 +24,29 @@ public struct PreparedData: Sendable {
     /// - Of the remaining rows, the last `validationSplit` are the validation rows (Keras' `validation_split`:
     ///   taken before any shuffling); the rest are the training rows.
     /// - The scaler is fitted on training + validation rows, i.e. on everything but the test rows — what the
-    ///   thesis' workflow did (`StandardScaler().fit_transform(X_train)`, then `fit(validation_split=0.2)`).
+    ///   thesis' workflow did (`StandardScaler().fit_transform(X_train)`, then `fit(validation_split=0.2)`) —
+    ///   unless `scalers` are given (a resumed run keeps its checkpoint's): then nothing is fitted.
     public static func prepare(
         table: Table, file: String, features: [String]?, targets: [String], testTable: Table? = nil,
-        testFile: String? = nil, testFraction: Double = 0, validationSplit: Double, scaleTargets: Bool, batchSize: Int
+        testFile: String? = nil, testFraction: Double = 0, validationSplit: Double, scaleTargets: Bool,
+        scalers: (feature: StandardScaler, target: StandardScaler?)? = nil
     ) throws -> PreparedData {
-        let targetIndices = try targets.map { name in
-            guard let i = table.columnIndex(name) else {
-                throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--targets")
-            }
-            return i
-        }
+        let targetIndices = try table.indices(of: targets, file: file, field: .targets)
         let featureNames = features ?? table.columnNames.filter { !targets.contains($0) }
         guard !featureNames.isEmpty else {
             throw DataError(
                 "no feature columns left after taking the targets \(targets.joined(separator: ","))", file: file,
-                option: "--features")
+                field: .features)
         }
         if let clash = featureNames.first(where: { targets.contains($0) }) {
-            throw DataError("column \"\(clash)\" is both a feature and a target", file: file, option: "--features")
+            throw DataError("column \"\(clash)\" is both a feature and a target", file: file, field: .features)
         }
-        let featureIndices = try featureNames.map { name in
-            guard let i = table.columnIndex(name) else {
-                throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--features")
-            }
-            return i
-        }
+        let featureIndices = try table.indices(of: featureNames, file: file, field: .features)
         guard (0..<1).contains(testFraction) else {
-            throw DataError("must be in [0, 1), got \(testFraction)", file: file, option: "--test-fraction")
+            throw DataError("must be in [0, 1), got \(testFraction)", file: file, field: .testFraction)
         }
         guard (0..<1).contains(validationSplit) else {
-            throw DataError("must be in [0, 1), got \(validationSplit)", file: file, option: "--validation-split")
+            throw DataError("must be in [0, 1), got \(validationSplit)", file: file, field: .validationSplit)
         }
 
         let x = table.selecting(featureIndices)
@@ -63,21 +54,9 @@ public struct PreparedData: Sendable {
         var test: SampleRows?
         var usable = table.rowCount
         if let testTable {
-            let tf = testFile ?? "test file"
-            let tx = try featureNames.map { name in
-                guard let i = testTable.columnIndex(name) else {
-                    throw DataError.unknownColumn(
-                        name, available: testTable.columnNames, file: tf, option: "--test-file")
-                }
-                return i
-            }
-            let ty = try targets.map { name in
-                guard let i = testTable.columnIndex(name) else {
-                    throw DataError.unknownColumn(
-                        name, available: testTable.columnNames, file: tf, option: "--test-file")
-                }
-                return i
-            }
+            let testFile = testFile ?? "test file"
+            let tx = try testTable.indices(of: featureNames, file: testFile, field: .testFile)
+            let ty = try testTable.indices(of: targets, file: testFile, field: .testFile)
             test = SampleRows(
                 features: testTable.selecting(tx).values, targets: testTable.selecting(ty).values,
                 rows: testTable.rowCount)
@@ -85,8 +64,8 @@ public struct PreparedData: Sendable {
             let testRows = Int((Double(table.rowCount) * testFraction).rounded())
             guard testRows >= 1, testRows < table.rowCount else {
                 throw DataError(
-                    "\(table.rowCount) rows cannot be split with --test-fraction \(testFraction)", file: file,
-                    option: "--test-fraction")
+                    "\(table.rowCount) rows cannot be split with a test fraction of \(testFraction)", file: file,
+                    field: .testFraction)
             }
             usable = table.rowCount - testRows
             test = slice(x, y, usable..<table.rowCount)
@@ -95,27 +74,28 @@ public struct PreparedData: Sendable {
         let trainRows = usable - validationRows
         guard trainRows >= 2 else {
             throw DataError(
-                "only \(trainRows) training row\(trainRows == 1 ? "" : "s") left after the test and validation splits (\(table.rowCount) rows in all); training needs at least 2",
-                file: file, option: "--validation-split")
+                "only \(trainRows) training row\(trainRows == 1 ? "" : "s") left after the test and validation "
+                    + "splits (\(table.rowCount) rows in all); training needs at least 2",
+                file: file, field: .validationSplit)
         }
         if validationSplit > 0 && validationRows == 0 {
             throw DataError(
-                "\(usable) rows are too few for --validation-split \(validationSplit): no validation row", file: file,
-                option: "--validation-split")
+                "\(usable) rows are too few for a validation split of \(validationSplit): no validation row",
+                file: file, field: .validationSplit)
         }
         var warnings: [String] = []
-        let featureScaler = StandardScaler.fit(x.values, columns: featureNames.count, rows: 0..<usable)
-        for c in featureScaler.constantColumns {
-            warnings.append(
-                "feature \"\(featureNames[c])\" is constant in the training rows (\(x.values[c])): its scale is set to 1, as scikit-learn does; it carries no information"
-            )
+        let featureScaler =
+            scalers?.feature ?? StandardScaler.fit(x.values, columns: featureNames.count, rows: 0..<usable)
+        if scalers == nil {
+            for c in featureScaler.constantColumns {
+                warnings.append(
+                    "feature \"\(featureNames[c])\" is constant in the training rows (\(x.values[c])): its scale "
+                        + "is set to 1, as scikit-learn does; it carries no information")
+            }
         }
-        if batchSize > trainRows {
-            warnings.append(
-                "--batch-size \(batchSize) is larger than the \(trainRows) training rows: each epoch is one batch of \(trainRows) rows"
-            )
-        }
-        let targetScaler = scaleTargets ? StandardScaler.fit(y.values, columns: targets.count, rows: 0..<usable) : nil
+        let targetScaler =
+            scalers.map { $0.target }
+            ?? (scaleTargets ? StandardScaler.fit(y.values, columns: targets.count, rows: 0..<usable) : nil)
         return PreparedData(
             featureNames: featureNames, targetNames: targets, train: slice(x, y, 0..<trainRows),
             validation: slice(x, y, trainRows..<usable),
