@@ -15,6 +15,7 @@ extension HRTrainCommand {
                 """)
 
         @OptionGroup var deviceOptions: DeviceOptions
+        @OptionGroup var backendOptions: BackendOptions
         @Option(help: "Training sample: .csv, .h5/.hdf5 or .npy.") var data: String
         @Option(help: "Where to write the trained model (safetensors).") var model: String
         @Option(help: "Write one JSON line per epoch here.") var metrics: String?
@@ -147,24 +148,48 @@ extension HRTrainCommand {
                     + "\(String(format: "%.2f", elapsed(since: start))) s: \(prepared.train.rows) training, "
                     + "\(prepared.validation.rows) validation, \(prepared.test?.rows ?? 0) test rows")
 
-            // Device and session.
-            let context = try deviceOptions.open()
-            let backend = OpenCLBackend(context: context)
-            log.detail(
-                "device: \(context.device.name) (\(context.device.platform)); kernel program "
-                    + "\(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s")
-            let startingPoint: TrainingSession<OpenCLBackend>.Start =
+            // Backend and session.
+            switch try backendOptions.resolved(deviceRequested: deviceOptions.device != nil) {
+            case .cpu:
+                let backend = try backendOptions.cpuBackend()
+                log.detail("backend: \(backend.name)")
+                try run(
+                    on: backend, device: backend.name, residentLimit: maxDeviceMemory ?? .max, prepared: prepared,
+                    options: options, resumed: resumed, initial: initial, log: log)
+            case .reference:
+                try run(
+                    on: ReferenceBackend(), device: "reference (Double)", residentLimit: maxDeviceMemory ?? .max,
+                    prepared: prepared, options: options, resumed: resumed, initial: initial, log: log)
+            case .opencl:
+                let context = try deviceOptions.open()
+                log.detail(
+                    "device: \(context.device.name) (\(context.device.platform)); kernel program "
+                        + "\(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s")
+                try run(
+                    on: OpenCLBackend(context: context), device: context.device.name,
+                    residentLimit: maxDeviceMemory
+                        ?? min(context.device.maxAllocationBytes, context.device.globalMemoryBytes / 2),
+                    prepared: prepared, options: options, resumed: resumed, initial: initial, log: log)
+            }
+        }
+
+        /// Trains on `backend` (`device` names it in the model's metadata and the log).
+        private func run<B: Backend>(
+            on backend: B, device: String, residentLimit: Int, prepared: PreparedData, options flagged: TrainingOptions,
+            resumed: Checkpoint?, initial: Model?, log: Log
+        ) throws {
+            var options = flagged
+            let modelURL = URL(fileURLWithPath: model)
+            let startingPoint: TrainingSession<B>.Start =
                 resumed.map { .resume($0, file: resume) } ?? initial.map { .initFrom($0, file: initFrom) }
                 ?? .fresh(seed: options.seed)
-            let residentLimit =
-                maxDeviceMemory ?? min(context.device.maxAllocationBytes, context.device.globalMemoryBytes / 2)
             let checkpointURL = URL(fileURLWithPath: checkpoint ?? model + ".checkpoint")
             let session = try TrainingSession(
                 backend: backend, data: prepared, options: options, start: startingPoint,
                 settings: .init(
                     checkpoint: checkpointURL, metrics: metrics.map { URL(fileURLWithPath: $0) },
                     residentLimitBytes: residentLimit, dataFile: data, testFile: testFile,
-                    device: context.device.name))
+                    device: device))
             options = session.options
             if let resumed {
                 log.info("resuming after epoch \(resumed.metadata.state.epoch) of \(options.epochs) from \(resume!)")
@@ -180,7 +205,7 @@ extension HRTrainCommand {
             let hiddenSizes = options.spec.hiddenSizes.map(String.init).joined(separator: ",")
             log.info(
                 "training \(hiddenSizes) \(options.spec.layerOrder.rawValue) (\(options.profile.rawValue) profile) "
-                    + "on \(prepared.train.rows) events, batch \(options.batchSize), \(context.device.name)")
+                    + "on \(prepared.train.rows) events, batch \(options.batchSize), \(device)")
 
             let result = try session.run()
             try result.model.write(to: modelURL)

@@ -465,6 +465,77 @@ final class CPUBackendTests: XCTestCase {
         XCTAssertFalse(report.passed, "a BLAS running other kernels than selected fails verify")
     }
 
+    /// Streaming the training set in chunks gives bitwise the resident set's results on this backend too.
+    func testStreamingGivesBitwiseTheResultsOfTheResidentSet() throws {
+        let device = try devices()[1]
+        let data = try PreparedData.prepare(
+            table: TrainerTests.sample(rows: 777, seed: 1), file: "sample", features: nil,
+            targets: ["truth_hr_x", "truth_hr_y"], validationSplit: 0.2, scaleTargets: true)
+        var options = TrainingOptions()
+        options.spec = NetworkSpec(inputSize: 6, hiddenSizes: [16, 16], outputSize: 2)
+        options.batchSize = 64
+        options.epochs = 2
+        func train(limit: Int) throws -> ([Float], [EpochRecord], Bool) {
+            let initial = Network<CPUBackend>.initialValues(spec: options.spec, profile: options.profile, seed: 3)
+            let net = try Network(
+                backend: device, spec: options.spec, profile: options.profile, parameters: initial.parameters,
+                runningStatistics: initial.runningStatistics)
+            let trainer = try Trainer(
+                backend: device, options: options, network: net,
+                train: (data.train.features, data.train.targets, data.train.rows),
+                validation: (data.validation.features, data.validation.targets, data.validation.rows),
+                featureScaler: data.featureScaler, targetScaler: data.targetScaler, residentLimitBytes: limit)
+            let history = try trainer.run()
+            let weights = try net.weights()
+            return (weights.parameters + weights.runningStatistics, history, trainer.trainingSetIsResident)
+        }
+        let resident = try train(limit: 1 << 30)
+        let streamed = try train(limit: 0)
+        XCTAssertTrue(resident.2)
+        XCTAssertFalse(streamed.2)
+        XCTAssertEqual(resident.0.map(\.bitPattern), streamed.0.map(\.bitPattern))
+        XCTAssertEqual(resident.1.map(\.trainLoss), streamed.1.map(\.trainLoss))
+        XCTAssertEqual(resident.1.map(\.validationLoss), streamed.1.map(\.validationLoss))
+        XCTAssertLessThan(resident.1.last!.trainLoss, resident.1.first!.trainLoss, "the loss falls")
+    }
+
+    /// `train --backend cpu` → model → `predict --backend cpu` agrees with the Double reference's prediction, and
+    /// 1 and 2 threads train bitwise the same weights.
+    func testTrainAndPredictCommandsOnTheCPUBackend() throws {
+        let dir = try temporaryDirectory(self)
+        let csv = dir.appendingPathComponent("events.csv")
+        XCTAssertEqual(
+            try runHRTrain(["generate", "--events", "600", "--seed", "5", "--output", csv.path, "--quiet"]).status, 0)
+        var weights: [[Float]] = []
+        for threads in ["1", "2"] {
+            let model = dir.appendingPathComponent("model\(threads).safetensors")
+            let trained = try runHRTrain([
+                "train", "--data", csv.path, "--model", model.path, "--hidden", "16,16", "--batch-size", "64",
+                "--epochs", "2", "--backend", "cpu", "--threads", threads, "--quiet",
+            ])
+            XCTAssertEqual(trained.status, 0, trained.err)
+            let loaded = try Model.read(from: model)
+            XCTAssertTrue(loaded.metadata.device?.hasPrefix("CPU: \(threads) thread") ?? false, "\(loaded.metadata)")
+            weights.append(loaded.parameters)
+        }
+        XCTAssertEqual(weights[0].map(\.bitPattern), weights[1].map(\.bitPattern), "1 vs 2 threads")
+        let model = dir.appendingPathComponent("model2.safetensors")
+        let output = dir.appendingPathComponent("cpu.csv")
+        let predicted = try runHRTrain([
+            "predict", "--model", model.path, "--data", csv.path, "--output", output.path, "--backend", "cpu",
+        ])
+        XCTAssertEqual(predicted.status, 0, predicted.err)
+        let loaded = try Model.read(from: model)
+        let features = try readTable(csv, options: ReadOptions(columns: loaded.metadata.featureNames))
+        let reference = try loaded.predict(features.values, rows: features.rowCount, on: ReferenceBackend())
+        let cpu = try readTable(output).values
+        let difference = zip(cpu, reference).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+        let norm = reference.reduce(0.0) { $0 + Double($1) * Double($1) }
+        XCTAssertEqual(cpu.count, reference.count)
+        XCTAssertTrue(cpu.allSatisfy(\.isFinite))
+        XCTAssertLessThanOrEqual((difference / norm).squareRoot(), 1e-5, "CPU vs reference prediction")
+    }
+
     func testVerifyCommandOnTheCPUBackend() throws {
         let (status, out, err) = try runHRTrain([
             "verify", "--backend", "cpu", "--threads", "2", "--batch", "50", "--hidden", "20,17", "--fd-probes", "4",

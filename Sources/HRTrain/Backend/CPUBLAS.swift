@@ -134,6 +134,13 @@ public struct BLASSelection: Codable, Sendable, Equatable {
         if library == .openblas {
             if cpushim_library_loaded(path) == 0 { setenv("OPENBLAS_CORETYPE", requested, 1) }
         }
+        // libgomp (BLIS's threads and the kernels' parallel-for) reads its wait policy when it loads, with BLIS
+        // below. Its default spins for a while after each parallel region, which on a machine busy with other
+        // work stalls every region behind a descheduled spinner (measured: 10× slower under a load of 10 on
+        // 2 cores); a passive wait costs a few microseconds per region. The user's own setting wins.
+        if environment["OMP_WAIT_POLICY"] == nil && environment["GOMP_SPINCOUNT"] == nil {
+            setenv("OMP_WAIT_POLICY", "PASSIVE", 0)
+        }
         var error = [CChar](repeating: 0, count: 512)
         guard
             cpushim_blas_open(
