@@ -21,6 +21,11 @@ let package = Package(
             name: "CLShim",
             linkerSettings: [.linkedLibrary("OpenCL"), .linkedLibrary("clblast")]
         ),
+        /// The CPU backend's C side: cpuid, the BLAS opened with dlopen, a parallel-for on libgomp's threads.
+        .target(
+            name: "CPUShim",
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
         /// HDF5 (Debian's serial build): the type and property-list macros exported as functions.
         .target(
             name: "CHDF5",
@@ -58,7 +63,7 @@ let package = Package(
         .target(
             name: "HRTrain",
             dependencies: [
-                "CLShim", "CHDF5", "CMPIShim", "HRTrainKernels", "ONNXProto",
+                "CLShim", "CPUShim", "CHDF5", "CMPIShim", "HRTrainKernels", "ONNXProto",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),

@@ -27,6 +27,7 @@
 #                      default run too: libgomp's spin-waiting collapses PyTorch's
 #                      throughput when another process shares the cores, see README)
 #   --no-hrtrain       skip hrtrain (peers only)
+#   --hrtrain-backends "LIST"  hrtrain backends to run, in order ["cpu opencl"]
 #   --skip-install     do not touch the venv (must exist)
 # Environment: HRTRAIN (binary) [.build/release/hrtrain], HRTRAIN_BENCH_ARGS (extra
 # arguments for `hrtrain bench`), PYTHON (to create the venv) [python3].
@@ -40,6 +41,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
 repeats=3 steps=100 warmup=20 batch=4000 hidden=256,256,256 layout=dense-tanh-bn threads=2
+hrtrain_backends="cpu opencl"
 events=200000 force_synthetic=0 with_compile=0 with_xla=0 with_hrtrain=1 skip_install=0 with_passive=1
 command_line="Benchmarks/peers/run.sh $*"
 while [ $# -gt 0 ]; do
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
         --compile) with_compile=1; shift ;;
         --xla) with_xla=1; shift ;;
         --no-hrtrain) with_hrtrain=0; shift ;;
+        --hrtrain-backends) hrtrain_backends=$2; shift 2 ;;
         --no-omp-passive) with_passive=0; shift ;;
         --skip-install) skip_install=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -138,21 +141,25 @@ run_peer() {  # name, script, extra args...
     fi
 }
 for r in $(seq 1 "$repeats"); do
-    if [ "$run_hrtrain" = 1 ]; then
-        log "round $r/$repeats: hrtrain (load avg $(cut -d' ' -f1-3 /proc/loadavg)); bench also profiles kernels and measures ceilings: ~1-2 min"
+    for backend in $hrtrain_backends; do
+        [ "$run_hrtrain" = 1 ] || break
+        log "round $r/$repeats: hrtrain --backend $backend (load avg $(cut -d' ' -f1-3 /proc/loadavg))"
+        extra=(); [ "$backend" = cpu ] && extra=(--threads "$threads")
         # shellcheck disable=SC2086
-        if out="$(POCL_CPU_MAX_CU_NUM="${POCL_CPU_MAX_CU_NUM:-$threads}" "$hrtrain" bench --json --steps "$steps" \
-                --warmup-steps "$warmup" --batch "$batch" --hidden "$hidden" --layout "$layout" ${HRTRAIN_BENCH_ARGS:-})"; then
-            if line="$(echo "$out" | "$py" "$here/summarize.py" wrap-hrtrain --key "$HRTRAIN_EPS_KEY" --threads "$threads")"; then
+        if out="$(POCL_CPU_MAX_CU_NUM="${POCL_CPU_MAX_CU_NUM:-$threads}" "$hrtrain" bench --json --backend "$backend" \
+                "${extra[@]}" --steps "$steps" --warmup-steps "$warmup" --batch "$batch" --hidden "$hidden" \
+                --layout "$layout" ${HRTRAIN_BENCH_ARGS:-})"; then
+            if line="$(echo "$out" | "$py" "$here/summarize.py" wrap-hrtrain --key "$HRTRAIN_EPS_KEY" \
+                    --threads "$threads" --mode "$backend")"; then
                 echo "$line" >> "$results"
                 log "  $(echo "$line" | "$py" "$here/summarize.py" brief)"
             else
                 log "  could not read $HRTRAIN_EPS_KEY from hrtrain's output"
             fi
         else
-            log "  hrtrain bench FAILED"
+            log "  hrtrain bench --backend $backend FAILED"
         fi
-    fi
+    done
     run_peer torch torch_peer.py
     [ "$with_compile" = 0 ] || run_peer torch-compile torch_peer.py --compile
     [ "$with_passive" = 0 ] || OMP_WAIT_POLICY=PASSIVE run_peer torch-passive torch_peer.py

@@ -72,9 +72,9 @@ def wrap_hrtrain(args):
         "steps": first("training.steps", "options.steps", "steps"),
         "threads": args.threads,
         "layout": first("options.spec.layerOrder", "training.layout", "layout"),
-        "device": first("device.name", "device"),
+        "device": first("device.name", "backend", "device"),
         "final_loss": first("training.final_loss", "final_loss"),
-        "mode": "opencl",
+        "mode": args.mode,
         "hidden": ",".join(map(str, hidden)) if isinstance(hidden, list) else hidden,
         "warmup_steps": first("options.warmupSteps"),
         "profile": first("options.profile"),
@@ -139,8 +139,9 @@ def report(args):
     for r in recs:
         groups.setdefault(label(r), []).append(r)
     order = sorted(groups, key=lambda k: (not k.startswith("hrtrain"), k))
-    hr = next((k for k in order if k.startswith("hrtrain")), None)
-    hr_median = statistics.median(r["events_per_second"] for r in groups[hr]) if hr else None
+    hrs = [k for k in order if k.startswith("hrtrain")]
+    hr = hrs[0] if hrs else None
+    hr_medians = {k: statistics.median(r["events_per_second"] for r in groups[k]) for k in hrs}
 
     rows = []
     for k in order:
@@ -157,7 +158,7 @@ def report(args):
             "ms_per_step_median": statistics.median(ms) if ms else None,
             "loadavg1_min": min(loads) if loads else None,
             "loadavg1_max": max(loads) if loads else None,
-            "hrtrain_over_peer": (hr_median / med) if hr_median and not k.startswith("hrtrain") else None,
+            "hrtrain_over_peer": {h: hr_medians[h] / med for h in hrs if h != k},
         })
 
     summary = {
@@ -175,14 +176,20 @@ def report(args):
     def fmt(v, spec):
         return format(v, spec) if v is not None else "—"
 
-    header = "| framework (mode) | runs | events/s median | min – max | ms/step median | hrtrain / peer | load avg (1 min) |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
+    header = (
+        "| framework (mode) | runs | events/s median | min – max | ms/step median | "
+        + "".join(f"{h} / it | " for h in hrs)
+        + "load avg (1 min) |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|" + "---:|" * len(hrs) + "---:|"]
     for r in rows:
         loads = (f"{r['loadavg1_min']:.2f} – {r['loadavg1_max']:.2f}" if r["loadavg1_min"] is not None else "—")
         lines.append(
             f"| {r['name']} | {r['runs']} | {fmt(r['events_per_second_median'], ',.0f')} | "
             f"{fmt(r['events_per_second_min'], ',.0f')} – {fmt(r['events_per_second_max'], ',.0f')} | "
-            f"{fmt(r['ms_per_step_median'], '.1f')} | {fmt(r['hrtrain_over_peer'], '.2f')} | {loads} |"
+            f"{fmt(r['ms_per_step_median'], '.1f')} | "
+            + "".join(f"{fmt(r['hrtrain_over_peer'].get(h), '.2f')} | " for h in hrs)
+            + f"{loads} |"
         )
     table = "\n".join(lines)
     print(table)
@@ -221,6 +228,7 @@ def main():
     w = sub.add_parser("wrap-hrtrain")
     w.add_argument("--key", required=True, help="dot path of events/s in hrtrain's JSON")
     w.add_argument("--threads", type=int, default=None)
+    w.add_argument("--mode", default="opencl", help="the hrtrain backend measured (cpu, opencl)")
     w.set_defaults(func=wrap_hrtrain)
     b = sub.add_parser("brief", help="one record line on stdin -> one human line")
     b.set_defaults(func=brief)

@@ -19,6 +19,7 @@ extension HRTrainCommand {
         @OptionGroup var distributedOptions: DistributedOptions
         @Flag(help: "Under MPI: synchronise batch norm across ranks, as train --sync-batchnorm.")
         var syncBatchnorm = false
+        @OptionGroup var backendOptions: BackendOptions
         @Option(help: "Rows per step.") var batch = 4000
         @Option(help: "Hidden layer sizes, comma separated.") var hidden = "256,256,256"
         @Option(help: "Input features.") var inputs = 38
@@ -65,8 +66,62 @@ extension HRTrainCommand {
                 return try dataParallel(options, communicator)
             }
             if syncBatchnorm { throw ValidationError("--sync-batchnorm needs MPI (mpirun, srun, or --mpi on)") }
-            let report = try reportingErrors { try Benchmark.run(context: deviceOptions.open(), options: options) }
-            print(json ? try jsonString(report) : render(report))
+            switch try backendOptions.resolved(deviceRequested: deviceOptions.device != nil) {
+            case .cpu:
+                let backend = try backendOptions.cpuBackend()
+                let report = try reportingErrors { try Benchmark.runCPU(backend: backend, options: options) }
+                print(json ? try jsonString(report) : render(report))
+            case .reference:
+                throw ValidationError("bench runs --backend opencl or cpu (the reference is a checker, not a trainer)")
+            case .opencl:
+                let report = try reportingErrors { try Benchmark.run(context: deviceOptions.open(), options: options) }
+                print(json ? try jsonString(report) : render(report))
+            }
+        }
+
+        private func render(_ r: Benchmark.CPUReport) -> String {
+            let o = r.options
+            func f(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", x) }
+            let widths = o.spec.hiddenSizes.map(String.init).joined(separator: ",")
+            var text = """
+                hrtrain bench: \(r.backend)
+                CPU \(r.blas.features.summary); BLAS \(r.blas.library.rawValue) \(r.blas.path), \
+                kernels '\(r.blas.reportedKernels)'
+                network \(o.spec.inputSize)→\(widths)→\(o.spec.outputSize) \(o.spec.layerOrder.rawValue), \
+                \(o.profile.rawValue) profile, \
+                batch \(o.batch), Float32; \(f(Double(r.flopsPerEvent) / 1e6, 2)) MFLOP per event per step
+
+                training   \(leftPad(String(Int(r.training.eventsPerSecond)), 9)) events/s   \
+                \(f(r.training.millisecondsPerStep, 2)) ms/step   \
+                (\(r.training.steps) steps after \(o.warmupSteps + 1) warm-up)
+                inference  \(leftPad(String(Int(r.inference.eventsPerSecond)), 9)) events/s   \
+                \(f(r.inference.millisecondsPerStep, 2)) ms/batch  \
+                (copy in, scale, forward, read back)
+
+
+                """
+            let rows = r.operations.map { k in
+                [
+                    k.name, f(k.callsPerStep, 0), f(k.millisecondsPerStep, 3), f(100 * k.share) + " %",
+                    k.gflops.map { f($0) } ?? "",
+                ]
+            }
+            text += table(
+                ["operation (per training step, wall time)", "calls", "ms", "of step", "GFLOP/s"], rows,
+                rightAligned: [1, 2, 3, 4])
+            text += """
+
+
+                GEMMs      \(f(r.gemm.millisecondsPerStep, 2)) ms/step in the step, \(f(100 * r.gemm.share)) \
+                % of it, \(f(r.gemm.gflops)) GFLOP/s; \
+                alone \(f(r.isolatedGEMMMilliseconds, 2)) ms (\(f(r.isolatedGEMMGFLOPs)) GFLOP/s): \
+                the step takes \(f(r.stepOverIsolatedGEMMs, 2))× its GEMMs at the BLAS's rate
+                ceiling    BLAS SGEMM \(f(r.ceiling.sgemmGFLOPs)) GFLOP/s (best square size: \(r.ceiling.sgemmSize)); \
+                the step takes \(f(r.gemm.stepOverGEMMAtCeiling, 2))× its GEMMs at that rate; \
+                memory copy \(f(r.ceiling.copyGigabytesPerSecond)) GB/s
+                memory     peak host \(formatBytes(r.peakHostBytes))
+                """
+            return text
         }
 
         /// Under MPI: data-parallel steps on every rank; rank 0 prints the job's figures.
@@ -107,16 +162,19 @@ extension HRTrainCommand {
                 hrtrain bench: \(r.device.name) (\(r.device.platform))
                 network \
                 \(o.spec.inputSize)→\(o.spec.hiddenSizes.map(String.init).joined(separator: ","))→\(o.spec.outputSize) \
-                \(o.spec.layerOrder.rawValue), \(o.profile.rawValue) profile, batch \(o.batch), Float32; \
+                \(o.spec.layerOrder.rawValue), \(o.profile.rawValue) profile, \
+                batch \(o.batch), Float32; \
                 \(f(Double(r.flopsPerEvent) / 1e6, 2)) MFLOP per event per step
 
                 training   \(leftPad(String(Int(r.training.eventsPerSecond)), 9)) events/s \
-                  \(f(r.training.millisecondsPerStep, 2)) ms/step   (\(r.training.steps) steps after \(o.warmupSteps) \
+                  \(f(r.training.millisecondsPerStep, 2)) ms/step   \
+                (\(r.training.steps) steps after \(o.warmupSteps) \
                 warm-up)
                 inference  \(leftPad(String(Int(r.inference.eventsPerSecond)), 9)) events/s \
                   \(f(r.inference.millisecondsPerStep, 2)) ms/batch  (upload, scale, forward, read back)
                 start-up   kernel program \(r.startup.programOrigin) in \(f(r.startup.programSeconds, 2)) s; first \
                 step \(f(r.startup.firstStepSeconds, 2)) s (includes CLBlast's kernel build or cache load)
+                GEMM parameters: \(r.startup.gemmParameters ?? "?")
 
                 """
             let rows = r.kernels.map { k in

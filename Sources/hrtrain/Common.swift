@@ -90,6 +90,43 @@ func errorMessage(_ error: Error, flags: [DataField: String] = [:]) -> String {
     }
 }
 
+/// `--backend` and `--threads`, shared by every command that computes.
+struct BackendOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "opencl, cpu or reference (default: $HRTRAIN_BACKEND, else OpenCL if --device, "
+                + "$HRTRAIN_DEVICE or an OpenCL GPU is there, else cpu).",
+            valueName: "kind"))
+    var backend: BackendChoice?
+    @Option(help: ArgumentHelp("Threads of the CPU backend (default: every core).", valueName: "N"))
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    /// The backend to use: the flag, else `BackendKind.automatic` (`deviceRequested`: whether `--device` is given).
+    func resolved(deviceRequested: Bool) throws -> BackendChoice {
+        try Self.resolve(backend: backend, threads: threads, deviceRequested: deviceRequested)
+    }
+
+    /// `--backend` if given, else `BackendKind.automatic`; checks that `--device` and `--threads` fit it.
+    static func resolve(backend: BackendChoice?, threads: Int?, deviceRequested: Bool) throws -> BackendChoice {
+        if let backend {
+            if backend != .opencl && deviceRequested {
+                throw ValidationError("--device applies to --backend opencl only")
+            }
+            if backend != .cpu && threads != nil { throw ValidationError("--threads applies to --backend cpu only") }
+            return backend
+        }
+        let kind = try reportingErrors { try BackendKind.automatic(deviceRequested: deviceRequested).kind }
+        return BackendChoice(rawValue: kind.rawValue)!
+    }
+
+    /// The CPU backend with `--threads`.
+    func cpuBackend() throws -> CPUBackend { try reportingErrors { try CPUBackend(threads: threads) } }
+}
+
 /// The file format named by `path`'s extension, checked before any work; a failure names `field`'s flag.
 func requireTableFormat(_ path: String, field: DataField) throws {
     do { _ = try TableFormat(url: URL(fileURLWithPath: path), field: field) } catch let error as DataError {

@@ -6,6 +6,8 @@ import HRTrain
 enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
     /// Float32 on an OpenCL device.
     case opencl
+    /// Float32 on the host's cores (BLAS and vectorised Swift).
+    case cpu
     /// The Double CPU reference.
     case reference
 }
@@ -15,8 +17,13 @@ struct InferenceOptions: ParsableArguments {
     @Option(help: "The model file (safetensors, from `hrtrain train` or `hrtrain init`).") var model: String
     @Option(help: "The events: .csv, .h5/.hdf5 or .npy, holding the model's feature columns (by name).") var data:
         String
-    @Option(help: "Run on the OpenCL device (Float32) or on the Double CPU reference.") var backend: BackendChoice =
-        .opencl
+    @Option(
+        help: ArgumentHelp(
+            "opencl, cpu (Float32) or reference (Double) (default: $HRTRAIN_BACKEND, else OpenCL if --device, "
+                + "$HRTRAIN_DEVICE or an OpenCL GPU is there, else cpu).",
+            valueName: "kind"))
+    var backend: BackendChoice?
+    @Option(help: ArgumentHelp("Threads of the CPU backend (default: every core).", valueName: "N")) var threads: Int?
     @OptionGroup var deviceOptions: DeviceOptions
     @Option(help: "Events per forward pass.") var batchSize = 4000
     @Flag(help: "Drop rows with NaN or ±Inf (and report how many) instead of failing; the output then has fewer rows.")
@@ -28,9 +35,10 @@ struct InferenceOptions: ParsableArguments {
             try SizeLimits.requireHostArray(
                 shape: [batchSize, 8], elementSize: 8, what: "a batch of \(batchSize) rows")
         }
-        if backend == .reference && deviceOptions.device != nil {
+        if let backend, backend != .opencl, deviceOptions.device != nil {
             throw ValidationError("--device applies to --backend opencl only")
         }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
 
     /// Reads and validates the model file.
@@ -74,7 +82,14 @@ struct InferenceOptions: ParsableArguments {
     func predict(_ model: Model, features: [Float], rows: Int, log: Log) throws -> (
         values: [Float], backend: String, seconds: Double
     ) {
-        switch backend {
+        let choice = try BackendOptions.resolve(
+            backend: backend, threads: threads, deviceRequested: deviceOptions.device != nil)
+        switch choice {
+        case .cpu:
+            let backend = try CPUBackend(threads: threads)
+            let start = DispatchTime.now()
+            let values = try model.predict(features, rows: rows, on: backend, batchSize: batchSize)
+            return (values, backend.name, elapsed(since: start))
         case .opencl:
             let context = try deviceOptions.open()
             try SizeLimits.requireNetwork(

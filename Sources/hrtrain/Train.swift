@@ -21,6 +21,7 @@ extension HRTrainCommand {
                 "Under MPI: batch norm with the statistics of the whole batch across ranks "
                     + "(default: each rank's share)."))
         var syncBatchnorm = false
+        @OptionGroup var backendOptions: BackendOptions
         @Option(help: "Training sample: .csv, .h5/.hdf5 or .npy.") var data: String
         @Option(help: "Where to write the trained model (safetensors).") var model: String
         @Option(help: "Write one JSON line per epoch here.") var metrics: String?
@@ -207,35 +208,64 @@ extension HRTrainCommand {
                 }
             }
 
-            // Device and session.
-            let context = try deviceOptions.open(for: communicator)
-            let backend = OpenCLBackend(context: context)
-            log.detail(
-                "device: \(context.device.name) (\(context.device.platform)); kernel program "
-                    + "\(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s")
-            let startingPoint: TrainingSession<OpenCLBackend>.Start =
+            // Backend and session.
+            let fingerprint = DataFingerprint(read.table)
+            switch try backendOptions.resolved(deviceRequested: deviceOptions.device != nil) {
+            case .cpu:
+                let backend = try backendOptions.cpuBackend()
+                log.detail("backend: \(backend.name)")
+                try run(
+                    on: backend, device: backend.name, residentLimit: maxDeviceMemory ?? .max, prepared: prepared,
+                    options: options, resumed: resumed, initial: initial, log: log, communicator: communicator,
+                    fingerprint: fingerprint)
+            case .reference:
+                try run(
+                    on: ReferenceBackend(), device: "reference (Double)", residentLimit: maxDeviceMemory ?? .max,
+                    prepared: prepared, options: options, resumed: resumed, initial: initial, log: log,
+                    communicator: communicator, fingerprint: fingerprint)
+            case .opencl:
+                let context = try deviceOptions.open(for: communicator)
+                var fullSpec = options.spec
+                fullSpec.inputSize = prepared.featureNames.count
+                fullSpec.outputSize = prepared.targetNames.count
+                try SizeLimits.requireNetwork(
+                    fullSpec, batch: min(options.batchSize, prepared.train.rows), on: context.device)
+                log.detail(
+                    "device: \(context.device.name) (\(context.device.platform)); kernel program "
+                        + "\(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s")
+                try run(
+                    on: OpenCLBackend(context: context), device: context.device.name,
+                    residentLimit: maxDeviceMemory
+                        ?? min(context.device.maxAllocationBytes, context.device.globalMemoryBytes / 2),
+                    prepared: prepared, options: options, resumed: resumed, initial: initial, log: log,
+                    communicator: communicator, fingerprint: fingerprint)
+            }
+        }
+
+        /// Trains on `backend` (`device` names it in the model's metadata and the log).
+        private func run<B: Backend>(
+            on backend: B, device: String, residentLimit: Int, prepared: PreparedData, options flagged: TrainingOptions,
+            resumed: Checkpoint?, initial: Model?, log: Log, communicator: Communicator, fingerprint: DataFingerprint
+        ) throws {
+            var options = flagged
+            let leader = communicator.rank == 0
+            let modelURL = URL(fileURLWithPath: model)
+            let startingPoint: TrainingSession<B>.Start =
                 resumed.map { .resume($0, file: resume) } ?? initial.map { .initFrom($0, file: initFrom) }
                 ?? .fresh(seed: options.seed)
-            let residentLimit =
-                maxDeviceMemory ?? min(context.device.maxAllocationBytes, context.device.globalMemoryBytes / 2)
             let checkpointURL = URL(fileURLWithPath: checkpoint ?? model + ".checkpoint")
             let parallel = (resumed?.metadata.options ?? options).ranks.map { _ in
                 DataParallel(
                     communicator: communicator,
                     synchronizeBatchNorm: (resumed?.metadata.options ?? options).synchronizedBatchNorm == true)
             }
-            var fullSpec = options.spec
-            fullSpec.inputSize = prepared.featureNames.count
-            fullSpec.outputSize = prepared.targetNames.count
-            try SizeLimits.requireNetwork(
-                fullSpec, batch: min(options.batchSize, prepared.train.rows), on: context.device)
             let session = try TrainingSession(
                 backend: backend, data: prepared, options: options, start: startingPoint,
                 settings: .init(
                     checkpoint: leader ? checkpointURL : nil,
                     metrics: leader ? metrics.map { URL(fileURLWithPath: $0) } : nil,
                     residentLimitBytes: residentLimit, dataFile: data, testFile: testFile,
-                    device: context.device.name, dataFingerprint: DataFingerprint(read.table)),
+                    device: device, dataFingerprint: fingerprint),
                 dataParallel: parallel)
             options = session.options
             session.afterEpoch = { _, state in
@@ -266,7 +296,7 @@ extension HRTrainCommand {
             let hiddenSizes = options.spec.hiddenSizes.map(String.init).joined(separator: ",")
             log.info(
                 "training \(hiddenSizes) \(options.spec.layerOrder.rawValue) (\(options.profile.rawValue) profile) "
-                    + "on \(prepared.train.rows) events, batch \(options.batchSize), \(context.device.name)")
+                    + "on \(prepared.train.rows) events, batch \(options.batchSize), \(device)")
 
             let result = try session.run()
             if let parallel, parallel.reducedSteps > 0 {

@@ -65,10 +65,16 @@ extension HRTrainCommand {
                     format: "\nGEMMs of one training step: %.1f ms with CLBlast's defaults, %.1f ms tuned (%.2f×)",
                     report.defaultSeconds * 1e3, report.tunedSeconds * 1e3, report.defaultSeconds / report.tunedSeconds)
             )
+            if let builtIn = report.builtInSeconds {
+                print(
+                    String(
+                        format: "with hrtrain's built-in parameters (what runs without a stored tune): %.1f ms",
+                        builtIn * 1e3))
+            }
             print("parameters: \(report.parameters.summary)")
             print(
                 report.storedAt.map { "stored in \($0); every hrtrain run on this device uses them" }
-                    ?? "not stored: no better than CLBlast's defaults")
+                    ?? "not stored: no better than CLBlast's defaults or hrtrain's built-in parameters")
         }
     }
 }

@@ -16,6 +16,7 @@ extension HRTrainCommand {
                 """)
 
         @OptionGroup var deviceOptions: DeviceOptions
+        @OptionGroup var backendOptions: BackendOptions
         @Option(help: "Rows in the batch.") var batch = 4000
         @Option(help: "Random seed (weights and batch).") var seed: UInt64 = 20_190_417
         @Option(help: "Numerics profile: keras or pytorch.") var profile: NumericsProfile = .keras
@@ -54,11 +55,20 @@ extension HRTrainCommand {
                 inputSize: inputs, hiddenSizes: try parseHidden(hidden), outputSize: outputs, layerOrder: layout)
             options.finiteDifferenceProbes = probes
             options.trajectorySteps = steps
-            let report = try reportingErrors { () -> Verification.Report in
-                let context = try deviceOptions.open()
-                try SizeLimits.requireNetwork(options.spec, batch: batch, on: context.device)
-                return try Verification.run(
-                    device: OpenCLBackend(context: context), options: options, program: context.programBuild)
+            let report: Verification.Report
+            switch try backendOptions.resolved(deviceRequested: deviceOptions.device != nil) {
+            case .cpu:
+                let backend = try backendOptions.cpuBackend()
+                report = try reportingErrors { try Verification.run(device: backend, options: options) }
+            case .reference:
+                report = try reportingErrors { try Verification.run(device: ReferenceBackend(), options: options) }
+            case .opencl:
+                report = try reportingErrors { () -> Verification.Report in
+                    let context = try deviceOptions.open()
+                    try SizeLimits.requireNetwork(options.spec, batch: batch, on: context.device)
+                    return try Verification.run(
+                        device: OpenCLBackend(context: context), options: options, program: context.programBuild)
+                }
             }
             if json { print(try jsonString(report)) } else { print(render(report)) }
             if !report.passed { throw ExitCode.failure }
@@ -73,6 +83,12 @@ extension HRTrainCommand {
                 \(o.spec.layerOrder.rawValue) · profile \(o.profile.rawValue)
                 """
             if let p = r.program { text += "\nkernel program: \(p.origin) in \(String(format: "%.2f", p.seconds)) s" }
+            if let b = r.blas {
+                text +=
+                    "\nBLAS: \(b.library.rawValue) at \(b.path); CPU \(b.features.summary); kernels selected "
+                    + "'\(b.requestedKernels)', library reports '\(b.reportedKernels)': "
+                    + (b.kernelsMatch ? "PASS" : "FAIL")
+            }
             func rows(_ list: [TensorComparison]) -> [[String]] {
                 list.map { c in
                     [
@@ -104,6 +120,7 @@ extension HRTrainCommand {
             }
             let failures =
                 (r.tensors + r.trajectory).filter { !$0.passed }.count + r.finiteDifferences.filter { !$0.passed }.count
+                + (r.blas.map { $0.kernelsMatch ? 0 : 1 } ?? 0)
             text +=
                 "\n\n"
                 + (r.passed

@@ -34,9 +34,17 @@ final class DeviceTests: XCTestCase {
         // The ICD loader reads its vendor list from OCL_ICD_VENDORS: an empty folder means no platform.
         let empty = try temporaryDirectory(self)
         let result = try runHRTrain(["devices"], environment: ["OCL_ICD_VENDORS": empty.path])
-        XCTAssertEqual(result.status, 1)
+        // The CPU backend still runs: listed, the default, exit status 0; the missing platform is said.
+        XCTAssertEqual(result.status, 0, result.err)
+        XCTAssertTrue(result.out.contains("hrtrain CPU backend"), result.out)
+        XCTAssertTrue(result.out.contains("default backend: cpu (no OpenCL device)"), result.out)
         XCTAssertTrue(result.err.contains("no OpenCL platform found"), result.err)
         XCTAssertFalse(result.err.contains("Fatal error"), "must not trap")
+        let opencl = try runHRTrain(
+            ["verify", "--backend", "opencl", "--batch", "8", "--hidden", "4"],
+            environment: ["OCL_ICD_VENDORS": empty.path])
+        XCTAssertEqual(opencl.status, 1)
+        XCTAssertTrue(opencl.err.contains("no OpenCL platform found"), opencl.err)
     }
 
     func testDevicesCommandListsTheDevice() throws {
@@ -82,7 +90,7 @@ final class DeviceTests: XCTestCase {
             try text.write(to: dir.appendingPathComponent(file.name), atomically: true, encoding: .utf8)
         }
         let result = try runHRTrain(
-            ["verify", "--batch", "8", "--hidden", "4"],
+            ["verify", "--backend", "opencl", "--batch", "8", "--hidden", "4"],
             environment: ["HRTRAIN_KERNELS_DIR": dir.path, "HRTRAIN_CACHE_DIR": dir.path])
         XCTAssertEqual(result.status, 1)
         XCTAssertTrue(result.err.contains("clBuildProgram failed with CL_BUILD_PROGRAM_FAILURE"), result.err)
@@ -113,7 +121,9 @@ final class DeviceTests: XCTestCase {
 final class VerifyCommandTests: XCTestCase {
     func testVerifyPassesAndPrintsEveryRow() throws {
         _ = try SharedDevice.backend()
-        let result = try runHRTrain(["verify", "--batch", "50", "--hidden", "16,16", "--fd-probes", "8"])
+        let result = try runHRTrain([
+            "verify", "--backend", "opencl", "--batch", "50", "--hidden", "16,16", "--fd-probes", "8",
+        ])
         XCTAssertEqual(result.status, 0, result.out + result.err)
         for row in [
             "bn1 output", "loss", "∂L/∂dense1.weight", "∂L/∂output.bias", "bn2.running_var (after step)",
@@ -141,7 +151,7 @@ final class VerifyCommandTests: XCTestCase {
         }
         XCTAssertEqual(broken, 3, "elementwise.cl, columns.cl and fused.cl")
         let result = try runHRTrain(
-            ["verify", "--batch", "50", "--hidden", "16,16", "--fd-probes", "4", "--json"],
+            ["verify", "--backend", "opencl", "--batch", "50", "--hidden", "16,16", "--fd-probes", "4", "--json"],
             environment: ["HRTRAIN_KERNELS_DIR": dir.path, "HRTRAIN_CACHE_DIR": dir.path])
         XCTAssertEqual(result.status, 1, "verify must exit non-zero")
         let report = try JSONDecoder().decode(Verification.Report.self, from: Data(result.out.utf8))

@@ -431,7 +431,7 @@ final class TrainCommandTests: XCTestCase {
             let model = contents == nil ? foreign : dir.appendingPathComponent("\(name).safetensors")
             if let contents { try contents.write(to: model) }
             let output = dir.appendingPathComponent("\(name).csv")
-            for backend in ["reference", "opencl"] {
+            for backend in ["reference", "opencl", "cpu"] {
                 let result = try runHRTrain([
                     "predict", "--model", model.path, "--data", csv.path, "--output", output.path, "--backend", backend,
                 ])
@@ -544,8 +544,15 @@ final class TrainCommandTests: XCTestCase {
         let referenceOutput = dir.appendingPathComponent("reference.csv")
         let onDevice = try runHRTrain([
             "predict", "--model", model.path, "--data", csv.path, "--output", deviceOutput.path, "--batch-size", "64",
+            "--backend", "opencl",
         ])
         XCTAssertEqual(onDevice.status, 0, onDevice.err)
+        let cpuOutput = dir.appendingPathComponent("cpu.csv")
+        let onCPU = try runHRTrain([
+            "predict", "--model", model.path, "--data", csv.path, "--output", cpuOutput.path, "--batch-size", "64",
+            "--backend", "cpu", "--threads", "2",
+        ])
+        XCTAssertEqual(onCPU.status, 0, onCPU.err)
         let onReference = try runHRTrain([
             "predict", "--model", model.path, "--data", csv.path, "--output", referenceOutput.path, "--backend",
             "reference",
@@ -562,6 +569,9 @@ final class TrainCommandTests: XCTestCase {
             try readTable(referenceOutput).values, reference, "the CLI's reference prediction is the library's")
         let error = relativeL2(device.values, reference)
         XCTAssertLessThanOrEqual(error, 1e-5, "OpenCL (Float32) vs reference (Double) prediction: relative L2 \(error)")
+        let cpuError = relativeL2(try readTable(cpuOutput).values, reference)
+        XCTAssertLessThanOrEqual(
+            cpuError, 1e-5, "CPU backend (Float32) vs reference prediction: relative L2 \(cpuError)")
         XCTAssertTrue(device.values.allSatisfy(\.isFinite))
     }
 }

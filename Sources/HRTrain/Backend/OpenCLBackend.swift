@@ -54,7 +54,13 @@ public final class OpenCLBackend: Backend {
     /// per training step on a CPU device.
     private var gemmTemporaryBuffer: CLBuffer?
 
+    private var gemmParametersVersion = -1
+
     private func gemmTemporary(_ call: GEMMCall) throws -> CLBuffer? {
+        if gemmParametersVersion != CLBlastParameters.version {  // new parameters, new padding: sizes change
+            gemmTemporarySizes = [:]
+            gemmParametersVersion = CLBlastParameters.version
+        }
         let size: Int
         if let known = gemmTemporarySizes[call] {
             size = known

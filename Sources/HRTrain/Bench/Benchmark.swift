@@ -57,6 +57,8 @@ public enum Benchmark {
         public var programOrigin: String
         public var programSeconds: Double
         public var firstStepSeconds: Double
+        /// Which CLBlast GEMM parameters ran (see `ComputeContext.gemmParametersOrigin`).
+        public var gemmParameters: String?
     }
 
     public struct Throughput: Codable, Sendable {
@@ -232,7 +234,7 @@ public enum Benchmark {
             device: context.device, options: options,
             startup: Startup(
                 programOrigin: context.programBuild.origin, programSeconds: context.programBuild.seconds,
-                firstStepSeconds: firstStep),
+                firstStepSeconds: firstStep, gemmParameters: context.gemmParametersOrigin),
             training: Throughput(
                 eventsPerSecond: Double(options.batch) / stepSeconds, millisecondsPerStep: stepMilliseconds,
                 steps: options.steps),

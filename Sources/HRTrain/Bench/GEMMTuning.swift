@@ -22,6 +22,8 @@ extension GEMMTuning {
         /// Wall seconds of one step's GEMMs.
         public var defaultSeconds: Double
         public var tunedSeconds: Double
+        /// Seconds with hrtrain's built-in parameters for the device (what runs without a stored tune), if any.
+        public var builtInSeconds: Double?
         public var parameters: GEMMParameters
         public var candidatesTried: Int
         public var candidatesFailed: Int
@@ -111,6 +113,15 @@ extension GEMMTuning {
 
         progress("timing the \(shapes.count) GEMM shapes of a training step with CLBlast's defaults")
         let defaults = try timeAll()
+        // hrtrain's built-in parameters are what a run without a stored result gets: the bar to beat, and the
+        // first candidate of each kind (so that even the shortest budget tries them).
+        let builtIn = CLBlastParameters.builtIn(for: context.device)?.parameters
+        var builtInTimes: [Double]?
+        if let builtIn {
+            try CLBlastParameters.apply(builtIn, to: context)
+            progress("timing them with hrtrain's built-in parameters for this device")
+            builtInTimes = try timeAll()
+        }
         let maxWG = context.device.maxWorkGroupSize
         var tried = 0
         var failed = 0
@@ -120,7 +131,7 @@ extension GEMMTuning {
             params: [String: Int], times: [Double]
         )] {
             var results: [(params: [String: Int], times: [Double])] = []
-            for candidate in candidates where elapsed(since: start) < deadline {
+            for (i, candidate) in candidates.enumerated() where i == 0 || elapsed(since: start) < deadline {
                 tried += 1
                 do {
                     try CLBlastParameters.override(kernel, candidate, device: context.deviceID)
@@ -143,10 +154,13 @@ extension GEMMTuning {
         }
         // Phase 1: every shape through Xgemm (XGEMM_MIN_INDIRECT_SIZE = 1: m·n·k < 1 never holds).
         try CLBlastParameters.override("GemmRoutine", ["XGEMM_MIN_INDIRECT_SIZE": 1], device: context.deviceID)
-        let indirect = search("Xgemm", indirectCandidates(maxWorkGroup: maxWG), until: 0.6 * budget)
+        let indirect = search(
+            "Xgemm", (builtIn.map { [$0.indirect] } ?? []) + indirectCandidates(maxWorkGroup: maxWG),
+            until: 0.6 * budget)
         // Phase 2: every shape through XgemmDirect.
         try CLBlastParameters.override("GemmRoutine", ["XGEMM_MIN_INDIRECT_SIZE": 1 << 20], device: context.deviceID)
-        let direct = search("XgemmDirect", directCandidates(maxWorkGroup: maxWG), until: budget)
+        let direct = search(
+            "XgemmDirect", (builtIn.map { [$0.direct] } ?? []) + directCandidates(maxWorkGroup: maxWG), until: budget)
         guard let anyIndirect = indirect.first, let anyDirect = direct.first else {
             throw DeviceError(
                 "no GEMM candidate ran within the budget of \(Int(budget)) s; give it more time")
@@ -179,7 +193,16 @@ extension GEMMTuning {
         let tuned = try timeAll()
 
         var storedAt: String?
-        if cost(tuned) < cost(defaults) {
+        // Stored only when faster than both CLBlast's defaults and the built-in parameters (timed the same way
+        // a moment ago), so that a short budget never leaves a run slower than without tuning.
+        var bar = cost(defaults)
+        if let builtIn, let builtInTimes {
+            try CLBlastParameters.apply(builtIn, to: context)
+            let again = try timeAll()
+            bar = min(bar, cost(builtInTimes), cost(again))
+            try CLBlastParameters.apply(parameters, to: context)
+        }
+        if cost(tuned) < bar {
             let url = CLBlastParameters.storeURL(for: context.device, cache: cache)
             let stored = StoredGEMMTuning(
                 device: context.device.name, driver: context.device.driverVersion, parameters: parameters,
@@ -199,7 +222,8 @@ extension GEMMTuning {
         }
         return Report(
             device: context.device.name, shapes: results, defaultSeconds: cost(defaults), tunedSeconds: cost(tuned),
-            parameters: parameters, candidatesTried: tried, candidatesFailed: failed, seconds: elapsed(since: start),
+            builtInSeconds: builtInTimes.map(cost), parameters: parameters, candidatesTried: tried,
+            candidatesFailed: failed, seconds: elapsed(since: start),
             storedAt: storedAt)
     }
 

@@ -62,6 +62,30 @@ public enum CLBlastParameters {
         return stored
     }
 
+    /// hrtrain's own defaults for devices it has measured, applied when no `hrtrain tune` result is stored (a
+    /// stored one overrides them). PoCL's CPU devices: the parameters `hrtrain tune --budget 600` found for the
+    /// training GEMMs on a 2-core Skylake-AVX512 Xeon under PoCL 3.1 (`Benchmarks/raw/tune.txt`: the step's GEMMs
+    /// 125.8 → 67.6 ms against CLBlast's defaults); CLBlast's own defaults for a CPU are tuned for none.
+    public static func builtIn(for device: DeviceInfo) -> (parameters: GEMMParameters, source: String)? {
+        guard device.kind == .cpu, device.platform.contains("Portable Computing Language") else { return nil }
+        return (pocl, "hrtrain's parameters for PoCL CPU devices")
+    }
+
+    /// The built-in parameters for PoCL CPU devices.
+    static let pocl = GEMMParameters(
+        indirect: [
+            "GEMMK": 0, "KREG": 1, "KWG": 16, "KWI": 2, "MDIMA": 8, "MDIMC": 8, "MWG": 128, "NDIMB": 16, "NDIMC": 16,
+            "NWG": 128, "SA": 0, "SB": 0, "STRM": 0, "STRN": 0, "VWM": 8, "VWN": 2,
+        ],
+        direct: [
+            "KWID": 2, "MDIMAD": 8, "MDIMCD": 8, "NDIMBD": 8, "NDIMCD": 8, "PADA": 1, "PADB": 1, "VWMD": 2, "VWND": 2,
+            "WGD": 64,
+        ], minIndirectSize: 339)
+
+    /// Incremented by every override: CLBlast's temporary-buffer sizes depend on the parameters (their padding),
+    /// so a backend that caches them must ask again when this changes.
+    nonisolated(unsafe) static var version = 0
+
     /// Overrides CLBlast's single-precision GEMM parameters on the context's device.
     public static func apply(_ parameters: GEMMParameters, to context: ComputeContext) throws {
         try override("Xgemm", parameters.indirect, device: context.deviceID)
@@ -79,6 +103,7 @@ public enum CLBlastParameters {
                 CLBlastOverrideParameters(device, kernel, CLBlastPrecisionSingle, sorted.count, n, &numbers)
             }
         }
+        version += 1
         try clblastCheck(status, "CLBlastOverrideParameters", detail: "kernel \(kernel): \(values)")
     }
 }

@@ -21,6 +21,9 @@ public final class ComputeContext {
     public let programBuild: ProgramBuildReport
     /// The tuned GEMM parameters applied to CLBlast for this device, if any.
     public private(set) var gemmTuning: StoredGEMMTuning?
+    /// Which GEMM parameters CLBlast runs with: "tuned" (stored by `hrtrain tune`), "built-in" (hrtrain's
+    /// defaults for the device, see `CLBlastParameters.builtIn`) or "CLBlast's defaults".
+    public private(set) var gemmParametersOrigin = "CLBlast's defaults"
     /// When non-nil, every launch records its profiling event here (see `bench`).
     public var profiler: KernelProfiler?
     /// Device memory held by this context's buffers.
@@ -64,8 +67,16 @@ public final class ComputeContext {
             clReleaseContext(ctx)
             throw error
         }
-        if tunedGEMM, let directory = cache.directory {
-            gemmTuning = try CLBlastParameters.applyStored(for: self, cache: directory)
+        if tunedGEMM {
+            if let directory = cache.directory {
+                gemmTuning = try CLBlastParameters.applyStored(for: self, cache: directory)
+            }
+            if gemmTuning != nil {
+                gemmParametersOrigin = "tuned (stored by hrtrain tune)"
+            } else if let builtIn = CLBlastParameters.builtIn(for: device) {
+                try CLBlastParameters.apply(builtIn.parameters, to: self)
+                gemmParametersOrigin = "built-in (\(builtIn.source))"
+            }
         }
     }
 

@@ -53,6 +53,9 @@ public struct Verification {
         public var device: String
         public var options: Options
         public var program: ProgramBuildReport?
+        /// The CPU backend's BLAS, with the kernels the library reports running when verify ran (a mismatch
+        /// with the kernels chosen from the CPU's features fails).
+        public var blas: BLASSelection?
         public var tensors: [TensorComparison]
         public var finiteDifferences: [FiniteDifference]
         public var trajectory: [TensorComparison]
@@ -60,6 +63,7 @@ public struct Verification {
         /// True when every row passed.
         public var passed: Bool {
             tensors.allSatisfy(\.passed) && finiteDifferences.allSatisfy(\.passed) && trajectory.allSatisfy(\.passed)
+                && (blas?.kernelsMatch ?? true)
         }
     }
 
@@ -196,7 +200,8 @@ public struct Verification {
                     device: lossesD, reference: lossesR, limit: trajectoryLimit)
             ]
         return Report(
-            device: device.name, options: options, program: program, tensors: rows, finiteDifferences: probes,
+            device: device.name, options: options, program: program,
+            blas: (device as? CPUBackend).map { $0.blas.reportingNow() }, tensors: rows, finiteDifferences: probes,
             trajectory: trajectory, seconds: elapsed(since: start))
     }
 

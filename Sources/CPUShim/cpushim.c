@@ -1,0 +1,182 @@
+#define _GNU_SOURCE
+#include "CPUShim.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+void cpushim_query_features(cpushim_features *out) {
+    memset(out, 0, sizeof *out);
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return;
+    unsigned max_leaf = a;
+    memcpy(out->vendor, &b, 4);
+    memcpy(out->vendor + 4, &d, 4);
+    memcpy(out->vendor + 8, &c, 4);
+    out->vendor[12] = 0;
+    __get_cpuid(1, &a, &b, &c, &d);
+    unsigned base_family = (a >> 8) & 0xf, base_model = (a >> 4) & 0xf;
+    out->family = (int)(base_family == 0xf ? base_family + ((a >> 20) & 0xff) : base_family);
+    out->model = (int)(base_family == 0x6 || base_family == 0xf ? base_model | (((a >> 16) & 0xf) << 4) : base_model);
+    out->stepping = (int)(a & 0xf);
+    out->sse3 = (c >> 0) & 1;
+    out->fma = (c >> 12) & 1;
+    int osxsave = (c >> 27) & 1;
+    out->avx = (c >> 28) & 1;
+    if (osxsave) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        out->os_avx = (lo & 0x6) == 0x6;
+        out->os_avx512 = (lo & 0xe6) == 0xe6;
+    }
+    if (max_leaf >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        out->avx2 = (b >> 5) & 1;
+        out->avx512f = (b >> 16) & 1;
+        out->avx512dq = (b >> 17) & 1;
+        out->avx512cd = (b >> 28) & 1;
+        out->avx512bw = (b >> 30) & 1;
+        out->avx512vl = (b >> 31) & 1;
+        __cpuid_count(7, 1, a, b, c, d);
+        out->avx512bf16 = (a >> 5) & 1;
+    }
+#endif
+}
+
+typedef void (*cblas_sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float,
+                               float *, int);
+static cblas_sgemm_fn blas_sgemm;
+static int blas_kind;
+static int (*blis_arch_query_id)(void);
+static const char *(*blis_arch_string)(int);
+static void (*blis_set_threads)(long);
+static void (*blis_init)(void);
+static char *(*openblas_corename)(void);
+static char *(*openblas_config)(void);
+static void (*openblas_set_threads)(int);
+
+int cpushim_library_loaded(const char *path) {
+    void *handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (handle) dlclose(handle);
+    return handle != NULL;
+}
+
+int cpushim_blas_open(const char *path, int kind, char *error, int error_length) {
+    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+        snprintf(error, (size_t)error_length, "%s", dlerror());
+        return -1;
+    }
+    cblas_sgemm_fn sgemm = (cblas_sgemm_fn)dlsym(handle, "cblas_sgemm");
+    if (!sgemm) {
+        snprintf(error, (size_t)error_length, "%s has no cblas_sgemm", path);
+        return -1;
+    }
+    if (kind == CPUSHIM_BLAS_BLIS) {
+        blis_arch_query_id = (int (*)(void))dlsym(handle, "bli_arch_query_id");
+        blis_arch_string = (const char *(*)(int))dlsym(handle, "bli_arch_string");
+        blis_set_threads = (void (*)(long))dlsym(handle, "bli_thread_set_num_threads");
+        blis_init = (void (*)(void))dlsym(handle, "bli_init");
+        if (!blis_arch_query_id || !blis_arch_string || !blis_set_threads || !blis_init) {
+            snprintf(error, (size_t)error_length, "%s does not export BLIS's bli_arch_query_id", path);
+            return -1;
+        }
+    } else {
+        openblas_corename = (char *(*)(void))dlsym(handle, "openblas_get_corename");
+        openblas_config = (char *(*)(void))dlsym(handle, "openblas_get_config");
+        openblas_set_threads = (void (*)(int))dlsym(handle, "openblas_set_num_threads");
+        if (!openblas_corename || !openblas_set_threads) {
+            snprintf(error, (size_t)error_length, "%s does not export OpenBLAS's openblas_get_corename", path);
+            return -1;
+        }
+    }
+    blas_sgemm = sgemm;
+    blas_kind = kind;
+    return 0;
+}
+
+int cpushim_blis_arch_id(const char *name) {
+    if (blas_kind != CPUSHIM_BLAS_BLIS) return -1;
+    for (int id = 0; id < 64; ++id) {
+        const char *s = blis_arch_string(id);
+        if (!s) return -1;
+        if (strcmp(s, name) == 0) return id;
+    }
+    return -1;
+}
+
+void cpushim_blas_kernels(char *out, int length) {
+    const char *name = "";
+    if (blas_kind == CPUSHIM_BLAS_BLIS) {
+        blis_init();  // reads BLIS_ARCH_TYPE; querying before it aborts when the variable is set
+        name = blis_arch_string(blis_arch_query_id());
+    }
+    if (blas_kind == CPUSHIM_BLAS_OPENBLAS) name = openblas_corename();
+    snprintf(out, (size_t)length, "%s", name ? name : "");
+}
+
+void cpushim_blas_config(char *out, int length) {
+    const char *text = "";
+    if (blas_kind == CPUSHIM_BLAS_OPENBLAS && openblas_config) text = openblas_config();
+    snprintf(out, (size_t)length, "%s", text ? text : "");
+}
+
+void cpushim_blas_set_threads(int threads) {
+    if (blas_kind == CPUSHIM_BLAS_BLIS) blis_set_threads(threads);
+    if (blas_kind == CPUSHIM_BLAS_OPENBLAS) openblas_set_threads(threads);
+}
+
+void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
+                   int ldb, float *c, int ldc) {
+    enum { row_major = 101, no_trans = 111, trans = 112 };
+    blas_sgemm(row_major, transpose_a ? trans : no_trans, transpose_b ? trans : no_trans, m, n, k, 1.0f, a, lda, b,
+               ldb, 0.0f, c, ldc);
+}
+
+// libgomp's entry points (the ABI GCC emits for `#pragma omp parallel`), resolved at run time so that this
+// file builds without -fopenmp.
+static void (*gomp_parallel)(void (*)(void *), void *, unsigned, unsigned);
+static int gomp_resolved;
+
+static void resolve_gomp(void) {
+    if (gomp_resolved) return;
+    void *handle = dlopen("libgomp.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (handle) gomp_parallel = (void (*)(void (*)(void *), void *, unsigned, unsigned))dlsym(handle, "GOMP_parallel");
+    __atomic_store_n(&gomp_resolved, 1, __ATOMIC_RELEASE);
+}
+
+int cpushim_parallel_available(void) {
+    resolve_gomp();
+    return gomp_parallel != NULL;
+}
+
+typedef struct {
+    void (*body)(void *, int);
+    void *context;
+    int items;
+    int next;
+} parallel_job;
+
+static void run_items(void *data) {
+    parallel_job *job = data;
+    for (;;) {
+        int item = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (item >= job->items) return;
+        job->body(job->context, item);
+    }
+}
+
+void cpushim_parallel_for(int threads, int items, void (*body)(void *context, int item), void *context) {
+    if (items <= 0) return;
+    resolve_gomp();
+    parallel_job job = {body, context, items, 0};
+    if (threads <= 1 || items == 1 || !gomp_parallel) {
+        run_items(&job);
+        return;
+    }
+    gomp_parallel(run_items, &job, (unsigned)(threads < items ? threads : items), 0);
+}

@@ -1,0 +1,55 @@
+#ifndef CPUSHIM_H
+#define CPUSHIM_H
+
+// The native CPU backend's C side: the CPU's features from cpuid, a BLAS library opened with dlopen
+// (after its kernel selection has been fixed through the environment), and a parallel-for over
+// libgomp's thread team (the same threads BLIS's OpenMP build runs its GEMMs on).
+
+/// What cpuid and xgetbv say about the processor (1 = present and enabled by the OS).
+typedef struct {
+    char vendor[13];
+    int family, model, stepping;
+    int sse3, avx, fma, avx2;
+    int avx512f, avx512dq, avx512cd, avx512bw, avx512vl, avx512bf16;
+    /// XCR0 enables the AVX (YMM) and AVX-512 (opmask, ZMM) register state.
+    int os_avx, os_avx512;
+} cpushim_features;
+
+/// Fills `out` from cpuid (x86-64; all zero elsewhere).
+void cpushim_query_features(cpushim_features *out);
+
+/// Which library `cpushim_blas_open` opened.
+enum { CPUSHIM_BLAS_NONE = 0, CPUSHIM_BLAS_BLIS = 1, CPUSHIM_BLAS_OPENBLAS = 2 };
+
+/// Opens the BLAS shared library at `path` (kind: BLIS or OpenBLAS) and resolves cblas_sgemm and the
+/// library's own kernel-report functions. Returns 0, or -1 with a message in `error`.
+int cpushim_blas_open(const char *path, int kind, char *error, int error_length);
+
+/// Whether a library with this soname is already loaded in the process (then its environment was read).
+int cpushim_library_loaded(const char *path);
+
+/// BLIS: the id of the configuration called `name` (what BLIS_ARCH_TYPE takes), or -1 if the library has none.
+int cpushim_blis_arch_id(const char *name);
+
+/// The kernel configuration the opened library runs (BLIS: its arch name; OpenBLAS: its core name).
+/// Forces BLIS's lazy initialisation. Writes "" when nothing is open.
+void cpushim_blas_kernels(char *out, int length);
+
+/// The library's own version/configuration string ("" when unknown).
+void cpushim_blas_config(char *out, int length);
+
+/// Sets the number of threads the BLAS uses.
+void cpushim_blas_set_threads(int threads);
+
+/// Row-major C = op(A)·op(B) (alpha 1, beta 0) through the opened library's cblas_sgemm.
+void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
+                   int ldb, float *c, int ldc);
+
+/// Calls body(context, item) for every item in 0..<items on up to `threads` threads of libgomp's team
+/// (items are handed out in order through an atomic counter); serial when threads ≤ 1 or libgomp is absent.
+void cpushim_parallel_for(int threads, int items, void (*body)(void *context, int item), void *context);
+
+/// Whether cpushim_parallel_for runs on libgomp (1) or serially (0).
+int cpushim_parallel_available(void);
+
+#endif

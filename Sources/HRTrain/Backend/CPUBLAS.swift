@@ -1,0 +1,195 @@
+import CPUShim
+import Foundation
+
+/// The processor's instruction-set features, read with cpuid/xgetbv (never from a library's own detection).
+public struct CPUFeatures: Codable, Sendable, Equatable {
+    /// "GenuineIntel", "AuthenticAMD", …
+    public var vendor: String
+    public var family: Int
+    public var model: Int
+    /// AVX2 and FMA3, with the OS saving the YMM state.
+    public var avx2: Bool
+    /// AVX-512 F, DQ, BW and VL, with the OS saving the ZMM and opmask state.
+    public var avx512: Bool
+    /// AVX with the OS saving the YMM state.
+    public var avx: Bool
+
+    /// The features of the processor this process runs on.
+    public static let current: CPUFeatures = {
+        var f = cpushim_features()
+        cpushim_query_features(&f)
+        let vendor = withUnsafeBytes(of: f.vendor) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return CPUFeatures(
+            vendor: vendor, family: Int(f.family), model: Int(f.model),
+            avx2: f.avx2 == 1 && f.fma == 1 && f.os_avx == 1,
+            avx512: f.avx512f == 1 && f.avx512dq == 1 && f.avx512bw == 1 && f.avx512vl == 1 && f.os_avx512 == 1,
+            avx: f.avx == 1 && f.os_avx == 1)
+    }()
+
+    /// `AVX-512`, `AVX2+FMA`, `AVX` or `SSE`: the widest vector level the kernels may use.
+    public var level: String { avx512 ? "AVX-512" : avx2 ? "AVX2+FMA" : avx ? "AVX" : "SSE" }
+
+    /// One line for tables: `AuthenticAMD family 25 model 17, AVX-512`.
+    public var summary: String { "\(vendor) family \(family) model \(model), \(level)" }
+}
+
+/// The BLAS the CPU backend runs its SGEMMs through, opened once per process with `dlopen` after its kernel
+/// selection is fixed through the environment (BLIS reads `BLIS_ARCH_TYPE` at its first call, OpenBLAS reads
+/// `OPENBLAS_CORETYPE` when it is loaded — so it must not be linked, or it would read it before `main`).
+///
+/// The kernels are chosen from `CPUFeatures`, never from the library's own detection (OpenBLAS 0.3.21 runs
+/// its SSE3 "Prescott" kernels on CPUs it does not know), and the library is asked afterwards which kernels
+/// it runs: a mismatch is an error here and a FAIL in `hrtrain verify`.
+public struct BLASSelection: Codable, Sendable, Equatable {
+    /// The two libraries hrtrain can use.
+    public enum Library: String, Codable, Sendable, CaseIterable {
+        case blis, openblas
+    }
+    public var library: Library
+    /// The shared library opened.
+    public var path: String
+    /// The kernel configuration hrtrain asked for (BLIS arch name / OpenBLAS core name).
+    public var requestedKernels: String
+    /// What the library reports running after it initialised.
+    public var reportedKernels: String
+    /// Why these kernels (feature level, or the override variable).
+    public var reason: String
+    /// The processor.
+    public var features: CPUFeatures
+
+    /// True when the library runs the kernels hrtrain chose and the CPU supports them.
+    public var kernelsMatch: Bool {
+        Self.check(library: library, requested: requestedKernels, reported: reportedKernels, features: features) == nil
+    }
+
+    /// nil when `reported` is what was requested and within the CPU's features; else what is wrong.
+    public static func check(library: Library, requested: String, reported: String, features: CPUFeatures) -> String? {
+        if requested.lowercased() != reported.lowercased() {
+            return "\(library.rawValue) runs its '\(reported)' kernels, hrtrain selected '\(requested)'"
+        }
+        if let needed = requiredLevel(library: library, kernels: reported), !features.satisfies(needed) {
+            return "\(library.rawValue)'s '\(reported)' kernels need \(needed), the CPU has \(features.level)"
+        }
+        return nil
+    }
+
+    /// The kernels for the CPU's features: BLIS `skx` on Intel AVX-512, `haswell` on AVX2+FMA (also on AMD Zen 4,
+    /// whose AVX-512 runs at half width and where `haswell` measured faster); OpenBLAS `SkylakeX`, `Haswell`,
+    /// `Sandybridge`, else the library's generic x86-64 kernels.
+    static func kernels(for library: Library, features f: CPUFeatures) -> String {
+        let intel512 = f.avx512 && f.vendor == "GenuineIntel"
+        switch library {
+        case .blis: return intel512 ? "skx" : f.avx2 ? "haswell" : f.avx ? "sandybridge" : "generic"
+        case .openblas: return f.avx512 ? "SkylakeX" : f.avx2 ? "Haswell" : f.avx ? "Sandybridge" : "Prescott"
+        }
+    }
+
+    /// The vector level a kernel configuration executes (nil: unknown name, no requirement known).
+    static func requiredLevel(library: Library, kernels: String) -> String? {
+        let name = kernels.lowercased()
+        if ["skx", "knl", "skylakex", "cooperlake", "sapphirerapids"].contains(name) { return "AVX-512" }
+        if ["haswell", "zen", "zen2", "zen3", "excavator", "steamroller"].contains(name) { return "AVX2+FMA" }
+        if ["sandybridge", "piledriver", "bulldozer"].contains(name) { return "AVX" }
+        return nil
+    }
+
+    /// The selection of this process (opened on first use; `$HRTRAIN_BLAS` = blis|openblas picks the library,
+    /// `$HRTRAIN_BLAS_KERNELS` overrides the kernels, checked against the CPU's features).
+    public static let shared: Result<BLASSelection, BackendError> = {
+        do { return .success(try open()) } catch let error as BackendError { return .failure(error) } catch {
+            return .failure(BackendError("\(error)"))
+        }
+    }()
+
+    static func open(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> BLASSelection {
+        let features = CPUFeatures.current
+        let library: Library
+        if let name = environment["HRTRAIN_BLAS"], !name.isEmpty {
+            guard let chosen = Library(rawValue: name.lowercased()) else {
+                throw BackendError("HRTRAIN_BLAS must be blis or openblas, got '\(name)'")
+            }
+            library = chosen
+        } else {
+            library = .blis
+        }
+        var requested = kernels(for: library, features: features)
+        var reason = "\(features.level) (cpuid)"
+        if let override = environment["HRTRAIN_BLAS_KERNELS"], !override.isEmpty {
+            if let needed = requiredLevel(library: library, kernels: override), !features.satisfies(needed) {
+                throw BackendError(
+                    "HRTRAIN_BLAS_KERNELS=\(override) needs \(needed), but this CPU has \(features.level) only")
+            }
+            requested = override
+            reason = "HRTRAIN_BLAS_KERNELS"
+        }
+        let candidates: [String]
+        switch library {
+        case .blis:
+            candidates = ["/usr/lib/x86_64-linux-gnu/blis-openmp/libblis.so.4", "libblis.so.4"]
+        case .openblas:
+            candidates = ["/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0", "libopenblas.so.0"]
+        }
+        let path = candidates.first { !$0.hasPrefix("/") || FileManager.default.fileExists(atPath: $0) }!
+        let package = library == .blis ? "libblis4-openmp" : "libopenblas0-pthread"
+        if library == .openblas {
+            if cpushim_library_loaded(path) == 0 { setenv("OPENBLAS_CORETYPE", requested, 1) }
+        }
+        // libgomp (BLIS's threads and the kernels' parallel-for) reads its wait policy when it loads, with BLIS
+        // below. Its default spins for a while after each parallel region, which on a machine busy with other
+        // work stalls every region behind a descheduled spinner (measured: 10× slower under a load of 10 on
+        // 2 cores); a passive wait costs a few microseconds per region. The user's own setting wins.
+        if environment["OMP_WAIT_POLICY"] == nil && environment["GOMP_SPINCOUNT"] == nil {
+            setenv("OMP_WAIT_POLICY", "PASSIVE", 0)
+        }
+        var error = [CChar](repeating: 0, count: 512)
+        guard
+            cpushim_blas_open(
+                path, library == .blis ? Int32(CPUSHIM_BLAS_BLIS) : Int32(CPUSHIM_BLAS_OPENBLAS), &error, 512)
+                == 0
+        else {
+            throw BackendError(
+                "cannot open \(library.rawValue) (\(String(cString: error))); install the Debian package \(package)")
+        }
+        if library == .blis {
+            let id = cpushim_blis_arch_id(requested)
+            guard id >= 0 else {
+                throw BackendError("BLIS at \(path) has no configuration called '\(requested)'")
+            }
+            setenv("BLIS_ARCH_TYPE", String(id), 1)
+        }
+        var text = [CChar](repeating: 0, count: 256)
+        cpushim_blas_kernels(&text, 256)
+        let reported = String(cString: text)
+        let selection = BLASSelection(
+            library: library, path: path, requestedKernels: requested, reportedKernels: reported, reason: reason,
+            features: features)
+        if let problem = check(library: library, requested: requested, reported: reported, features: features) {
+            throw BackendError("the CPU backend's BLAS is misconfigured: \(problem)")
+        }
+        return selection
+    }
+
+    /// This selection with `reportedKernels` asked from the library again now.
+    public func reportingNow() -> BLASSelection {
+        var text = [CChar](repeating: 0, count: 256)
+        cpushim_blas_kernels(&text, 256)
+        var copy = self
+        copy.reportedKernels = String(cString: text)
+        return copy
+    }
+
+    /// `BLIS 'haswell' kernels (AVX2+FMA (cpuid))`.
+    public var summary: String { "\(library == .blis ? "BLIS" : "OpenBLAS") '\(reportedKernels)' kernels (\(reason))" }
+}
+
+extension CPUFeatures {
+    /// Whether the CPU has the vector level `level` (`AVX-512`, `AVX2+FMA`, `AVX`).
+    func satisfies(_ level: String) -> Bool {
+        switch level {
+        case "AVX-512": return avx512
+        case "AVX2+FMA": return avx2
+        case "AVX": return avx
+        default: return true
+        }
+    }
+}
