@@ -9,7 +9,7 @@ struct HRTrainCommand: ParsableCommand {
         version: HRTrainVersion.string,
         subcommands: [
             Devices.self, Generate.self, Verify.self, Train.self, Bench.self, Tune.self, Init.self, Predict.self,
-            Evaluate.self, Report.self,
+            Evaluate.self, Report.self, Calibrate.self,
         ]
     )
 }

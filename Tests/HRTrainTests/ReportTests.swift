@@ -80,7 +80,10 @@ final class ReportTests: XCTestCase {
         let report = try sample.report()
         let expectedFigures =
             ["loss", "learning_rate"]
-            + ["response", "resolution_parallel", "resolution_perpendicular"].flatMap { q in
+            + [
+                "response", "resolution_parallel", "resolution_perpendicular", "corrected_resolution_parallel",
+                "corrected_resolution_perpendicular",
+            ].flatMap { q in
                 ["truth", "mu", "npv"].map { "\(q)_vs_\($0)" }
             }
             + ["residual_x", "residual_y", "density_x", "density_y"]

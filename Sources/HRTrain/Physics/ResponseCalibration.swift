@@ -12,9 +12,11 @@ import Foundation
 ///    |û|: pooling two bins gives their pooled ratio of sums. Each pooled block becomes one knot, at its
 ///    mean |û|, with its pooled response;
 /// 4. so that the calibrated magnitude |û|/R(|û|) keeps the order of |û|, the log-slope `d ln R / d ln|û|`
-///    must stay below 1: a knot's response is capped at `R_{k+1} ≤ R_k · (1 + 0.9 · ln(m_{k+1}/m_k))`. This
-///    binds only at small |û|, where noise dominates the estimate and its response rises about as fast as |û|
-///    (the capped knots are counted in `cappedKnots`); there the calibrated response stays below 1.
+///    must stay below 1: going down from the largest |û|, a knot's response is raised to at least
+///    `R_{k+1} / (1 + 0.9 · ln(m_{k+1}/m_k))`. This binds only at small |û|, where noise dominates the
+///    estimate and its response falls about as fast as |û| (the raised knots are counted in `cappedKnots`):
+///    there the correction is held back and the calibrated response stays below 1, instead of noise being
+///    blown up.
 ///
 /// **Apply** (`response(magnitude:)`): linear interpolation in ln|û| between the knots, constant beyond the
 /// outermost ones (clamped), so R is continuous, monotone and positive.
@@ -150,9 +152,11 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
             magnitudes[0] = magnitudes.count > 1 ? magnitudes[1] * 1e-3 : 1
         }
         var capped = 0
-        for k in 1..<max(responses.count, 1) {
-            let limit = responses[k - 1] * (1 + 0.9 * log(magnitudes[k] / magnitudes[k - 1]))
-            if responses[k] > limit {
+        // From the top down: the well-measured large |û| keep their response; a small |û| whose response
+        // falls faster than the limit allows is raised to it (it stays under-corrected, never blown up).
+        for k in stride(from: responses.count - 2, through: 0, by: -1) {
+            let limit = responses[k + 1] / (1 + 0.9 * log(magnitudes[k + 1] / magnitudes[k]))
+            if responses[k] < limit {
                 responses[k] = limit
                 capped += 1
             }
