@@ -105,23 +105,26 @@ final class KernelTests: XCTestCase {
                         let inv = try guarded([cols])
                         let saved = try guarded([rows, cols])
                         let y = try guarded([rows, cols])
-                        try b.hiddenBlockForward(
-                            order: order, z: zt, bias: bt, gamma: gt, beta: bet, runningMean: rmt, runningVariance: rvt,
-                            savedMean: mean, savedInverseStd: inv, settings: settings, saved: saved, output: y)
                         let dyt = try b.tensor(dy, shape: [rows, cols])
                         let dz = try guarded([rows, cols])
                         let dg = try guarded([cols])
                         let dbe = try guarded([cols])
                         let db = try guarded([cols])
+                        let unused = try b.scratch([1])  // the GEMM tensors, which the block operations never touch
+                        let block = HiddenBlock(
+                            index: 1, order: order, settings: settings, weight: unused, bias: bt, gamma: gt, beta: bet,
+                            runningMean: rmt, runningVariance: rvt, weightGradient: unused, biasGradient: db,
+                            gammaGradient: dg, betaGradient: dbe, input: unused,
+                            preActivation: zt, normInput: saved, output: y,
+                            savedMean: mean, savedInverseStd: inv, outputGradient: dyt, preActivationGradient: dz,
+                            inputGradient: nil)
+                        try b.hiddenBlockForward(block)
                         var out: [String: [Double]] = [:]
                         for (k, t) in [
                             ("saved", saved), ("y", y), ("mean", mean), ("invstd", inv), ("running mean", rmt),
                             ("running var", rvt),
                         ] { out[k] = try b.read(t) }
-                        try b.hiddenBlockBackward(
-                            order: order, outputGradient: dyt, saved: saved, output: y, gamma: gt, savedMean: mean,
-                            savedInverseStd: inv, inputGradient: dz, gammaGradient: dg, betaGradient: dbe,
-                            biasGradient: db)
+                        try b.hiddenBlockBackward(block)
                         for (k, t) in [("dz", dz), ("dgamma", dg), ("dbeta", dbe), ("dbias", db)] {
                             out[k] = try b.read(t)
                         }

@@ -6,7 +6,7 @@
 ///
 /// Conventions: tensors are row-major; a matrix has shape `[rows, columns]`; every operation writes its
 /// result into a tensor the caller provides (`into:`), which may be the input itself where the operation
-/// is elementwise. Operations are asynchronous on the device; `read` and `synchronize` wait.
+/// is elementwise. Operations are asynchronous on the device; `read`, `readFloats` and `synchronize` wait.
 public protocol Backend: AnyObject {
     /// A tensor of this backend.
     associatedtype Tensor
@@ -28,10 +28,15 @@ public protocol Backend: AnyObject {
     func view(_ tensor: Tensor, offset: Int, shape: [Int]) -> Tensor
     /// The shape of `tensor`.
     func shape(of tensor: Tensor) -> [Int]
-    /// The values of `tensor`, in Double (waits for pending work).
+    /// The values of `tensor`, in Double (waits for pending work). Exact for a Float32 backend.
     func read(_ tensor: Tensor) throws -> [Double]
-    /// Overwrites `tensor` with `values`.
+    /// The values of `tensor`, in Float32 (waits for pending work): bitwise the stored values on a Float32
+    /// backend, rounded to nearest on a Double one. What model files and checkpoints store.
+    func readFloats(_ tensor: Tensor) throws -> [Float]
+    /// Overwrites `tensor` with `values` (rounded to the backend's precision).
     func write(_ values: [Double], to tensor: Tensor) throws
+    /// Overwrites `tensor` with `values`: bitwise on a Float32 backend, exactly widened on a Double one.
+    func write(_ values: [Float], to tensor: Tensor) throws
     /// Copies `source` into `destination` (same element count).
     func copy(_ source: Tensor, to destination: Tensor) throws
     /// Sets every element of `tensor` to `value`.
@@ -77,22 +82,17 @@ public protocol Backend: AnyObject {
 
     // MARK: Hidden block (fused where the backend can)
 
-    /// Training-mode forward of a hidden block after its GEMM `z = h·W`:
-    /// ```
-    /// dense-tanh-bn:  saved = tanh(z + b),  y = BN(saved)
-    /// dense-bn-tanh:  saved = z + b,        y = tanh(BN(saved))
-    /// ```
-    /// `saved` is what the backward pass needs (it may be `z` itself for dense-bn-tanh).
-    func hiddenBlockForward(
-        order: LayerOrder, z: Tensor, bias: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor,
-        runningVariance: Tensor, savedMean: Tensor, savedInverseStd: Tensor, settings: BatchNormSettings,
-        saved: Tensor, output y: Tensor) throws
-    /// Backward of a hidden block from dL/dy to dL/dz (the GEMM output), with dγ, dβ and the bias gradient
-    /// `db = Σ_rows dz`. `outputGradient` may be overwritten.
-    func hiddenBlockBackward(
-        order: LayerOrder, outputGradient dy: Tensor, saved: Tensor, output y: Tensor, gamma: Tensor,
-        savedMean: Tensor, savedInverseStd: Tensor, inputGradient dz: Tensor, gammaGradient: Tensor,
-        betaGradient: Tensor, biasGradient: Tensor) throws
+    /// Training-mode forward of `block` after its GEMM (`block.preActivation = h·W` is already computed):
+    /// writes `normInput`, `output`, `savedMean`, `savedInverseStd` and updates the running statistics, with
+    /// `block.settings`. Defined by `HiddenBlock.composedForward` (the default implementation).
+    func hiddenBlockForward(_ block: HiddenBlock<Tensor>) throws
+    /// Inference-mode forward of `block` after its GEMM, with the running statistics: writes `normInput` and
+    /// `output`. Defined by `HiddenBlock.composedInference` (the default implementation).
+    func hiddenBlockInference(_ block: HiddenBlock<Tensor>) throws
+    /// Backward of `block` from `outputGradient` (dL/dy, may be overwritten) to `preActivationGradient`
+    /// (dL/dz), with `gammaGradient`, `betaGradient` and `biasGradient = Σ_rows dz`. The GEMM gradients are
+    /// not part of it. Defined by `HiddenBlock.composedBackward` (the default implementation).
+    func hiddenBlockBackward(_ block: HiddenBlock<Tensor>) throws
 
     // MARK: Loss, optimizer, data
 
@@ -115,67 +115,12 @@ public protocol Backend: AnyObject {
 }
 
 extension Backend {
-    public func hiddenBlockForward(
-        order: LayerOrder, z: Tensor, bias: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor,
-        runningVariance: Tensor, savedMean: Tensor, savedInverseStd: Tensor, settings: BatchNormSettings,
-        saved: Tensor, output y: Tensor
-    ) throws {
-        try composedHiddenBlockForward(
-            self, order: order, z: z, bias: bias, gamma: gamma, beta: beta, runningMean: runningMean,
-            runningVariance: runningVariance, savedMean: savedMean, savedInverseStd: savedInverseStd,
-            settings: settings,
-            saved: saved, output: y)
-    }
-
-    public func hiddenBlockBackward(
-        order: LayerOrder, outputGradient dy: Tensor, saved: Tensor, output y: Tensor, gamma: Tensor,
-        savedMean: Tensor, savedInverseStd: Tensor, inputGradient dz: Tensor, gammaGradient: Tensor,
-        betaGradient: Tensor, biasGradient: Tensor
-    ) throws {
-        try composedHiddenBlockBackward(
-            self, order: order, outputGradient: dy, saved: saved, output: y, gamma: gamma, savedMean: savedMean,
-            savedInverseStd: savedInverseStd, inputGradient: dz, gammaGradient: gammaGradient,
-            betaGradient: betaGradient,
-            biasGradient: biasGradient)
-    }
-}
-
-/// The hidden-block forward composed of the primitive operations (the reference's definition, and the
-/// OpenCL backend's path where it has no fused kernel).
-func composedHiddenBlockForward<B: Backend>(
-    _ b: B, order: LayerOrder, z: B.Tensor, bias: B.Tensor, gamma: B.Tensor, beta: B.Tensor, runningMean: B.Tensor,
-    runningVariance: B.Tensor, savedMean: B.Tensor, savedInverseStd: B.Tensor, settings: BatchNormSettings,
-    saved: B.Tensor, output y: B.Tensor
-) throws {
-    switch order {
-    case .denseTanhBatchNorm: try b.biasTanh(z, bias: bias, into: saved)
-    case .denseBatchNormTanh: try b.biasAdd(z, bias: bias, into: saved)
-    }
-    try b.batchNormTraining(
-        saved, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
-        savedMean: savedMean, savedInverseStd: savedInverseStd, settings: settings, into: y)
-    if order == .denseBatchNormTanh { try b.tanh(y, into: y) }
-}
-
-/// The hidden-block backward composed of the primitive operations.
-func composedHiddenBlockBackward<B: Backend>(
-    _ b: B, order: LayerOrder, outputGradient dy: B.Tensor, saved: B.Tensor, output y: B.Tensor, gamma: B.Tensor,
-    savedMean: B.Tensor, savedInverseStd: B.Tensor, inputGradient dz: B.Tensor, gammaGradient: B.Tensor,
-    betaGradient: B.Tensor, biasGradient: B.Tensor
-) throws {
-    switch order {
-    case .denseTanhBatchNorm:  // dy → BN⁻¹ → dt → tanh⁻¹ (in place) → dz
-        try b.batchNormBackward(
-            outputGradient: dy, input: saved, gamma: gamma, savedMean: savedMean, savedInverseStd: savedInverseStd,
-            inputGradient: dz, gammaGradient: gammaGradient, betaGradient: betaGradient)
-        try b.tanhBackward(outputGradient: dz, output: saved, into: dz)
-    case .denseBatchNormTanh:  // dy → tanh⁻¹ (in place in dy) → BN⁻¹ → dz
-        try b.tanhBackward(outputGradient: dy, output: y, into: dy)
-        try b.batchNormBackward(
-            outputGradient: dy, input: saved, gamma: gamma, savedMean: savedMean, savedInverseStd: savedInverseStd,
-            inputGradient: dz, gammaGradient: gammaGradient, betaGradient: betaGradient)
-    }
-    try b.columnSums(dz, into: biasGradient)
+    /// The composition of the primitive operations (`HiddenBlock.composedForward`).
+    public func hiddenBlockForward(_ block: HiddenBlock<Tensor>) throws { try block.composedForward(on: self) }
+    /// The composition of the primitive operations (`HiddenBlock.composedInference`).
+    public func hiddenBlockInference(_ block: HiddenBlock<Tensor>) throws { try block.composedInference(on: self) }
+    /// The composition of the primitive operations (`HiddenBlock.composedBackward`).
+    public func hiddenBlockBackward(_ block: HiddenBlock<Tensor>) throws { try block.composedBackward(on: self) }
 }
 
 /// The batch-normalisation constants of a numerics profile.

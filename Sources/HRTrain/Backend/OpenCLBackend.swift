@@ -106,6 +106,11 @@ public final class OpenCLBackend: Backend {
     }
     public func shape(of tensor: DeviceTensor) -> [Int] { tensor.shape }
     public func read(_ tensor: DeviceTensor) throws -> [Double] { try context.download(tensor).map(Double.init) }
+    public func readFloats(_ tensor: DeviceTensor) throws -> [Float] { try context.download(tensor) }
+    public func write(_ values: [Float], to tensor: DeviceTensor) throws {
+        try require(values.count == tensor.count, "write: \(values.count) values for \(tensor.count) elements")
+        try context.upload(values, to: tensor)
+    }
     public func write(_ values: [Double], to tensor: DeviceTensor) throws {
         try require(values.count == tensor.count, "write: \(values.count) values for \(tensor.count) elements")
         try context.upload(values.map(Float.init), to: tensor)
@@ -298,78 +303,57 @@ public final class OpenCLBackend: Backend {
 
     // MARK: Hidden block
 
-    public func hiddenBlockForward(
-        order: LayerOrder, z: DeviceTensor, bias: DeviceTensor, gamma: DeviceTensor, beta: DeviceTensor,
-        runningMean: DeviceTensor, runningVariance: DeviceTensor, savedMean: DeviceTensor,
-        savedInverseStd: DeviceTensor,
-        settings: BatchNormSettings, saved: DeviceTensor, output y: DeviceTensor
-    ) throws {
-        guard variant == .columnStrip else {
-            return try composedHiddenBlockForward(
-                self, order: order, z: z, bias: bias, gamma: gamma, beta: beta, runningMean: runningMean,
-                runningVariance: runningVariance, savedMean: savedMean, savedInverseStd: savedInverseStd,
-                settings: settings, saved: saved, output: y)
-        }
+    public func hiddenBlockForward(_ block: HiddenBlock<DeviceTensor>) throws {
+        guard variant == .columnStrip else { return try block.composedForward(on: self) }
+        let (z, saved, y) = (block.preActivation, block.normInput, block.output)
         let (rows, cols) = (z.rows, z.columns)
         try require(rows >= 2, "batch normalisation in training mode needs at least 2 rows, got \(rows)")
+        let perFeature = [
+            block.bias, block.gamma, block.beta, block.runningMean, block.runningVariance, block.savedMean,
+            block.savedInverseStd,
+        ]
         try require(
-            [bias, gamma, beta, runningMean, runningVariance, savedMean, savedInverseStd].allSatisfy {
-                $0.count == cols
-            }
-                && saved.count == z.count && y.count == z.count, "hiddenBlockForward: shapes differ")
+            perFeature.allSatisfy { $0.count == cols } && saved.count == z.count && y.count == z.count,
+            "hiddenBlockForward: shapes differ")
+        let settings = block.settings
         try runStrips(
-            order == .denseTanhBatchNorm
+            block.order == .denseTanhBatchNorm
                 ? "kernel_bias_tanh_bn_forward_strip_f32" : "kernel_bias_bn_tanh_forward_strip_f32",
             [
-                .tensor(z), .tensor(bias),
-                .tensor(gamma), .buffer(beta.buffer.mem),
-                .int(Int32(beta.offset)),
-                .tensor(saved), .tensor(y),
-                .tensor(savedMean), .buffer(savedInverseStd.buffer.mem),
-                .int(Int32(savedInverseStd.offset)), .tensor(runningMean),
-                .tensor(runningVariance), .int(Int32(rows)),
-                .int(Int32(cols)),
+                .tensor(z), .tensor(block.bias), .tensor(block.gamma), .tensor(block.beta), .tensor(saved),
+                .tensor(y), .tensor(block.savedMean), .tensor(block.savedInverseStd), .tensor(block.runningMean),
+                .tensor(block.runningVariance), .int(Int32(rows)), .int(Int32(cols)),
                 .float(Float(settings.epsilon)), .float(Float(settings.runningUpdateFactor)),
                 .int(settings.unbiasedRunningVariance ? 1 : 0),
             ], columns: cols, bytes: 4 * 5 * z.count)
     }
 
-    public func hiddenBlockBackward(
-        order: LayerOrder, outputGradient dy: DeviceTensor, saved: DeviceTensor, output y: DeviceTensor,
-        gamma: DeviceTensor, savedMean: DeviceTensor, savedInverseStd: DeviceTensor, inputGradient dz: DeviceTensor,
-        gammaGradient: DeviceTensor, betaGradient: DeviceTensor, biasGradient: DeviceTensor
-    ) throws {
-        guard variant == .columnStrip else {
-            return try composedHiddenBlockBackward(
-                self, order: order, outputGradient: dy, saved: saved, output: y, gamma: gamma, savedMean: savedMean,
-                savedInverseStd: savedInverseStd, inputGradient: dz, gammaGradient: gammaGradient,
-                betaGradient: betaGradient, biasGradient: biasGradient)
-        }
+    public func hiddenBlockBackward(_ block: HiddenBlock<DeviceTensor>) throws {
+        guard variant == .columnStrip else { return try block.composedBackward(on: self) }
+        let (dy, dz) = (block.outputGradient, block.preActivationGradient)
         let (rows, cols) = (dy.rows, dy.columns)
+        let perFeature = [
+            block.gamma, block.savedMean, block.savedInverseStd, block.gammaGradient, block.betaGradient,
+            block.biasGradient,
+        ]
         try require(
-            [gamma, savedMean, savedInverseStd, gammaGradient, betaGradient, biasGradient].allSatisfy {
-                $0.count == cols
-            }
-                && [saved, y, dz].allSatisfy { $0.count == dy.count }, "hiddenBlockBackward: shapes differ")
+            perFeature.allSatisfy { $0.count == cols }
+                && [block.normInput, block.output, dz].allSatisfy { $0.count == dy.count },
+            "hiddenBlockBackward: shapes differ")
         var arguments: [Kernel.Argument] = [.tensor(dy)]
-        switch order {
-        case .denseTanhBatchNorm: arguments += [.tensor(saved)]
-        case .denseBatchNormTanh:
-            arguments += [
-                .tensor(y), .tensor(saved),
-            ]
+        switch block.order {
+        case .denseTanhBatchNorm: arguments += [.tensor(block.normInput)]
+        case .denseBatchNormTanh: arguments += [.tensor(block.output), .tensor(block.normInput)]
         }
         arguments += [
-            .tensor(savedMean), .buffer(savedInverseStd.buffer.mem),
-            .int(Int32(savedInverseStd.offset)), .tensor(gamma),
-            .tensor(dz), .buffer(gammaGradient.buffer.mem),
-            .int(Int32(gammaGradient.offset)),
-            .tensor(betaGradient), .buffer(biasGradient.buffer.mem),
-            .int(Int32(biasGradient.offset)), .int(Int32(rows)), .int(Int32(cols)),
+            .tensor(block.savedMean), .tensor(block.savedInverseStd), .tensor(block.gamma), .tensor(dz),
+            .tensor(block.gammaGradient), .tensor(block.betaGradient), .tensor(block.biasGradient),
+            .int(Int32(rows)), .int(Int32(cols)),
         ]
         try runStrips(
-            order == .denseTanhBatchNorm ? "kernel_bn_tanh_backward_strip_f32" : "kernel_tanh_bn_backward_strip_f32",
-            arguments, columns: cols, bytes: 4 * (order == .denseTanhBatchNorm ? 5 : 7) * dy.count)
+            block.order == .denseTanhBatchNorm
+                ? "kernel_bn_tanh_backward_strip_f32" : "kernel_tanh_bn_backward_strip_f32",
+            arguments, columns: cols, bytes: 4 * (block.order == .denseTanhBatchNorm ? 5 : 7) * dy.count)
     }
 
     // MARK: Loss, optimizer, data

@@ -58,6 +58,8 @@ public final class ReferenceBackend: Backend {
     public func read(_ tensor: Tensor) throws -> [Double] {
         Array(tensor.storage.values[tensor.offset..<tensor.offset + tensor.count])
     }
+    public func readFloats(_ tensor: Tensor) throws -> [Float] { try read(tensor).map(Float.init) }
+    public func write(_ values: [Float], to tensor: Tensor) throws { try write(values.map(Double.init), to: tensor) }
     public func write(_ values: [Double], to tensor: Tensor) throws {
         try require(values.count == tensor.count, "write: \(values.count) values for \(tensor.count) elements")
         for i in 0..<values.count { tensor[i] = values[i] }

@@ -29,23 +29,19 @@ public final class Network<B: Backend> {
     private var workspaces: [Int: Workspace] = [:]
     private var lastWorkspace: Workspace?
 
-    /// Per-batch-size activations and gradients of one forward/backward pass.
+    /// Per-batch-size activations and gradients of one forward/backward pass: one `HiddenBlock` per hidden
+    /// layer (block `i`'s input is block `i − 1`'s output, its output gradient block `i + 1`'s input gradient).
     private final class Workspace {
         let rows: Int
-        var blockInputs: [B.Tensor] = []  // h_{l-1} of each dense layer (input of the next dense), [N, in]
-        var preActivations: [B.Tensor] = []  // z per hidden block, [N, H]
-        var normInputs: [B.Tensor] = []  // the input of each batch norm (t or z)
-        var blockOutputs: [B.Tensor] = []  // h per hidden block
-        var savedMeans: [B.Tensor] = []
-        var savedInverseStds: [B.Tensor] = []
-        var output: B.Tensor
-        var outputGradient: B.Tensor
-        var blockGradients: [B.Tensor] = []  // dL/dh per hidden block, [N, H]
-        var preGradients: [B.Tensor] = []  // dL/dz per hidden block, [N, H]
-        init(rows: Int, output: B.Tensor, outputGradient: B.Tensor) {
+        var blocks: [HiddenBlock<B.Tensor>] = []
+        let output: B.Tensor
+        let outputGradient: B.Tensor
+        let firstInputGradient: B.Tensor  // dL/dx [N, inputSize], only for `inputGradient()`
+        init(rows: Int, output: B.Tensor, outputGradient: B.Tensor, firstInputGradient: B.Tensor) {
             self.rows = rows
             self.output = output
             self.outputGradient = outputGradient
+            self.firstInputGradient = firstInputGradient
         }
     }
 
@@ -131,24 +127,28 @@ public final class Network<B: Backend> {
         if workspaces.count >= 4 { workspaces.removeAll() }  // a training run uses two sizes at most
         let ws = Workspace(
             rows: rows, output: try backend.scratch([rows, spec.outputSize]),
-            outputGradient: try backend.scratch([rows, spec.outputSize]))
-        var fanIn = spec.inputSize
-        for width in spec.hiddenSizes {
-            ws.preActivations.append(try backend.scratch([rows, width]))
-            ws.blockOutputs.append(try backend.scratch([rows, width]))
-            ws.savedMeans.append(try backend.scratch([width]))
-            ws.savedInverseStds.append(try backend.scratch([width]))
-            ws.blockGradients.append(try backend.scratch([rows, fanIn]))
-            ws.preGradients.append(try backend.scratch([rows, width]))
-            switch spec.layerOrder {
-            case .denseTanhBatchNorm:  // t = tanh(z + b): the tanh output and the BN input
-                ws.normInputs.append(try backend.scratch([rows, width]))
-            case .denseBatchNormTanh:  // z + b (in place): the BN input; the block output is the tanh output
-                ws.normInputs.append(ws.preActivations.last!)
-            }
-            fanIn = width
+            outputGradient: try backend.scratch([rows, spec.outputSize]),
+            firstInputGradient: try backend.scratch([rows, spec.inputSize]))
+        // dL/dh of each block's output: block i's output gradient is block i + 1's input gradient.
+        let outputGradients = try spec.hiddenSizes.map { try backend.scratch([rows, $0]) }
+        var input = ws.firstInputGradient  // replaced by the real input on every forward pass
+        for (i, width) in spec.hiddenSizes.enumerated() {
+            let l = i + 1
+            let a = try HiddenBlock.allocateActivations(on: backend, order: spec.layerOrder, rows: rows, width: width)
+            ws.blocks.append(
+                HiddenBlock(
+                    index: l, order: spec.layerOrder, settings: profile.batchNorm,
+                    weight: parameter("dense\(l).weight"), bias: parameter("dense\(l).bias"),
+                    gamma: parameter("bn\(l).gamma"), beta: parameter("bn\(l).beta"),
+                    runningMean: running("bn\(l).running_mean"), runningVariance: running("bn\(l).running_var"),
+                    weightGradient: gradient("dense\(l).weight"), biasGradient: gradient("dense\(l).bias"),
+                    gammaGradient: gradient("bn\(l).gamma"), betaGradient: gradient("bn\(l).beta"), input: input,
+                    preActivation: a.preActivation, normInput: a.normInput, output: a.output, savedMean: a.savedMean,
+                    savedInverseStd: a.savedInverseStd, outputGradient: outputGradients[i],
+                    preActivationGradient: a.preActivationGradient, inputGradient: i == 0 ? nil : outputGradients[i - 1]
+                ))
+            input = a.output
         }
-        ws.blockGradients.append(try backend.scratch([rows, fanIn]))  // dL/dh of the last hidden block
         workspaces[rows] = ws
         return ws
     }
@@ -166,43 +166,23 @@ public final class Network<B: Backend> {
         if training {
             try require(
                 rows >= 2,
-                "a training batch of \(rows) row cannot be batch-normalised (its variance is zero); use at least 2 rows"
-            )
+                "a training batch of \(rows) row cannot be batch-normalised (its variance is zero); "
+                    + "use at least 2 rows")
         }
         let ws = try workspace(rows: rows)
         lastWorkspace = ws
-        ws.blockInputs = [input]
-        let bn = profile.batchNorm
-        for (i, _) in spec.hiddenSizes.enumerated() {
-            let l = i + 1
-            let h = ws.blockInputs[i]
-            let z = ws.preActivations[i]
-            try backend.matmul(h, transposeA: false, parameter("dense\(l).weight"), transposeB: false, into: z)
-            let gamma = parameter("bn\(l).gamma")
-            let beta = parameter("bn\(l).beta")
-            let normIn = ws.normInputs[i]
-            let out = ws.blockOutputs[i]
-            let runningMean = running("bn\(l).running_mean")
-            let runningVariance = running("bn\(l).running_var")
+        ws.blocks[0].input = input
+        for block in ws.blocks {
+            try backend.matmul(
+                block.input, transposeA: false, block.weight, transposeB: false, into: block.preActivation)
             if training {
-                try backend.hiddenBlockForward(
-                    order: spec.layerOrder, z: z, bias: parameter("dense\(l).bias"), gamma: gamma, beta: beta,
-                    runningMean: runningMean, runningVariance: runningVariance, savedMean: ws.savedMeans[i],
-                    savedInverseStd: ws.savedInverseStds[i], settings: bn, saved: normIn, output: out)
+                try backend.hiddenBlockForward(block)
             } else {
-                switch spec.layerOrder {
-                case .denseTanhBatchNorm: try backend.biasTanh(z, bias: parameter("dense\(l).bias"), into: normIn)
-                case .denseBatchNormTanh: try backend.biasAdd(z, bias: parameter("dense\(l).bias"), into: normIn)
-                }
-                try backend.batchNormInference(
-                    normIn, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
-                    epsilon: bn.epsilon, into: out)
-                if spec.layerOrder == .denseBatchNormTanh { try backend.tanh(out, into: out) }
+                try backend.hiddenBlockInference(block)
             }
-            ws.blockInputs.append(out)
         }
         try backend.matmul(
-            ws.blockInputs.last!, transposeA: false, parameter("output.weight"), transposeB: false, into: ws.output)
+            ws.blocks.last!.output, transposeA: false, parameter("output.weight"), transposeB: false, into: ws.output)
         try backend.biasAdd(ws.output, bias: parameter("output.bias"), into: ws.output)
         return ws.output
     }
@@ -228,33 +208,20 @@ public final class Network<B: Backend> {
     /// ```
     public func backward() throws {
         guard let ws = lastWorkspace else { throw BackendError("backward() before forward()") }
-        let hidden = spec.hiddenSizes.count
-        try denseBackward(
-            prefix: "output", input: ws.blockInputs[hidden], dz: ws.outputGradient, bias: true,
-            inputGradient: ws.blockGradients[hidden])
-        for i in stride(from: hidden - 1, through: 0, by: -1) {
-            let l = i + 1
-            let dh = ws.blockGradients[i + 1]
-            let dz = ws.preGradients[i]
-            try backend.hiddenBlockBackward(
-                order: spec.layerOrder, outputGradient: dh, saved: ws.normInputs[i], output: ws.blockOutputs[i],
-                gamma: parameter("bn\(l).gamma"), savedMean: ws.savedMeans[i], savedInverseStd: ws.savedInverseStds[i],
-                inputGradient: dz, gammaGradient: gradient("bn\(l).gamma"), betaGradient: gradient("bn\(l).beta"),
-                biasGradient: gradient("dense\(l).bias"))
-            try denseBackward(
-                prefix: "dense\(l)", input: ws.blockInputs[i], dz: dz, bias: false,
-                inputGradient: i == 0 ? nil : ws.blockGradients[i])
-        }
-    }
-
-    /// `bias`: whether to sum the bias gradient here (the hidden blocks' backward already did).
-    private func denseBackward(prefix: String, input: B.Tensor, dz: B.Tensor, bias: Bool, inputGradient: B.Tensor?)
-        throws
-    {
-        try backend.matmul(input, transposeA: true, dz, transposeB: false, into: gradient("\(prefix).weight"))
-        if bias { try backend.columnSums(dz, into: gradient("\(prefix).bias")) }
-        if let dh = inputGradient {
-            try backend.matmul(dz, transposeA: false, parameter("\(prefix).weight"), transposeB: true, into: dh)
+        let last = ws.blocks.last!
+        try backend.matmul(
+            last.output, transposeA: true, ws.outputGradient, transposeB: false, into: gradient("output.weight"))
+        try backend.columnSums(ws.outputGradient, into: gradient("output.bias"))
+        try backend.matmul(
+            ws.outputGradient, transposeA: false, parameter("output.weight"), transposeB: true,
+            into: last.outputGradient)
+        for block in ws.blocks.reversed() {
+            try backend.hiddenBlockBackward(block)  // dL/dy → dL/dz, dγ, dβ, db
+            let dz = block.preActivationGradient
+            try backend.matmul(block.input, transposeA: true, dz, transposeB: false, into: block.weightGradient)
+            if let dh = block.inputGradient {
+                try backend.matmul(dz, transposeA: false, block.weight, transposeB: true, into: dh)
+            }
         }
     }
 
@@ -262,10 +229,11 @@ public final class Network<B: Backend> {
     /// needs it). Used by the finite-difference check.
     public func inputGradient() throws -> B.Tensor {
         guard let ws = lastWorkspace else { throw BackendError("inputGradient() before backward()") }
+        let first = ws.blocks[0]
         try backend.matmul(
-            ws.preGradients[0], transposeA: false, parameter("dense1.weight"), transposeB: true,
-            into: ws.blockGradients[0])
-        return ws.blockGradients[0]
+            first.preActivationGradient, transposeA: false, first.weight, transposeB: true,
+            into: ws.firstInputGradient)
+        return ws.firstInputGradient
     }
 
     /// One Adam update of all parameters with the gradients of the last `backward()`.
@@ -294,19 +262,6 @@ public final class Network<B: Backend> {
     /// The named intermediate tensors of the last forward pass, in order (for `verify`).
     public func activations() -> [(name: String, tensor: B.Tensor)] {
         guard let ws = lastWorkspace else { return [] }
-        var out: [(String, B.Tensor)] = []
-        for i in spec.hiddenSizes.indices {
-            let l = i + 1
-            switch spec.layerOrder {
-            case .denseTanhBatchNorm:
-                out.append(("dense\(l)+tanh output", ws.normInputs[i]))
-                out.append(("bn\(l) output", ws.blockOutputs[i]))
-            case .denseBatchNormTanh:
-                out.append(("dense\(l) output", ws.normInputs[i]))
-                out.append(("bn\(l)+tanh output", ws.blockOutputs[i]))
-            }
-        }
-        out.append(("output", ws.output))
-        return out
+        return ws.blocks.flatMap(\.activations) + [("output", ws.output)]
     }
 }
