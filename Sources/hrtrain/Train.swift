@@ -24,7 +24,10 @@ extension HRTrainCommand {
         ) var features: String?
         @Option(help: "Target columns, comma separated.") var targets = "truth_hr_x,truth_hr_y"
         @Option(help: "A separate test sample (evaluated after training).") var testFile: String?
-        @Option(help: "Hold out the last fraction of the rows as a test set.") var testFraction: Double?
+        @Option(
+            help: ArgumentHelp(
+                "Hold out the last fraction of the rows as a test set: a decimal (0.2), a ratio (1349234/3625136) or 'thesis' (the thesis' 1,349,234 of 3,625,136). round(rows × fraction) rows, computed exactly (halves up).",
+                valueName: "fraction")) var testFraction: TestFraction?
         @Option(
             help: "Fraction of the training rows used for validation (the last ones, Keras semantics; default 0.2).")
         var validationSplit: Double?
@@ -46,6 +49,19 @@ extension HRTrainCommand {
         @Option(help: "Smallest improvement for the learning-rate schedule.") var reduceLrMinDelta: Double = 1e-4
         @Option(help: "Lower bound of the learning rate.") var minLearningRate: Double = 0
         @Flag(help: "Standardise the targets too (inverted on prediction).") var scaleTargets = false
+        @Option(help: "A data column of per-event loss weights (finite, > 0; not a feature): the weighted MSE.")
+        var weights: String?
+        @Option(
+            help: ArgumentHelp(
+                "Weight events so that the |target| spectrum is flat in these bin edges (GeV, e.g. 0,10,20,30,50,100,200): weights (N/K/N_k)^α, capped, mean 1 over the training rows.",
+                valueName: "edges")) var flattenTargetMagnitude: String?
+        @Option(help: "The power α of the flattening weights: 1 flattens fully, 0.5 half-way.") var flattenPower = 1.0
+        @Option(help: "The cap on a flattening bin's weight (N/K/N_k)^α, before the normalisation to mean 1.")
+        var flattenMaxWeight = TargetMagnitudeFlattening.defaultMaximumWeight
+        @Option(
+            help: ArgumentHelp(
+                "Residual learning: one feature column per target (e.g. hr_all_x,hr_all_y); the network learns target − baseline and predictions add it back.",
+                valueName: "x,y")) var baseline: String?
         @Flag(help: "Drop rows with NaN or ±Inf (and report how many) instead of failing.") var dropNonfinite = false
         @Option(help: "Checkpoint file (default: MODEL.checkpoint).") var checkpoint: String?
         @Option(help: "Continue from this checkpoint.") var resume: String?
@@ -69,8 +85,27 @@ extension HRTrainCommand {
             if let v = validationSplit, !(0..<1).contains(v) {
                 throw ValidationError("--validation-split must be in [0, 1), got \(v)")
             }
-            if let t = testFraction, !(0..<1).contains(t) {
+            if let t = testFraction?.value, !(0..<1).contains(t) {
                 throw ValidationError("--test-fraction must be in [0, 1), got \(t)")
+            }
+            if flattenTargetMagnitude == nil
+                && (flattenPower != 1 || flattenMaxWeight != TargetMagnitudeFlattening.defaultMaximumWeight)
+            {
+                throw ValidationError("--flatten-power and --flatten-max-weight need --flatten-target-magnitude")
+            }
+            if !(flattenPower.isFinite && flattenPower >= 0) {
+                throw ValidationError("--flatten-power must be a finite number ≥ 0, got \(flattenPower)")
+            }
+            if !(flattenMaxWeight.isFinite && flattenMaxWeight >= 1) {
+                throw ValidationError("--flatten-max-weight must be a finite number ≥ 1, got \(flattenMaxWeight)")
+            }
+            if let flattenTargetMagnitude {
+                do { _ = try parseBinEdges(flattenTargetMagnitude, option: "--flatten-target-magnitude") } catch {
+                    throw ValidationError("--flatten-target-magnitude: \((error as? DataError)?.message ?? "\(error)")")
+                }
+            }
+            if let baseline, parseList(baseline).isEmpty {
+                throw ValidationError("--baseline needs column names such as hr_all_x,hr_all_y, got '\(baseline)'")
             }
             if testFile != nil && testFraction != nil {
                 throw ValidationError("give either --test-file or --test-fraction, not both")
@@ -110,8 +145,15 @@ extension HRTrainCommand {
                 options.seed = seed ?? options.seed
                 options.shuffle = shuffle
                 options.validationSplit = validationSplit ?? options.validationSplit
-                options.testFraction = testFraction ?? 0
+                options.testFraction = testFraction?.value ?? 0
                 options.scaleTargets = scaleTargets
+                options.weightColumn = weights
+                options.flattening = try flattenTargetMagnitude.map {
+                    FlatteningRequest(
+                        edges: try parseBinEdges($0, option: "--flatten-target-magnitude"), power: flattenPower,
+                        maximumWeight: flattenMaxWeight)
+                }
+                options.baseline = baseline.map(parseList)
                 if let patience {
                     options.earlyStopping = EarlyStopping(
                         patience: patience, minDelta: minDelta, restoreBestWeights: restoreBest)
@@ -149,7 +191,8 @@ extension HRTrainCommand {
                 table: read.table, file: data, features: featureList, targets: targetList, testTable: testTable,
                 testFile: testFile,
                 testFraction: options.testFraction, validationSplit: options.validationSplit,
-                scaleTargets: options.scaleTargets, batchSize: options.batchSize)
+                scaleTargets: options.scaleTargets, batchSize: options.batchSize, weightColumn: options.weightColumn,
+                flattening: options.flattening, baseline: options.baseline)
             for w in prepared.warnings { log.warn(w) }
             log.detail(
                 "read \(read.table.rowCount) rows × \(read.table.columnCount) columns from \(data) in \(String(format: "%.2f", elapsed(since: start))) s: \(prepared.train.rows) training, \(prepared.validation.rows) validation, \(prepared.test?.rows ?? 0) test rows"
@@ -212,7 +255,8 @@ extension HRTrainCommand {
                 train: (prepared.train.features, prepared.train.targets, prepared.train.rows),
                 validation: (prepared.validation.features, prepared.validation.targets, prepared.validation.rows),
                 featureScaler: prepared.featureScaler, targetScaler: prepared.targetScaler,
-                residentLimitBytes: residentLimit, state: state, best: best)
+                residentLimitBytes: residentLimit, state: state, best: best, trainingWeights: prepared.train.weights,
+                validationWeights: prepared.validation.weights)
             log.detail(
                 trainer.trainingSetIsResident
                     ? "training set resident on the device"
@@ -228,6 +272,7 @@ extension HRTrainCommand {
             var metadata = ModelMetadata(
                 spec: options.spec, profile: options.profile, featureNames: prepared.featureNames,
                 targetNames: prepared.targetNames, training: options, dataFile: data, device: context.device.name)
+            metadata.baseline = prepared.baseline
             func currentModel(epochs: Int) throws -> Model {
                 metadata.epochsTrained = epochs
                 return Model(
@@ -267,6 +312,27 @@ extension HRTrainCommand {
                 log.result("test loss (MSE, \(test.rows) events): \(String(format: "%.6g", mse))")
             }
             log.result("model written to \(model) (checkpoint: \(checkpointURL.path))")
+        }
+    }
+}
+
+/// `--test-fraction`: a decimal, a ratio `a/b`, or `thesis` (1,349,234 / 3,625,136).
+struct TestFraction: ExpressibleByArgument {
+    /// The fraction.
+    var value: Double
+
+    init?(argument: String) {
+        let text = argument.trimmingCharacters(in: .whitespaces)
+        if text == "thesis" {
+            value = Double(EventGenerator.thesisTestCount) / Double(EventGenerator.thesisEventCount)
+        } else if let slash = text.firstIndex(of: "/") {
+            guard let a = Double(text[..<slash]), let b = Double(text[text.index(after: slash)...]), b > 0 else {
+                return nil
+            }
+            value = a / b
+        } else {
+            guard let v = Double(text) else { return nil }
+            value = v
         }
     }
 }

@@ -86,6 +86,8 @@ public final class Trainer<B: Backend> {
     /// Receives progress; optional.
     public weak var observer: TrainingObserver?
     private var lossBuffer: B.Tensor?
+    /// Σ w of each validation batch (weighted training), for the weighted mean of the batch losses.
+    private var validationWeightSums: [Double]?
     private var lastQueuedStep = -1
 
     /// Prepares a run. `train` and `validation` hold raw (unscaled) features and targets; the scalers are
@@ -95,7 +97,8 @@ public final class Trainer<B: Backend> {
         train: (features: [Float], targets: [Float], rows: Int),
         validation: (features: [Float], targets: [Float], rows: Int)?, featureScaler: StandardScaler,
         targetScaler: StandardScaler?,
-        residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Double], running: [Double])? = nil
+        residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Double], running: [Double])? = nil,
+        trainingWeights: [Float]? = nil, validationWeights: [Float]? = nil
     ) throws {
         self.backend = backend
         self.options = options
@@ -103,13 +106,24 @@ public final class Trainer<B: Backend> {
         self.state = state ?? TrainerState(learningRate: options.learningRate)
         let chunk = max(options.batchSize * 8, 1)
         training = try DeviceDataset(
-            backend: backend, features: train.features, targets: train.targets, rows: train.rows,
+            backend: backend, features: train.features, targets: train.targets, weights: trainingWeights,
+            rows: train.rows,
             featureScaler: featureScaler, targetScaler: targetScaler, residentLimitBytes: residentLimitBytes,
             chunkRows: chunk)
         if let v = validation, v.rows > 0 {
             self.validation = try DeviceDataset(
-                backend: backend, features: v.features, targets: v.targets, rows: v.rows, featureScaler: featureScaler,
+                backend: backend, features: v.features, targets: v.targets, weights: validationWeights, rows: v.rows,
+                featureScaler: featureScaler,
                 targetScaler: targetScaler, residentLimitBytes: residentLimitBytes, chunkRows: chunk)
+            if let validationWeights {
+                var sums: [Double] = []
+                var start = 0
+                for n in batchSizes(rows: v.rows, batchSize: options.batchSize, training: false) {
+                    sums.append(validationWeights[start..<start + n].reduce(0.0) { $0 + Double($1) })
+                    start += n
+                }
+                validationWeightSums = sums
+            }
         } else {
             self.validation = nil
         }
@@ -175,9 +189,9 @@ public final class Trainer<B: Backend> {
         lastQueuedStep = -1
         let order = options.shuffle ? Self.permutation(rows: training.rows, seed: options.seed, epoch: epoch) : nil
         let lr = state.learningRate
-        try training.forEachBatch(sizes: sizes, order: order) { x, y, step in
+        try training.forEachWeightedBatch(sizes: sizes, order: order) { x, y, w, step in
             try network.trainStep(
-                input: x, target: y, learningRate: lr, loss: backend.view(losses, offset: step, shape: [1]))
+                input: x, target: y, weights: w, learningRate: lr, loss: backend.view(losses, offset: step, shape: [1]))
             lastQueuedStep = step
             observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
         }
@@ -195,14 +209,23 @@ public final class Trainer<B: Backend> {
     }
 
     /// MSE over all rows of `set`, batch norm in inference mode (per-batch losses weighted by their rows).
+    /// Weighted training: the weighted MSE `Σ w Σ_c d² / (C Σ w)` over all rows (per-batch losses weighted by
+    /// their Σ w).
     private func evaluate(_ set: DeviceDataset<B>) throws -> Double {
         let sizes = batchSizes(rows: set.rows, batchSize: options.batchSize, training: false)
         let losses = try backend.scratch([sizes.count])
-        try set.forEachBatch(sizes: sizes, order: nil) { x, y, step in
+        try set.forEachWeightedBatch(sizes: sizes, order: nil) { x, y, w, step in
             try network.forward(x, training: false)
-            try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
+            if let w {
+                try network.loss(target: y, weights: w, into: backend.view(losses, offset: step, shape: [1]))
+            } else {
+                try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
+            }
         }
         let values = try backend.read(losses)
+        if let sums = validationWeightSums {
+            return zip(values, sums).reduce(0) { $0 + $1.0 * $1.1 } / sums.reduce(0, +)
+        }
         return zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(set.rows)
     }
 

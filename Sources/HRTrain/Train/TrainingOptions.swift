@@ -18,6 +18,12 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var scaleTargets = false
     public var earlyStopping: EarlyStopping?
     public var reduceLearningRate: ReduceLearningRateOnPlateau?
+    /// A data column of per-event loss weights (the weighted MSE); nil: none.
+    public var weightColumn: String?
+    /// Loss weights that flatten the |target| spectrum (times the column's, if any); nil: none.
+    public var flattening: FlatteningRequest?
+    /// Residual learning: one feature column per target, subtracted from the targets; nil: none.
+    public var baseline: [String]?
 
     /// The defaults: the thesis configuration (keras profile, batch 4000, lr 1e-3, 20 % validation).
     public init() {}
