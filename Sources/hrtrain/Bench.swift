@@ -63,11 +63,18 @@ extension HRTrainCommand {
             func f(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", x) }
             var text = """
                 hrtrain bench: \(r.device.name) (\(r.device.platform))
-                network \(o.spec.inputSize)→\(o.spec.hiddenSizes.map(String.init).joined(separator: ","))→\(o.spec.outputSize) \(o.spec.layerOrder.rawValue), \(o.profile.rawValue) profile, batch \(o.batch), Float32; \(f(Double(r.flopsPerEvent) / 1e6, 2)) MFLOP per event per step
+                network \
+                \(o.spec.inputSize)→\(o.spec.hiddenSizes.map(String.init).joined(separator: ","))→\(o.spec.outputSize) \
+                \(o.spec.layerOrder.rawValue), \(o.profile.rawValue) profile, batch \(o.batch), Float32; \
+                \(f(Double(r.flopsPerEvent) / 1e6, 2)) MFLOP per event per step
 
-                training   \(leftPad(String(Int(r.training.eventsPerSecond)), 9)) events/s   \(f(r.training.millisecondsPerStep, 2)) ms/step   (\(r.training.steps) steps after \(o.warmupSteps) warm-up)
-                inference  \(leftPad(String(Int(r.inference.eventsPerSecond)), 9)) events/s   \(f(r.inference.millisecondsPerStep, 2)) ms/batch  (upload, scale, forward, read back)
-                start-up   kernel program \(r.startup.programOrigin) in \(f(r.startup.programSeconds, 2)) s; first step \(f(r.startup.firstStepSeconds, 2)) s (includes CLBlast's kernel build or cache load)
+                training   \(leftPad(String(Int(r.training.eventsPerSecond)), 9)) events/s \
+                  \(f(r.training.millisecondsPerStep, 2)) ms/step   (\(r.training.steps) steps after \(o.warmupSteps) \
+                warm-up)
+                inference  \(leftPad(String(Int(r.inference.eventsPerSecond)), 9)) events/s \
+                  \(f(r.inference.millisecondsPerStep, 2)) ms/batch  (upload, scale, forward, read back)
+                start-up   kernel program \(r.startup.programOrigin) in \(f(r.startup.programSeconds, 2)) s; first \
+                step \(f(r.startup.firstStepSeconds, 2)) s (includes CLBlast's kernel build or cache load)
 
                 """
             let rows = r.kernels.map { k in
@@ -80,14 +87,21 @@ extension HRTrainCommand {
                 ["kernel (per training step)", "calls", "ms", "of step", "GFLOP/s", "GB/s"], rows,
                 rightAligned: [1, 2, 3, 4, 5])
             text +=
-                "\n(our kernels: OpenCL profiling events; GEMMs: wall clock per shape, since CLBlast's event covers only its last kernel)"
+                "\n(our kernels: OpenCL profiling events; GEMMs: wall clock per shape, since CLBlast's event covers "
+                + "only its last kernel)"
             text += """
 
 
-                GEMMs      \(f(r.gemm.millisecondsPerStep, 2)) ms/step, \(f(100 * r.gemm.share)) % of the step, \(f(r.gemm.gflops)) GFLOP/s = \(f(100 * r.gemm.fractionOfCeiling)) % of the SGEMM ceiling; the step takes \(f(r.gemm.stepOverGEMMAtCeiling, 2))× its GEMMs at the ceiling rate
-                ceilings   SGEMM \(f(r.ceiling.sgemmGFLOPs)) GFLOP/s (best square size: \(r.ceiling.sgemmSize)); device copy \(f(r.ceiling.copyGigabytesPerSecond)) GB/s
-                transfers  host→device \(f(r.transfers.hostToDeviceGigabytesPerSecond)) GB/s, device→host \(f(r.transfers.deviceToHostGigabytesPerSecond)) GB/s; one batch upload \(f(r.transfers.batchUploadMilliseconds, 3)) ms
-                memory     peak host \(formatBytes(r.memory.peakHostBytes)), peak device \(formatBytes(r.memory.peakDeviceBytes))
+                GEMMs      \(f(r.gemm.millisecondsPerStep, 2)) ms/step, \(f(100 * r.gemm.share)) % of the step, \
+                \(f(r.gemm.gflops)) GFLOP/s = \(f(100 * r.gemm.fractionOfCeiling)) % of the SGEMM ceiling; the step \
+                takes \(f(r.gemm.stepOverGEMMAtCeiling, 2))× its GEMMs at the ceiling rate
+                ceilings   SGEMM \(f(r.ceiling.sgemmGFLOPs)) GFLOP/s (best square size: \(r.ceiling.sgemmSize)); \
+                device copy \(f(r.ceiling.copyGigabytesPerSecond)) GB/s
+                transfers  host→device \(f(r.transfers.hostToDeviceGigabytesPerSecond)) GB/s, device→host \
+                \(f(r.transfers.deviceToHostGigabytesPerSecond)) GB/s; one batch upload \
+                \(f(r.transfers.batchUploadMilliseconds, 3)) ms
+                memory     peak host \(formatBytes(r.memory.peakHostBytes)), peak device \
+                \(formatBytes(r.memory.peakDeviceBytes))
                 """
             return text
         }

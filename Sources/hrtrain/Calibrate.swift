@@ -52,7 +52,7 @@ extension HRTrainCommand {
             var uncalibrated = inference
             uncalibrated.noCalibration = true
             let result = try uncalibrated.predict(model, features: features, rows: data.rowCount, log: log).values
-            let truth = data.selecting(try data.indices(of: targets, file: inference.data, option: "--data")).values
+            let truth = data.selecting(try data.indices(of: targets, file: inference.data, field: .data)).values
             let calibration: ResponseCalibration
             do {
                 calibration = try ResponseCalibration.fit(

@@ -7,7 +7,8 @@ struct DeviceOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "OpenCL device index from `hrtrain devices` (default: $HRTRAIN_DEVICE, else the first GPU, else the first device).",
+            "OpenCL device index from `hrtrain devices` (default: $HRTRAIN_DEVICE, else the first GPU, else the first "
+                + "device).",
             valueName: "N"))
     var device: Int?
 
@@ -30,12 +31,8 @@ func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
-/// JSON with sorted keys, pretty printed.
-func jsonString<T: Encodable>(_ value: T) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
-}
+/// JSON with sorted keys, pretty printed (the library's one encoder, `JSON.encoder`).
+func jsonString<T: Encodable>(_ value: T) throws -> String { try JSON.string(value, pretty: true) }
 
 /// Left-aligned text padded to `width`.
 func pad(_ text: String, _ width: Int) -> String {
@@ -58,12 +55,141 @@ func table(_ header: [String], _ rows: [[String]], rightAligned: Set<Int> = []) 
         .joined(separator: "\n")
 }
 
-/// Runs `body`, turning hrtrain's own errors into a message on standard error and exit status 1.
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+/// Runs `body`, turning hrtrain's own errors into a message on standard error and exit status 1. The
+/// library names the field an error is about (`DataField`); the message names the command's flag for it:
+/// `flags[field]` where the command has its own name, else `DataField.flag`.
+func reportingErrors<T>(flags: [DataField: String] = [:], _ body: () throws -> T) throws -> T {
     do { return try body() } catch let error as ExitCode { throw error } catch let error as ValidationError {
         throw error
+    } catch let error as DataError {
+        printError("error: " + error.described(as: error.field.map { flags[$0] ?? $0.flag }))
+        throw ExitCode.failure
+    } catch let error as TrainingOptionsError {
+        printError("error: " + error.flagMessage)
+        throw ExitCode.failure
     } catch {
         printError("error: \(error)")
         throw ExitCode.failure
+    }
+}
+
+/// The file format named by `path`'s extension, checked before any work; a failure names `field`'s flag.
+func requireTableFormat(_ path: String, field: DataField) throws {
+    do { _ = try TableFormat(url: URL(fileURLWithPath: path), field: field) } catch let error as DataError {
+        throw CommandError(error.described(as: field.flag))
+    }
+}
+
+extension DataField {
+    /// The flag that names this field in most commands (a command maps it otherwise in `reportingErrors`).
+    var flag: String {
+        switch self {
+        case .data: "--data"
+        case .features: "--features"
+        case .targets: "--targets"
+        case .testFile: "--test-file"
+        case .testFraction: "--test-fraction"
+        case .validationSplit: "--validation-split"
+        case .checkpoint: "--resume"
+        case .model: "--model"
+        case .initialModel: "--init-from"
+        case .metrics: "--metrics"
+        case .output: "--output"
+        case .testOutput: "--test-output"
+        case .compare: "--compare"
+        case .scalerData: "--scaler-from"
+        case .weights: "--weights"
+        case .flattening: "--flatten-target-magnitude"
+        case .baseline: "--baseline"
+        }
+    }
+}
+
+extension TrainingOptionsError {
+    /// The message with the field's flag: `--epochs must be at least 1, got 0`.
+    var flagMessage: String {
+        let flag =
+            switch field {
+            case .epochs: "--epochs"
+            case .batchSize: "--batch-size"
+            case .learningRate: "--learning-rate"
+            case .validationSplit: "--validation-split"
+            case .testFraction: "--test-fraction"
+            case .hiddenSizes: "--hidden"
+            case .layerOrder: "--layout"
+            case .profile: "--profile"
+            case .patience: "--patience"
+            case .minDelta: "--min-delta"
+            case .reduceLearningRatePatience: "--reduce-lr-patience"
+            case .reduceLearningRateFactor: "--reduce-lr-factor"
+            case .minimumLearningRate: "--min-learning-rate"
+            case .weightColumn: "--weights"
+            case .flatteningEdges: "--flatten-target-magnitude"
+            case .flatteningPower: "--flatten-power"
+            case .flatteningMaximumWeight: "--flatten-max-weight"
+            case .baseline: "--baseline"
+            }
+        return "\(flag) \(message)"
+    }
+}
+
+/// `--quiet` and `--verbose`, shared by the commands that print progress.
+struct VerbosityOptions: ParsableArguments {
+    @Flag(name: .shortAndLong, help: "Only errors, warnings and the final result.") var quiet = false
+    @Flag(name: .shortAndLong, help: "More detail: data, device, kernel program, timings.") var verbose = false
+
+    func validate() throws {
+        if quiet && verbose { throw ValidationError("--quiet and --verbose exclude each other") }
+    }
+
+    /// The log these flags ask for.
+    var log: Log { Log(quiet: quiet, verbose: verbose) }
+}
+
+/// Warns, once per file, that `--drop-nonfinite` dropped `count` rows of `file` (nothing when none).
+func warnDroppedRows(_ count: Int, from file: String, log: Log) {
+    guard count > 0 else { return }
+    log.warn("--drop-nonfinite: dropped \(count) row\(count == 1 ? "" : "s") with NaN or Inf from \(file)")
+}
+
+/// Parses `256,256,256`.
+func parseHidden(_ text: String) throws -> [Int] {
+    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map {
+        $0.trimmingCharacters(in: .whitespaces)
+    }
+    let sizes = parts.compactMap { Int($0) }
+    guard !parts.isEmpty, sizes.count == parts.count, sizes.allSatisfy({ $0 > 0 }) else {
+        throw ValidationError(
+            "--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '\(text)'")
+    }
+    return sizes
+}
+
+/// `a,b,c` → ["a", "b", "c"].
+func parseList(_ text: String) -> [String] {
+    text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+}
+
+/// A column list: `a,b,c`, or `@FILE` with one name per line (blank lines and `#` comments ignored).
+func parseColumnList(_ text: String) throws -> [String] {
+    guard text.hasPrefix("@") else { return parseList(text) }
+    let path = String(text.dropFirst())
+    guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+        throw CommandError("--features \(text): cannot read \(path)")
+    }
+    return contents.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+        !$0.isEmpty && !$0.hasPrefix("#")
+    }
+}
+
+/// Fails early, before any work, when `url`'s folder does not exist or cannot be written.
+func requireWritableDirectory(of url: URL, option: String) throws {
+    let dir = url.deletingLastPathComponent().path
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw CommandError("\(option) \(url.path): the folder \(dir) does not exist")
+    }
+    guard FileManager.default.isWritableFile(atPath: dir) else {
+        throw CommandError("\(option) \(url.path): the folder \(dir) is not writable")
     }
 }

@@ -48,7 +48,8 @@ extension HRTrainCommand {
             let targets = model.metadata.targetNames
             for pair in compare where parseList(pair).count != targets.count {
                 throw DataError(
-                    "--compare \(pair) gives \(parseList(pair).count) column\(parseList(pair).count == 1 ? "" : "s"); give one per target of the model (\(targets.joined(separator: ",")))",
+                    "--compare \(pair) gives \(parseList(pair).count) column\(parseList(pair).count == 1 ? "" : "s"); "
+                        + "give one per target of the model (\(targets.joined(separator: ",")))",
                     file: inference.model)
             }
             let table = try inference.readData(log: log)
@@ -83,7 +84,8 @@ extension HRTrainCommand {
             for (b, binned) in first.binned.enumerated() {
                 let binning = binned.binning
                 text +=
-                    "\n\nin bins of \(binning.variable)\(binning.column == nil ? " [GeV]" : ""): response ⟨u∥⟩/⟨|u_t|⟩, σ = RMS, w = (q84 − q16)/2\n"
+                    "\n\nin bins of \(binning.variable)\(binning.column == nil ? " [GeV]" : ""): response "
+                    + "⟨u∥⟩/⟨|u_t|⟩, σ = RMS, w = (q84 − q16)/2\n"
                 var rows: [[String]] = []
                 for i in binned.bins.indices {
                     for s in e.estimates {

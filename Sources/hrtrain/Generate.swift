@@ -22,16 +22,17 @@ extension HRTrainCommand {
         @Option(help: "With --split: the test file (default: OUTPUT with '-test' before the extension).")
         var testOutput: String?
         @Flag(
-            help:
-                "Write the thesis' training/test split (2,275,902 / 1,349,234 events, or those proportions) to two files."
+            help: ArgumentHelp(
+                "Write the thesis' training/test split (2,275,902 / 1,349,234 events, or those proportions) to two "
+                    + "files.")
         ) var split = false
         @Flag(name: .shortAndLong, help: "No summary line.") var quiet = false
 
         func validate() throws {
             if events < 1 { throw ValidationError("--events must be at least 1, got \(events)") }
             if split && events < 2 { throw ValidationError("--split needs at least 2 events") }
-            _ = try TableFormat(url: URL(fileURLWithPath: output), option: "--output")
-            if let testOutput { _ = try TableFormat(url: URL(fileURLWithPath: testOutput), option: "--test-output") }
+            try requireTableFormat(output, field: .output)
+            if let testOutput { try requireTableFormat(testOutput, field: .testOutput) }
         }
 
         func run() throws {
@@ -56,7 +57,8 @@ extension HRTrainCommand {
                     try writeTable(training, to: outputURL)
                     try writeTable(test, to: testURL)
                     summary(
-                        "\(training.rowCount) training events → \(output), \(test.rowCount) test events → \(testURL.path)",
+                        "\(training.rowCount) training events → \(output), \(test.rowCount) test events → "
+                            + "\(testURL.path)",
                         generated, elapsed(since: start))
                 } else {
                     let table = generator.generate(events: events, seed: seed)

@@ -18,8 +18,9 @@ extension HRTrainCommand {
 
         @Option(help: "Where to write the model (safetensors).") var out: String
         @Option(
-            help:
-                "Feature columns, comma separated, or @FILE with one name per line (default: the 38 generated-sample features)."
+            help: ArgumentHelp(
+                "Feature columns, comma separated, or @FILE with one name per line (default: the 38 generated-sample "
+                    + "features).")
         ) var features: String?
         @Option(help: "Number of input features, named f0, f1, … (instead of --features).") var inputs: Int?
         @Option(help: "Target columns, comma separated.") var targets = "truth_hr_x,truth_hr_y"
@@ -82,12 +83,8 @@ extension HRTrainCommand {
             if let scalerFrom {
                 let read = try readTableWithReport(
                     URL(fileURLWithPath: scalerFrom),
-                    options: ReadOptions(dropNonFinite: dropNonfinite, columns: featureNames, option: "--scaler-from"))
-                if read.droppedRowCount > 0 {
-                    log.warn(
-                        "--drop-nonfinite: dropped \(read.droppedRowCount) row\(read.droppedRowCount == 1 ? "" : "s") with NaN or Inf from \(scalerFrom)"
-                    )
-                }
+                    options: ReadOptions(dropNonFinite: dropNonfinite, columns: featureNames, field: .scalerData))
+                warnDroppedRows(read.droppedRowCount, from: scalerFrom, log: log)
                 scaler = StandardScaler.fit(read.table.values, columns: spec.inputSize, rows: 0..<read.table.rowCount)
                 for c in scaler.constantColumns {
                     log.warn("feature \"\(featureNames[c])\" is constant in \(scalerFrom): its scale is set to 1")
@@ -96,13 +93,18 @@ extension HRTrainCommand {
             let initial = Network<ReferenceBackend>.initialValues(spec: spec, profile: profile, seed: seed)
             let model = Model(
                 metadata: ModelMetadata(
-                    spec: spec, profile: profile, featureNames: featureNames, targetNames: targetNames),
+                    spec: spec, profile: profile, featureNames: featureNames, targetNames: targetNames,
+                    initialization: .seed(seed, profile: profile)),
                 parameters: initial.parameters.map(Float.init),
                 runningStatistics: initial.runningStatistics.map(Float.init),
                 featureScaler: scaler, targetScaler: nil)
             try model.write(to: outURL)
             log.result(
-                "untrained model written to \(out): \(spec.inputSize) inputs, hidden \(spec.hiddenSizes.map(String.init).joined(separator: ",")) \(layout.rawValue), \(spec.outputSize) outputs, \(ParameterLayout(spec).parameterCount) parameters (\(profile.rawValue) initialisation, seed \(seed)\(scalerFrom.map { ", scaler fitted on \($0)" } ?? ", identity scaler"))"
+                "untrained model written to \(out): \(spec.inputSize) inputs, hidden "
+                    + "\(spec.hiddenSizes.map(String.init).joined(separator: ",")) \(layout.rawValue), "
+                    + "\(spec.outputSize) outputs, \(ParameterLayout(spec).parameterCount) parameters "
+                    + "(\(profile.rawValue) initialisation, seed "
+                    + "\(seed)\(scalerFrom.map { ", scaler fitted on \($0)" } ?? ", identity scaler"))"
             )
         }
     }

@@ -34,7 +34,7 @@ struct InferenceOptions: ParsableArguments {
     /// Reads and validates the model file.
     func loadModel() throws -> Model {
         do { return try Model.read(from: URL(fileURLWithPath: model)) } catch var error as DataError {
-            error.option = error.option ?? "--model"
+            error.field = error.field ?? .model
             throw error
         }
     }
@@ -42,12 +42,8 @@ struct InferenceOptions: ParsableArguments {
     /// Reads the data file, warning about dropped rows.
     func readData(log: Log) throws -> Table {
         let read = try readTableWithReport(
-            URL(fileURLWithPath: data), options: ReadOptions(dropNonFinite: dropNonfinite, option: "--data"))
-        if read.droppedRowCount > 0 {
-            log.warn(
-                "--drop-nonfinite: dropped \(read.droppedRowCount) row\(read.droppedRowCount == 1 ? "" : "s") with NaN or Inf from \(data)"
-            )
-        }
+            URL(fileURLWithPath: data), options: ReadOptions(dropNonFinite: dropNonfinite, field: .data))
+        warnDroppedRows(read.droppedRowCount, from: data, log: log)
         return read.table
     }
 
@@ -57,15 +53,17 @@ struct InferenceOptions: ParsableArguments {
         let missing = names.filter { table.columnIndex($0) == nil }
         if let first = missing.first {
             if missing.count == 1 {
-                var error = DataError.unknownColumn(first, available: table.columnNames, file: data, option: "--data")
+                var error = DataError.unknownColumn(first, available: table.columnNames, file: data, field: .data)
                 error.message = "the model \(self.model) needs a feature column that the data lacks: " + error.message
                 throw error
             }
             throw DataError(
-                "the model \(self.model) needs \(missing.count) feature columns that the data lacks: \(missing.joined(separator: ", ")). Available columns: \(table.columnNames.joined(separator: ", "))",
-                file: data, option: "--data")
+                "the model \(self.model) needs \(missing.count) feature columns that the data lacks: "
+                    + "\(missing.joined(separator: ", ")). Available columns: "
+                    + "\(table.columnNames.joined(separator: ", "))",
+                file: data, field: .data)
         }
-        return table.selecting(try table.indices(of: names, file: data, option: "--data")).values
+        return table.selecting(try table.indices(of: names, file: data, field: .data)).values
     }
 
     /// Runs `model` on `features` (`[rows, inputs]`) on the chosen backend; returns `[rows, outputs]`, the
@@ -77,7 +75,8 @@ struct InferenceOptions: ParsableArguments {
         case .opencl:
             let context = try deviceOptions.open()
             log.detail(
-                "device: \(context.device.name) (\(context.device.platform)); kernel program \(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s"
+                "device: \(context.device.name) (\(context.device.platform)); kernel program "
+                    + "\(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s"
             )
             let backend = OpenCLBackend(context: context)
             let start = DispatchTime.now()
@@ -110,12 +109,10 @@ extension HRTrainCommand {
 
         @OptionGroup var inference: InferenceOptions
         @Option(help: "Where to write the predictions: .csv, .npy or .h5/.hdf5.") var output: String
-        @Flag(name: .shortAndLong, help: "No summary line.") var quiet = false
-        @Flag(name: .shortAndLong, help: "More detail: device, kernel program.") var verbose = false
+        @OptionGroup var verbosity: VerbosityOptions
 
         func validate() throws {
-            _ = try TableFormat(url: URL(fileURLWithPath: output), option: "--output")
-            if quiet && verbose { throw ValidationError("--quiet and --verbose exclude each other") }
+            try requireTableFormat(output, field: .output)
         }
 
         func run() throws {
@@ -123,7 +120,7 @@ extension HRTrainCommand {
         }
 
         private func predict() throws {
-            let log = Log(quiet: quiet, verbose: verbose)
+            let log = verbosity.log
             let outputURL = URL(fileURLWithPath: output)
             try requireWritableDirectory(of: outputURL, option: "--output")
             let model = try inference.loadModel()
@@ -134,7 +131,9 @@ extension HRTrainCommand {
                 Table(columnNames: model.metadata.targetNames, rowCount: table.rowCount, values: result.values),
                 to: outputURL)
             log.info(
-                "predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s (\(String(format: "%.0f", Double(table.rowCount) / max(result.seconds, 1e-9))) events/s) on \(result.backend); written to \(output)"
+                "predicted \(table.rowCount) events in \(String(format: "%.3f", result.seconds)) s "
+                    + "(\(String(format: "%.0f", Double(table.rowCount) / max(result.seconds, 1e-9))) events/s) on "
+                    + "\(result.backend); written to \(output)"
             )
         }
     }

@@ -45,7 +45,8 @@ final class ProgressPrinter: TrainingObserver {
         let filled = Int(Double(width) * Double(step + 1) / Double(steps))
         let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
         let text =
-            "epoch \(epoch)/\(epochs) [\(bar)] \(step + 1)/\(steps)  loss \(loss.map { String(format: "%.5g", $0) } ?? "-")  \(Int(rate)) ev/s  ETA \(Int(eta.rounded())) s"
+            "epoch \(epoch)/\(epochs) [\(bar)] \(step + 1)/\(steps)  loss "
+            + "\(loss.map { String(format: "%.5g", $0) } ?? "-")  \(Int(rate)) ev/s  ETA \(Int(eta.rounded())) s"
         FileHandle.standardError.write(Data(("\r" + text + "\u{1B}[K").utf8))
     }
 

@@ -26,8 +26,7 @@ extension HRTrainCommand {
             help: ArgumentHelp("Another raw recoil to compare with, as its x,y columns (repeatable).", valueName: "x,y")
         ) var compare: [String] = []
         @Option(help: "The page's title.") var title = "Hadronic recoil regression report"
-        @Flag(name: .shortAndLong, help: "Only errors and the final line.") var quiet = false
-        @Flag(name: .shortAndLong, help: "More detail: device, prediction time.") var verbose = false
+        @OptionGroup var verbosity: VerbosityOptions
 
         /// The raw recoils of a generated sample, compared when the data has them.
         static let standardComparisons = [
@@ -41,7 +40,6 @@ extension HRTrainCommand {
             for pair in compare where parseList(pair).count != 2 {
                 throw ValidationError("--compare needs two columns, x,y (such as hr_all_x,hr_all_y), got '\(pair)'")
             }
-            if quiet && verbose { throw ValidationError("--quiet and --verbose exclude each other") }
         }
 
         func run() throws {
@@ -49,13 +47,13 @@ extension HRTrainCommand {
         }
 
         private func report() throws {
-            let log = Log(quiet: quiet, verbose: verbose)
+            let log = verbosity.log
             let outputURL = URL(fileURLWithPath: output)
             try requireWritableDirectory(of: outputURL, option: "--output")
             var history: [EpochRecord] = []
             if let metrics {
                 do { history = try readMetrics(from: URL(fileURLWithPath: metrics)) } catch var error as DataError {
-                    error.option = error.option ?? "--metrics"
+                    error.field = error.field ?? .metrics
                     throw error
                 }
             }
@@ -63,7 +61,8 @@ extension HRTrainCommand {
             let targets = model.metadata.targetNames
             guard targets.count == 2 else {
                 throw ValidationError(
-                    "--model \(inference.model): the report needs a model of the recoil's x and y (two targets); this one has \(targets.count) (\(targets.joined(separator: ",")))"
+                    "--model \(inference.model): the report needs a model of the recoil's x and y (two targets); this "
+                        + "one has \(targets.count) (\(targets.joined(separator: ",")))"
                 )
             }
             let table = try inference.readData(log: log)
@@ -75,7 +74,7 @@ extension HRTrainCommand {
 
             var comparisons = Self.standardComparisons.filter { $0.allSatisfy { table.columnIndex($0) != nil } }
             for pair in compare.map(parseList) where !comparisons.contains(pair) { comparisons.append(pair) }
-            let truth = try table.indices(of: targets, file: inference.data, option: "--data").map(table.column)
+            let truth = try table.indices(of: targets, file: inference.data, field: .data).map(table.column)
             let evaluation = try Evaluation(
                 predictions: result.values, table: table, targetNames: targets, comparisons: comparisons,
                 model: inference.model, data: inference.data, backend: result.backend,
@@ -99,11 +98,14 @@ extension HRTrainCommand {
             let skipped = report.figures.reduce(0) { $0 + $1.rendered.skippedPoints }
             if skipped > 0 {
                 log.warn(
-                    "\(skipped) point\(skipped == 1 ? "" : "s") not drawn (NaN, ±Inf, or ≤ 0 on a log axis); the plots say where"
+                    "\(skipped) point\(skipped == 1 ? "" : "s") not drawn (NaN, ±Inf, or ≤ 0 on a log axis); the plots "
+                        + "say where"
                 )
             }
             log.result(
-                "report written to \(output): \(report.figures.count) figures, \(evaluation.estimates.count) estimates, \(table.rowCount) events; CSV files \(RecoilReport.csvURL(for: outputURL, id: "*").lastPathComponent)"
+                "report written to \(output): \(report.figures.count) figures, \(evaluation.estimates.count) "
+                    + "estimates, \(table.rowCount) events; CSV files "
+                    + "\(RecoilReport.csvURL(for: outputURL, id: "*").lastPathComponent)"
             )
         }
 
@@ -116,7 +118,9 @@ extension HRTrainCommand {
                 ("metrics file", metrics.map(absolute) ?? "none"),
                 (
                     "network",
-                    "\(m.spec.inputSize) inputs, hidden \(m.spec.hiddenSizes.map(String.init).joined(separator: ",")) \(m.spec.layerOrder.rawValue), \(m.spec.outputSize) outputs, \(m.profile.rawValue) profile\(model.targetScaler == nil ? "" : ", standardised targets")"
+                    "\(m.spec.inputSize) inputs, hidden \(m.spec.hiddenSizes.map(String.init).joined(separator: ",")) "
+                        + "\(m.spec.layerOrder.rawValue), \(m.spec.outputSize) outputs, \(m.profile.rawValue) "
+                        + "profile\(model.targetScaler == nil ? "" : ", standardised targets")"
                 ),
                 ("targets", m.targetNames.joined(separator: ", ")),
                 ("features", m.featureNames.joined(separator: ", ")),
@@ -132,7 +136,8 @@ extension HRTrainCommand {
                 (
                     "trained",
                     m.epochsTrained > 0
-                        ? "\(m.epochsTrained) epochs\(m.dataFile.map { " on \($0)" } ?? "")\(m.device.map { ", device \($0)" } ?? "")"
+                        ? "\(m.epochsTrained) "
+                            + "epochs\(m.dataFile.map { " on \($0)" } ?? "")\(m.device.map { ", device \($0)" } ?? "")"
                         : "untrained (hrtrain init)"
                 ),
                 ("prediction backend", backend),

@@ -50,7 +50,8 @@ extension HRTrainCommand {
                 ]
             }
             print(
-                "hrtrain tune: \(report.device), batch \(batch), \(report.candidatesTried) candidates (\(report.candidatesFailed) failed) in \(Int(report.seconds)) s\n"
+                "hrtrain tune: \(report.device), batch \(batch), \(report.candidatesTried) candidates "
+                    + "(\(report.candidatesFailed) failed) in \(Int(report.seconds)) s\n"
             )
             print(
                 table(

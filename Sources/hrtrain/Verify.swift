@@ -57,7 +57,9 @@ extension HRTrainCommand {
             let o = r.options
             var text = """
                 hrtrain verify: one training step, \(r.device) (Float32) vs reference (Double)
-                seed \(o.seed) · batch \(o.batch) × \(o.spec.inputSize) · hidden \(o.spec.hiddenSizes.map(String.init).joined(separator: ",")) · outputs \(o.spec.outputSize) · layout \(o.spec.layerOrder.rawValue) · profile \(o.profile.rawValue)
+                seed \(o.seed) · batch \(o.batch) × \(o.spec.inputSize) · hidden \
+                \(o.spec.hiddenSizes.map(String.init).joined(separator: ",")) · outputs \(o.spec.outputSize) · layout \
+                \(o.spec.layerOrder.rawValue) · profile \(o.profile.rawValue)
                 """
             if let p = r.program { text += "\nkernel program: \(p.origin) in \(String(format: "%.2f", p.seconds)) s" }
             func rows(_ list: [TensorComparison]) -> [[String]] {
@@ -78,11 +80,13 @@ extension HRTrainCommand {
             for note in notes { text += "\n* " + note }
             if !r.finiteDifferences.isEmpty {
                 text +=
-                    "\n\nfinite differences of the reference loss (Double, h = 1e-5, first ≤ 256 rows) vs its analytic gradients: "
+                    "\n\nfinite differences of the reference loss (Double, h = 1e-5, first ≤ 256 rows) vs its analytic "
+                    + "gradients: "
                 let failed = r.finiteDifferences.filter { !$0.passed }
                 let worst = r.finiteDifferences.map(\.margin).max() ?? 0
                 text +=
-                    "\(r.finiteDifferences.count - failed.count)/\(r.finiteDifferences.count) PASS, worst margin \(String(format: "%.3f", worst)) (≤ 1 passes)"
+                    "\(r.finiteDifferences.count - failed.count)/\(r.finiteDifferences.count) PASS, worst margin "
+                    + "\(String(format: "%.3f", worst)) (≤ 1 passes)"
                 for f in failed {
                     text += "\n  FAIL \(f.tensor)[\(f.index)]: analytic \(f.analytic), numeric \(f.numeric)"
                 }
@@ -92,7 +96,8 @@ extension HRTrainCommand {
             text +=
                 "\n\n"
                 + (r.passed
-                    ? "PASS: all \(r.tensors.count + r.trajectory.count) tensors and \(r.finiteDifferences.count) probes within limits"
+                    ? "PASS: all \(r.tensors.count + r.trajectory.count) tensors and \(r.finiteDifferences.count) "
+                        + "probes within limits"
                     : "FAIL: \(failures) check\(failures == 1 ? "" : "s") out of limits")
                 + String(format: " (%.1f s)", r.seconds)
             return text
@@ -102,19 +107,6 @@ extension HRTrainCommand {
 
 /// `1.23e-05` style.
 func sci(_ x: Double) -> String { x.isFinite ? String(format: "%.2e", x) : "\(x)" }
-
-/// Parses `256,256,256`.
-func parseHidden(_ text: String) throws -> [Int] {
-    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map {
-        $0.trimmingCharacters(in: .whitespaces)
-    }
-    let sizes = parts.compactMap { Int($0) }
-    guard !parts.isEmpty, sizes.count == parts.count, sizes.allSatisfy({ $0 > 0 }) else {
-        throw ValidationError(
-            "--hidden must be a comma-separated list of positive sizes such as 256,256,256, got '\(text)'")
-    }
-    return sizes
-}
 
 extension NumericsProfile: ExpressibleByArgument {}
 extension LayerOrder: ExpressibleByArgument {}

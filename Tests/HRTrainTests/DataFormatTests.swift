@@ -199,11 +199,11 @@ final class DataFormatTests: XCTestCase {
         XCTAssertEqual(try TableFormat(url: URL(fileURLWithPath: "a/b.CSV")), .csv)
         XCTAssertEqual(try TableFormat(url: URL(fileURLWithPath: "b.hdf5")), .hdf5)
         let error = dataError {
-            try readTable(URL(fileURLWithPath: "/data/events.parquet"), options: ReadOptions(option: "--input"))
+            try readTable(URL(fileURLWithPath: "/data/events.parquet"), options: ReadOptions(field: .data))
         }
         XCTAssertEqual(
             error?.description,
-            "--input /data/events.parquet: unknown table format (extension \".parquet\"); use .csv, .npy, .h5 or .hdf5")
+            "data: /data/events.parquet: unknown table format (extension \".parquet\"); use .csv, .npy, .h5 or .hdf5")
         XCTAssertEqual(
             dataError { try writeTable(awkwardTable(rows: 1), to: file("noext")) }?.message,
             "unknown table format (no extension); use .csv, .npy, .h5 or .hdf5")
@@ -215,10 +215,11 @@ final class DataFormatTests: XCTestCase {
         let table = try readTable(url, options: ReadOptions(columns: ["truth pt", "hr_all_x"]))
         XCTAssertEqual(table.columnNames, ["truth pt", "hr_all_x"])
         XCTAssertEqual(table.values[0], awkwardTable(rows: 4).values[2])
-        let error = dataError { try readTable(url, options: ReadOptions(columns: ["hr_all_z"], option: "--features")) }
+        let error = dataError { try readTable(url, options: ReadOptions(columns: ["hr_all_z"], field: .features)) }
         XCTAssertEqual(
             error?.description,
-            "--features \(url.path): no column named \"hr_all_z\"; did you mean \"hr_all_x\"? Available columns: hr_all_x, hr_all_y, truth pt"
+            "features: \(url.path): no column named \"hr_all_z\"; did you mean \"hr_all_x\"? Available columns: "
+                + "hr_all_x, hr_all_y, truth pt"
         )
         XCTAssertNil(DataError.closestName(to: "energy", in: ["hr_all_x", "truth pt"]))
     }

@@ -63,7 +63,7 @@ final class PhysicsCommandTests: XCTestCase {
         XCTAssertNotEqual(calibratedValues, uncalibratedValues)
         // The uncalibrated prediction is the network's output plus the raw baseline.
         let table = try readTable(sample)
-        let features = table.selecting(try table.indices(of: trained.metadata.featureNames, file: "", option: nil))
+        let features = table.selecting(try table.indices(of: trained.metadata.featureNames, file: "", field: nil))
         let network = try trained.networkOutput(features.values, rows: table.rowCount, on: ReferenceBackend())
         let allX = table.column(table.columnIndex("hr_all_x")!)
         let allY = table.column(table.columnIndex("hr_all_y")!)

@@ -38,8 +38,8 @@ final class PhysicsToolsTests: XCTestCase {
             try TargetMagnitudeFlattening.fit(magnitudes: [1], edges: [0, 0], power: 1, file: "test"))
         XCTAssertThrowsError(
             try TargetMagnitudeFlattening.fit(magnitudes: [1], edges: [0, 1], power: -1, file: "test"))
-        XCTAssertThrowsError(try parseBinEdges("0,10,x", option: "--flatten-target-magnitude"))
-        XCTAssertEqual(try parseBinEdges("0, 10,20.5", option: "--flatten-target-magnitude"), [0, 10, 20.5])
+        XCTAssertThrowsError(try parseBinEdges("0,10,x"))
+        XCTAssertEqual(try parseBinEdges("0, 10,20.5"), [0, 10, 20.5])
     }
 
     /// A table of `rows` events: features a, b (baseline x, y), c, weight w, targets tx, ty.
@@ -61,7 +61,7 @@ final class PhysicsToolsTests: XCTestCase {
         let table = sampleTable(rows: 50, seed: 3)
         let data = try PreparedData.prepare(
             table: table, file: "t.csv", features: nil, targets: ["tx", "ty"], validationSplit: 0.2,
-            scaleTargets: false, batchSize: 16, weightColumn: "w",
+            scaleTargets: false, weightColumn: "w",
             flattening: FlatteningRequest(edges: [0, 10, 20, 40], power: 1), baseline: ["a", "b"])
         XCTAssertEqual(data.featureNames, ["a", "b", "c"], "the weight column is not a feature")
         XCTAssertEqual(data.train.rows, 40)
@@ -86,12 +86,12 @@ final class PhysicsToolsTests: XCTestCase {
         XCTAssertThrowsError(
             try PreparedData.prepare(
                 table: bad, file: "t.csv", features: nil, targets: ["tx", "ty"], validationSplit: 0.2,
-                scaleTargets: false, batchSize: 16, weightColumn: "w")
+                scaleTargets: false, weightColumn: "w")
         ) { error in XCTAssertTrue("\(error)".contains("t.csv:4: column 4 (\"w\")"), "\(error)") }
         XCTAssertThrowsError(
             try PreparedData.prepare(
                 table: table, file: "t.csv", features: ["a", "c"], targets: ["tx", "ty"], validationSplit: 0.2,
-                scaleTargets: false, batchSize: 16, baseline: ["a", "b"])
+                scaleTargets: false, baseline: ["a", "b"])
         ) { error in XCTAssertTrue("\(error)".contains("must be one of the features"), "\(error)") }
     }
 

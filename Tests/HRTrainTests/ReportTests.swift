@@ -53,7 +53,8 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(document.text.contains("Loss & <things> “quoted”"), "the title is escaped, not dropped")
         XCTAssertEqual(
             SVGWriter.rich("u_{∥} − 10^{−3} hr_all"),
-            "u<tspan dy=\"0.3em\" font-size=\"75%\">∥</tspan><tspan dy=\"-0.3em\"> − 10</tspan><tspan dy=\"-0.45em\" font-size=\"75%\">−3</tspan><tspan dy=\"0.45em\"> hr_all</tspan>"
+            "u<tspan dy=\"0.3em\" font-size=\"75%\">∥</tspan><tspan dy=\"-0.3em\"> − 10</tspan><tspan dy=\"-0.45em\" "
+                + "font-size=\"75%\">−3</tspan><tspan dy=\"0.45em\"> hr_all</tspan>"
         )
 
         var histogram = SVGPlot(id: "h", title: "h", x: PlotAxis("x", unit: "GeV"), y: PlotAxis("density"))
@@ -251,9 +252,10 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         r = try runHRTrain(["init", "--out", model, "--hidden", "16,16", "--scaler-from", data])
         XCTAssertEqual(r.status, 0, r.err)
-        try
-            "{\"epoch\":1,\"events_per_second\":10,\"learning_rate\":0.001,\"seconds\":1,\"train_loss\":300,\"val_loss\":310}\n"
-            .write(toFile: metrics, atomically: true, encoding: .utf8)
+        let line =
+            "{\"epoch\":1,\"events_per_second\":10,\"learning_rate\":0.001,\"seconds\":1,"
+            + "\"train_loss\":300,\"val_loss\":310}\n"
+        try line.write(toFile: metrics, atomically: true, encoding: .utf8)
         r = try runHRTrain([
             "report", "--model", model, "--data", data, "--backend", "reference", "--metrics", metrics, "--compare",
             "hr_all_x,hr_charged_y", "--output", output, "--title", "Untrained <test>",

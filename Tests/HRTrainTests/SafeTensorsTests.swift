@@ -109,7 +109,8 @@ final class SafeTensorsTests: XCTestCase {
             ),
             (
                 fixture(
-                    #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                    #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"#
+                        + #""b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
                     data: eight), "tensors \"a\" and \"b\" overlap"
             ),
             (
@@ -119,7 +120,8 @@ final class SafeTensorsTests: XCTestCase {
             (fixture(tensor, data: eight + [1]), "bytes 8..<9 at the end of the data belong to no tensor"),
             (
                 fixture(
-                    #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                    #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"#
+                        + #""a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
                     data: eight), "duplicate key \"a\""
             ),
             (fixture(#"{"__metadata__":{"epoch":3}}"#), "metadata value for \"epoch\" is not a string"),

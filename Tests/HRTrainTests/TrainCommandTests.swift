@@ -120,7 +120,8 @@ final class TrainCommandTests: XCTestCase {
     func testTrainRejectsAnUnreadableFile() throws {
         if getuid() == 0 {
             throw XCTSkip(
-                "running as root: chmod 000 does not block reads (testTrainRejectsAPathThatIsNotAFile covers an unreadable path)"
+                "running as root: chmod 000 does not block reads (testTrainRejectsAPathThatIsNotAFile covers an "
+                    + "unreadable path)"
             )
         }
         let dir = try temporaryDirectory(self)
@@ -312,6 +313,38 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertNotEqual(x.parameters, initial.parameters, "training moved the weights")
         XCTAssertEqual(x.parameters.map(\.bitPattern), y.parameters.map(\.bitPattern))
         XCTAssertEqual(x.runningStatistics.map(\.bitPattern), y.runningStatistics.map(\.bitPattern))
+
+        // What a Python user needs is in the file: the conventions, and where the weights came from.
+        XCTAssertEqual(initial.metadata.initialization?.seed, 7)
+        XCTAssertEqual(x.metadata.initialization?.file, a.path)
+        XCTAssertEqual(x.metadata.initialization?.seed, 7)
+        XCTAssertEqual(y.metadata.initialization?.seed, 7)
+        let conventions = try XCTUnwrap(x.metadata.inference)
+        XCTAssertEqual(conventions.batchNormEpsilon, 1e-3)
+        XCTAssertEqual(conventions.batchNormMomentum, 0.99)
+        XCTAssertEqual(conventions.activation, "tanh")
+        XCTAssertEqual(conventions.layerOrder, "dense -> tanh -> batch norm")
+        XCTAssertTrue(conventions.weightLayout.hasPrefix("[in, out], row-major"))
+        XCTAssertEqual(conventions.featureScaling, "z = (x - feature_scaler.mean) / feature_scaler.scale")
+        let header = try SafeTensorsFile.read(from: fromInit).metadata
+        XCTAssertEqual(header["batch_norm_epsilon"], "0.001")
+        XCTAssertEqual(header["activation"], "tanh")
+
+        // --init-from with an architecture or profile that disagrees with the model is an error naming the flag.
+        for (flags, message) in [
+            (["--hidden", "8,4"], "--hidden 8,4 disagrees with the initial model \(a.path) (8,8)"),
+            (["--layout", "dense-bn-tanh"], "--layout dense-bn-tanh disagrees with the initial model"),
+            (["--profile", "pytorch"], "--profile pytorch disagrees with the initial model"),
+        ] {
+            let refused = try runHRTrain(
+                ["train"] + common + [
+                    "--model", dir.appendingPathComponent("no.safetensors").path, "--init-from", a.path,
+                ]
+                    + flags)
+            XCTAssertEqual(refused.status, 1, refused.err)
+            XCTAssertTrue(refused.err.contains("error: " + message), refused.err)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("no.safetensors").path))
+        }
     }
 
     // MARK: predict
@@ -365,7 +398,8 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertEqual(result.status, 1)
         XCTAssertTrue(
             result.err.contains(
-                "--data \(csv.path): the model \(model.path) needs a feature column that the data lacks: no column named \"f9\""
+                "--data \(csv.path): the model \(model.path) needs a feature column that the data lacks: no column "
+                    + "named \"f9\""
             ), result.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
         let badExtension = try runHRTrain([

@@ -2,8 +2,9 @@ import XCTest
 
 @testable import HRTrain
 
-/// The training loop: splits and batches, Keras callback semantics, streaming vs resident data, and the
-/// bitwise resume after a real interruption of the process.
+/// The training loop and the training session: splits and batches, Keras callback semantics, streaming vs
+/// resident data, checkpoints and resume in process on both backends, and the bitwise resume after the
+/// process is killed.
 final class TrainerTests: XCTestCase {
     func testBatchSizesUseThePartialBatchAndFoldASingleRow() {
         XCTAssertEqual(batchSizes(rows: 10, batchSize: 4, training: true), [4, 4, 2])
@@ -80,7 +81,7 @@ final class TrainerTests: XCTestCase {
         let device = try SharedDevice.backend()
         let data = try PreparedData.prepare(
             table: Self.sample(rows: 777, seed: 1), file: "sample", features: nil,
-            targets: ["truth_hr_x", "truth_hr_y"], validationSplit: 0.2, scaleTargets: true, batchSize: 64)
+            targets: ["truth_hr_x", "truth_hr_y"], validationSplit: 0.2, scaleTargets: true)
         var options = TrainingOptions()
         options.spec = NetworkSpec(inputSize: 6, hiddenSizes: [16, 16], outputSize: 2)
         options.batchSize = 64
@@ -96,10 +97,8 @@ final class TrainerTests: XCTestCase {
                 validation: (data.validation.features, data.validation.targets, data.validation.rows),
                 featureScaler: data.featureScaler, targetScaler: data.targetScaler, residentLimitBytes: limit)
             let history = try trainer.run()
-            return (
-                try device.context.download(net.parameters) + device.context.download(net.runningStatistics), history,
-                trainer.trainingSetIsResident
-            )
+            let weights = try net.weights()
+            return (weights.parameters + weights.runningStatistics, history, trainer.trainingSetIsResident)
         }
         let resident = try train(limit: 1 << 30)
         let streamed = try train(limit: 0)
@@ -115,7 +114,7 @@ final class TrainerTests: XCTestCase {
         let device = try SharedDevice.backend()
         let data = try PreparedData.prepare(
             table: Self.sample(rows: 500, seed: 2), file: "sample", features: nil,
-            targets: ["truth_hr_x", "truth_hr_y"], validationSplit: 0.3, scaleTargets: false, batchSize: 50)
+            targets: ["truth_hr_x", "truth_hr_y"], validationSplit: 0.3, scaleTargets: false)
         var options = TrainingOptions()
         options.spec = NetworkSpec(inputSize: 6, hiddenSizes: [8], outputSize: 2)
         options.batchSize = 50
@@ -133,8 +132,8 @@ final class TrainerTests: XCTestCase {
         let model = Model(
             metadata: ModelMetadata(
                 spec: options.spec, profile: .keras, featureNames: data.featureNames, targetNames: data.targetNames),
-            parameters: try device.context.download(net.parameters),
-            runningStatistics: try device.context.download(net.runningStatistics), featureScaler: data.featureScaler,
+            parameters: try net.weights().parameters,
+            runningStatistics: try net.weights().runningStatistics, featureScaler: data.featureScaler,
             targetScaler: nil)
         let predictions = try model.predict(
             data.validation.features, rows: data.validation.rows, on: ReferenceBackend())
@@ -144,26 +143,185 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(record.validationLoss!, mse, accuracy: 1e-5 * mse)
     }
 
-    func testResumeAfterARealInterruptionEndsWithBitwiseTheSameWeights() throws {
+    /// The options of the resume tests: early stopping with restore and a learning-rate schedule, so that
+    /// every part of the trainer's state has to survive the checkpoint.
+    static func resumeOptions(epochs: Int) -> TrainingOptions {
+        var options = TrainingOptions()
+        options.spec = NetworkSpec(inputSize: 6, hiddenSizes: [8, 8], outputSize: 2)
+        options.batchSize = 32
+        options.epochs = epochs
+        options.seed = 11
+        options.earlyStopping = EarlyStopping(patience: 3, restoreBestWeights: true)
+        options.reduceLearningRate = ReduceLearningRateOnPlateau(patience: 1)
+        return options
+    }
+
+    /// In process on `backend`: a session stopped by its `afterEpoch` callback after epoch 2 leaves a
+    /// checkpoint (and metrics) holding exactly the network's Float32 state; a session resumed from that file
+    /// ends where the uninterrupted run ends — bitwise on a Float32 backend, and within Float32 rounding on the
+    /// Double reference (its checkpoint rounds the state to Float32 once).
+    func checkResumeInProcess<B: Backend>(on backend: B, bitwise: Bool) throws {
+        let dir = try temporaryDirectory(self)
+        let data = try PreparedData.prepare(
+            table: Self.sample(rows: 300, seed: 5), file: "sample", features: nil,
+            targets: ["truth_hr_x", "truth_hr_y"], testFraction: 0.1, validationSplit: 0.2, scaleTargets: true)
+        let options = Self.resumeOptions(epochs: 4)
+        let straight = try TrainingSession(backend: backend, data: data, options: options, start: .fresh(seed: 11))
+            .run()
+        XCTAssertFalse(straight.stoppedByCallback)
+        XCTAssertEqual(straight.state.epoch, 4)
+        XCTAssertEqual(straight.test?.events, 30)
+
+        let checkpointURL = dir.appendingPathComponent("run.checkpoint")
+        let metricsURL = dir.appendingPathComponent("metrics.jsonl")
+        let first = try TrainingSession(
+            backend: backend, data: data, options: options, start: .fresh(seed: 11),
+            settings: .init(checkpoint: checkpointURL, metrics: metricsURL))
+        var seen: [Int] = []
+        first.afterEpoch = { record, state in
+            seen.append(record.epoch)
+            return state.epoch == 2 ? .stop : .proceed
+        }
+        let stopped = try first.run()
+        XCTAssertTrue(stopped.stoppedByCallback)
+        XCTAssertEqual(seen, [1, 2])
+        XCTAssertNil(stopped.test, "a stopped run is not evaluated")
+        XCTAssertEqual(try readMetrics(from: metricsURL).map(\.epoch), [1, 2])
+        let checkpoint = try Checkpoint.read(from: checkpointURL)
+        XCTAssertEqual(checkpoint.metadata.state.epoch, 2)
+        XCTAssertEqual(checkpoint.metadata.state.history, stopped.state.history)
+        XCTAssertEqual(checkpoint.metadata.adamStep, first.network.step)
+        XCTAssertEqual(checkpoint.model.parameters, try first.network.weights().parameters)
+        XCTAssertEqual(checkpoint.model.runningStatistics, try first.network.weights().runningStatistics)
+        XCTAssertEqual(checkpoint.firstMoment, try first.network.adamMoments().first)
+        XCTAssertEqual(checkpoint.secondMoment, try first.network.adamMoments().second)
+        XCTAssertEqual(checkpoint.model.featureScaler, data.featureScaler)
+        XCTAssertNotNil(checkpoint.best, "restoreBestWeights keeps the best weights in the checkpoint")
+        XCTAssertEqual(
+            stopped.state.history.map(\.trainLoss), Array(straight.state.history.prefix(2).map(\.trainLoss)),
+            "the first two epochs are the uninterrupted run's")
+
+        // Resuming must not depend on the scaler of the data it is given: the checkpoint's is used.
+        var other = data
+        other.featureScaler = StandardScaler(
+            mean: Array(repeating: 0, count: 6), scale: Array(repeating: 1, count: 6))
+        let resumedSession = try TrainingSession(
+            backend: backend, data: other, options: options, start: .resume(checkpoint, file: checkpointURL.path))
+        XCTAssertEqual(resumedSession.data.featureScaler, data.featureScaler)
+        let resumed = try resumedSession.run()
+        XCTAssertEqual(resumed.state.epoch, 4)
+        XCTAssertEqual(resumed.model.metadata.epochsTrained, 4)
+        XCTAssertEqual(resumed.state.history.map(\.epoch), [1, 2, 3, 4])
+        XCTAssertEqual(resumed.state.learningRate, straight.state.learningRate)
+        if bitwise {
+            XCTAssertEqual(resumed.model.parameters.map(\.bitPattern), straight.model.parameters.map(\.bitPattern))
+            XCTAssertEqual(
+                resumed.model.runningStatistics.map(\.bitPattern),
+                straight.model.runningStatistics.map(\.bitPattern))
+            XCTAssertEqual(resumed.test?.estimates.first?.loss, straight.test?.estimates.first?.loss)
+        } else {
+            let difference = zip(resumed.model.parameters, straight.model.parameters).reduce(0.0) {
+                $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1)
+            }
+            let norm = straight.model.parameters.reduce(0.0) { $0 + Double($1) * Double($1) }
+            let error = (difference / norm).squareRoot()
+            XCTAssertLessThan(error, 1e-5, "reference resume vs straight run: relative L2 \(error)")
+        }
+
+        // A resume on other data is refused, naming the checkpoint.
+        var fewer = data
+        fewer.train.rows -= 1
+        XCTAssertThrowsError(
+            try TrainingSession(backend: backend, data: fewer, options: options, start: .resume(checkpoint))
+        ) { error in
+            XCTAssertEqual((error as? DataError)?.field, .checkpoint)
+            XCTAssertTrue("\(error)".contains("training and"), "\(error)")
+        }
+    }
+
+    func testResumeInProcessOnTheReference() throws {
+        try checkResumeInProcess(on: ReferenceBackend(), bitwise: false)
+    }
+
+    func testResumeInProcessOnOpenCLIsBitwise() throws {
+        try checkResumeInProcess(on: try SharedDevice.backend(), bitwise: true)
+    }
+
+    /// An initial model that disagrees with the options is refused, naming the field.
+    func testInitFromAModelOfAnotherArchitectureIsRefused() throws {
+        let data = try PreparedData.prepare(
+            table: Self.sample(rows: 100, seed: 6), file: "sample", features: nil,
+            targets: ["truth_hr_x", "truth_hr_y"], validationSplit: 0.2, scaleTargets: false)
+        var options = Self.resumeOptions(epochs: 1)
+        let spec = NetworkSpec(inputSize: 6, hiddenSizes: [8, 8], outputSize: 2)
+        let initial = Network<ReferenceBackend>.initialValues(spec: spec, profile: .keras, seed: 3)
+        let model = Model(
+            metadata: ModelMetadata(
+                spec: spec, profile: .keras, featureNames: data.featureNames, targetNames: data.targetNames,
+                initialization: .seed(3, profile: .keras)),
+            parameters: initial.parameters.map(Float.init),
+            runningStatistics: initial.runningStatistics.map(Float.init),
+            featureScaler: data.featureScaler, targetScaler: nil)
+        let backend = ReferenceBackend()
+        for (change, field) in [
+            ({ (o: inout TrainingOptions) in o.spec.hiddenSizes = [8, 9] }, TrainingOptionsError.Field.hiddenSizes),
+            ({ (o: inout TrainingOptions) in o.spec.layerOrder = .denseBatchNormTanh }, .layerOrder),
+            ({ (o: inout TrainingOptions) in o.profile = .pytorch }, .profile),
+        ] {
+            var changed = options
+            change(&changed)
+            XCTAssertThrowsError(
+                try TrainingSession(backend: backend, data: data, options: changed, start: .initFrom(model))
+            ) { XCTAssertEqual(($0 as? TrainingOptionsError)?.field, field, "\($0)") }
+        }
+        options.spec = spec
+        let session = try TrainingSession(
+            backend: backend, data: data, options: options, start: .initFrom(model, file: "init.safetensors"))
+        let result = try session.run()
+        XCTAssertEqual(result.model.metadata.initialization?.file, "init.safetensors")
+        XCTAssertEqual(result.model.metadata.initialization?.seed, 3)
+    }
+
+    /// A real interruption: the process is killed (SIGKILL) once its metrics file shows epoch 2; the
+    /// checkpoint it left resumes to bitwise the weights of the uninterrupted run.
+    func testResumeAfterTheProcessIsKilledEndsWithBitwiseTheSameWeights() throws {
         _ = try SharedDevice.backend()
         let dir = try temporaryDirectory(self)
         let csv = dir.appendingPathComponent("sample.csv")
         try writeTable(Self.sample(rows: 600, seed: 5), to: csv)
+        let epochs = 40
         let common = [
-            "train", "--data", csv.path, "--epochs", "4", "--batch-size", "64", "--hidden", "16,16", "--seed", "11",
-            "--quiet", "--patience", "3", "--restore-best", "--reduce-lr-patience", "1",
+            "train", "--data", csv.path, "--epochs", "\(epochs)", "--batch-size", "64", "--hidden", "16,16",
+            "--seed", "11", "--quiet", "--patience", "50", "--restore-best", "--reduce-lr-patience", "2",
         ]
         let straight = try runHRTrain(common + ["--model", dir.appendingPathComponent("straight.model").path])
         XCTAssertEqual(straight.status, 0, straight.err)
 
         let interruptedModel = dir.appendingPathComponent("resumed.model")
-        let first = try runHRTrain(
-            common + ["--model", interruptedModel.path], environment: ["HRTRAIN_TEST_EXIT_AFTER_EPOCH": "2"])
-        XCTAssertEqual(first.status, 75, "the process ends after epoch 2: \(first.err)")
+        let metrics = dir.appendingPathComponent("metrics.jsonl")
+        let process = Process()
+        process.executableURL = hrtrainExecutable()
+        process.arguments = common + ["--model", interruptedModel.path, "--metrics", metrics.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var killedAfter = 0
+        while process.isRunning {
+            if let records = try? readMetrics(from: metrics), records.count >= 2 {
+                kill(process.processIdentifier, SIGKILL)
+                killedAfter = records.count
+                break
+            }
+            usleep(2000)
+        }
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .uncaughtSignal, "the run must be killed before it ends")
+        XCTAssertGreaterThanOrEqual(killedAfter, 2)
         XCTAssertFalse(
             FileManager.default.fileExists(atPath: interruptedModel.path), "no model file from an interrupted run")
         let checkpoint = interruptedModel.path + ".checkpoint"
-        XCTAssertEqual(try Checkpoint.read(from: URL(fileURLWithPath: checkpoint)).metadata.state.epoch, 2)
+        let epoch = try Checkpoint.read(from: URL(fileURLWithPath: checkpoint)).metadata.state.epoch
+        XCTAssertTrue((killedAfter..<epochs).contains(epoch), "checkpoint after epoch \(epoch)")
         let resumed = try runHRTrain([
             "train", "--data", csv.path, "--model", interruptedModel.path, "--resume", checkpoint, "--quiet",
         ])
@@ -173,6 +331,6 @@ final class TrainerTests: XCTestCase {
         let b = try Model.read(from: interruptedModel)
         XCTAssertEqual(a.parameters.map(\.bitPattern), b.parameters.map(\.bitPattern))
         XCTAssertEqual(a.runningStatistics.map(\.bitPattern), b.runningStatistics.map(\.bitPattern))
-        XCTAssertEqual(b.metadata.epochsTrained, 4)
+        XCTAssertEqual(b.metadata.epochsTrained, epochs)
     }
 }

@@ -23,7 +23,8 @@ final class TrainingStepTests: XCTestCase {
                     for row in report.tensors + report.trajectory {
                         XCTAssertTrue(
                             row.passed,
-                            "\(device.variant) \(profile) \(order.rawValue): \(row.name) error \(row.error) > \(row.limit)"
+                            "\(device.variant) \(profile) \(order.rawValue): \(row.name) error \(row.error) > "
+                                + "\(row.limit)"
                         )
                     }
                     XCTAssertEqual(report.tensors.count, 1 + 2 * 2 + 1 + 1 + 10 + 4 + 10, "one row per tensor")

@@ -149,7 +149,7 @@ extension GEMMTuning {
         let direct = search("XgemmDirect", directCandidates(maxWorkGroup: maxWG), until: budget)
         guard let anyIndirect = indirect.first, let anyDirect = direct.first else {
             throw DeviceError(
-                "no GEMM candidate ran within the budget of \(Int(budget)) s; give more time with --budget")
+                "no GEMM candidate ran within the budget of \(Int(budget)) s; give it more time")
         }
 
         // The split: the k smallest shapes direct, the rest indirect; the best kernel of each kind for its part.
@@ -185,8 +185,7 @@ extension GEMMTuning {
                 device: context.device.name, driver: context.device.driverVersion, parameters: parameters,
                 defaultSeconds: cost(defaults), tunedSeconds: cost(tuned),
                 date: ISO8601DateFormatter().string(from: Date()))
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let encoder = JSON.encoder(pretty: true)
             try FileManager.default.createDirectory(
                 at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             let data = try encoder.encode(stored)

@@ -90,7 +90,8 @@ public enum CSVFormat {
                 || name.unicodeScalars.contains(where: { ",\"\r\n".unicodeScalars.contains($0) })
             {
                 throw DataError(
-                    "this column name cannot be written to CSV (it is empty, has surrounding spaces, or holds a comma, quote or newline)",
+                    "this column name cannot be written to CSV (it is empty, has surrounding spaces, or holds a comma, "
+                        + "quote or newline)",
                     url: url, column: index + 1, columnName: name)
             }
         }

@@ -1,13 +1,52 @@
 import Foundation
 
-/// A problem with a data file or a data option, described for the person who has to fix it.
+/// Which input of the caller a `DataError` is about. The library names fields, never command-line flags;
+/// a front end (the CLI) maps each field to its own vocabulary (`features` → `--features`).
+public enum DataField: String, Codable, Sendable, CaseIterable {
+    /// The training or evaluation sample.
+    case data
+    /// The feature columns.
+    case features
+    /// The target columns.
+    case targets
+    /// A separate test sample.
+    case testFile = "test file"
+    /// The fraction of the rows held out as the test set.
+    case testFraction = "test fraction"
+    /// The fraction of the training rows used for validation.
+    case validationSplit = "validation split"
+    /// A training checkpoint.
+    case checkpoint
+    /// A model file.
+    case model
+    /// The model file training starts from (its initial weights).
+    case initialModel = "initial model"
+    /// A metrics file (one JSON line per epoch).
+    case metrics
+    /// An output file.
+    case output
+    /// A second output file (the test part of a split sample).
+    case testOutput = "test output"
+    /// Columns of a raw estimate compared with the network.
+    case compare
+    /// The sample a scaler is fitted on.
+    case scalerData = "scaler data"
+    /// The column of per-event loss weights.
+    case weights
+    /// The bin edges, power or cap of the |target| flattening.
+    case flattening = "target-magnitude flattening"
+    /// The baseline columns of residual learning.
+    case baseline
+}
+
+/// A problem with a data file or a data field, described for the person who has to fix it.
 ///
-/// The description always starts with the option (if any) and the file, then the 1-based line and the
-/// 1-based column with its name where they are known:
-/// `events.csv:1207: column 5 ("hr_all_x"): cannot parse "1.2.3" as a number`.
+/// The description starts with the field (if any) and the file, then the 1-based line and the 1-based
+/// column with its name where they are known:
+/// `data: events.csv:1207: column 5 ("hr_all_x"): cannot parse "1.2.3" as a number`.
 public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
-    /// The command-line option that named the file or column (`--input`), if any.
-    public var option: String?
+    /// The input of the caller that named the file or column, if any.
+    public var field: DataField?
     /// The file, as the user named it.
     public var file: String
     /// The 1-based line (text formats) or row (binary formats), if relevant.
@@ -22,9 +61,9 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     /// Creates an error located at `file` and optionally a line and a column.
     public init(
         _ message: String, file: String, line: Int? = nil, column: Int? = nil, columnName: String? = nil,
-        option: String? = nil
+        field: DataField? = nil
     ) {
-        self.option = option
+        self.field = field
         self.file = file
         self.line = line
         self.column = column
@@ -37,9 +76,13 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
         self.init(message, file: url.path, line: line, column: column, columnName: columnName)
     }
 
-    /// `option file:line: column N ("name"): message`, leaving out the parts that are unknown.
-    public var description: String {
-        var text = option.map { "\($0) " } ?? ""
+    /// `field: file:line: column N ("name"): message`, leaving out the parts that are unknown.
+    public var description: String { described(as: field.map { "\($0.rawValue):" }) }
+
+    /// `label file:line: column N ("name"): message`: the description with the field replaced by `label`
+    /// (a front end's name for it, e.g. a command-line flag), or without one when `label` is nil.
+    public func described(as label: String?) -> String {
+        var text = label.map { "\($0) " } ?? ""
         text += file
         if let line { text += ":\(line)" }
         text += ": "
@@ -52,13 +95,13 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 
     /// The error for a column name that `available` lacks: lists the names and suggests the closest.
-    public static func unknownColumn(_ name: String, available: [String], file: String, option: String? = nil)
+    public static func unknownColumn(_ name: String, available: [String], file: String, field: DataField? = nil)
         -> DataError
     {
         var message = "no column named \"\(name)\""
         if let guess = closestName(to: name, in: available) { message += "; did you mean \"\(guess)\"?" }
         message += " Available columns: " + available.joined(separator: ", ")
-        return DataError(message, file: file, option: option)
+        return DataError(message, file: file, field: field)
     }
 
     /// The candidate nearest to `name` by edit distance (case-insensitive), if it is plausibly a typo.

@@ -35,18 +35,18 @@ public struct TargetMagnitudeFlattening: Codable, Sendable, Equatable {
         guard edges.count >= 2, zip(edges, edges.dropFirst()).allSatisfy({ $0 < $1 }), edges.allSatisfy(\.isFinite)
         else {
             throw DataError(
-                "needs at least two finite, strictly ascending bin edges, got \(edges)",
-                file: file, option: "--flatten-target-magnitude")
+                "the bin edges must be at least two finite, strictly ascending numbers, got \(edges)",
+                file: file, field: .flattening)
         }
         guard power.isFinite, power >= 0 else {
-            throw DataError("must be a finite number ≥ 0, got \(power)", file: file, option: "--flatten-power")
+            throw DataError("the power α must be a finite number ≥ 0, got \(power)", file: file, field: .flattening)
         }
         guard maximumWeight.isFinite, maximumWeight >= 1 else {
             throw DataError(
-                "must be a finite number ≥ 1, got \(maximumWeight)", file: file, option: "--flatten-max-weight")
+                "must be a finite number ≥ 1, got \(maximumWeight)", file: file, field: .flattening)
         }
         guard !magnitudes.isEmpty else {
-            throw DataError("no training events", file: file, option: "--flatten-target-magnitude")
+            throw DataError("no training events", file: file, field: .flattening)
         }
         var flattening = TargetMagnitudeFlattening(
             edges: edges, power: power, maximumWeight: maximumWeight,
@@ -93,8 +93,8 @@ public func rowMagnitudes(_ values: [Float], columns: Int) -> [Double] {
 }
 
 /// Parses bin edges written `0,10,20,30,50,100,200` (GeV).
-public func parseBinEdges(_ text: String, option: String) throws -> [Double] {
-    func fail(_ message: String) -> DataError { DataError(message, file: "command line", option: option) }
+public func parseBinEdges(_ text: String) throws -> [Double] {
+    func fail(_ message: String) -> DataError { DataError(message, file: "bin edges", field: .flattening) }
     let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
     let edges = try parts.map { part -> Double in
         guard let v = Double(part), v.isFinite else {

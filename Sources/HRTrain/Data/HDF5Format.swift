@@ -51,7 +51,8 @@ public enum HDF5Format {
                 let listing =
                     members.isEmpty ? "the file is empty" : "the file root holds: " + members.joined(separator: ", ")
                 throw DataError(
-                    "no dataset or group \"\(name)\" (name a 2-D dataset, or a group of 1-D column datasets, \"/\" for the root); \(listing)",
+                    "no dataset or group \"\(name)\" (name a 2-D dataset, or a group of 1-D column datasets, \"/\" for "
+                        + "the root); \(listing)",
                     url: url)
             default:
                 throw DataError("\"\(name)\" is neither a dataset nor a group", url: url)
@@ -237,12 +238,14 @@ struct HDF5File {
             let shape = dimensions(info)
             guard shape.count == 1 else {
                 throw DataError(
-                    "dataset \"\(prefix + member)\" in table group \"\(group)\" has rank \(shape.count) (shape \(shape)); columns must be 1-D",
+                    "dataset \"\(prefix + member)\" in table group \"\(group)\" has rank \(shape.count) (shape "
+                        + "\(shape)); columns must be 1-D",
                     url: url)
             }
             if let first = columns.first, first.length != shape[0] {
                 throw DataError(
-                    "columns of different lengths in group \"\(group)\": \"\(first.name)\" has \(first.length) rows, \"\(member)\" has \(shape[0])",
+                    "columns of different lengths in group \"\(group)\": \"\(first.name)\" has \(first.length) rows, "
+                        + "\"\(member)\" has \(shape[0])",
                     url: url)
             }
             columns.append((member, shape[0]))

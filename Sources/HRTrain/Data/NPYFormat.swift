@@ -54,12 +54,14 @@ public enum NPYFormat {
         }
         guard byteCount <= bytes.count - dataStart else {
             throw DataError(
-                "truncated data: shape (\(header.rows), \(header.columns)) needs \(byteCount) bytes, the file holds \(bytes.count - dataStart)",
+                "truncated data: shape (\(header.rows), \(header.columns)) needs \(byteCount) bytes, the file holds "
+                    + "\(bytes.count - dataStart)",
                 url: url)
         }
         guard byteCount == bytes.count - dataStart else {
             throw DataError(
-                "\(bytes.count - dataStart - byteCount) unexpected bytes after the data of shape (\(header.rows), \(header.columns))",
+                "\(bytes.count - dataStart - byteCount) unexpected bytes after the data of shape (\(header.rows), "
+                    + "\(header.columns))",
                 url: url)
         }
         let raw = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[dataStart...])

@@ -5,7 +5,7 @@ public struct SampleRows: Sendable {
     public var features: [Float]
     public var targets: [Float]
     public var rows: Int
-    /// One loss weight per row (`--weights` and/or `--flatten-target-magnitude`); nil: unweighted.
+    /// One loss weight per row (a weight column and/or |target| flattening); nil: unweighted.
     public var weights: [Float]? = nil
 }
 
@@ -23,8 +23,7 @@ public struct PreparedData: Sendable {
     public var baseline: [String]?
     /// The |target| flattening the weights come from, if any.
     public var flattening: TargetMagnitudeFlattening?
-    /// Things the user should know that did not stop the run (constant features, a batch larger than the
-    /// sample).
+    /// Things the user should know that did not stop the run (constant features).
     public var warnings: [String]
 
     /// Selects the named columns of `table` (read from `file`) and splits it.
@@ -33,89 +32,64 @@ public struct PreparedData: Sendable {
     /// - Of the remaining rows, the last `validationSplit` are the validation rows (Keras' `validation_split`:
     ///   taken before any shuffling); the rest are the training rows.
     /// - The scaler is fitted on training + validation rows, i.e. on everything but the test rows — what the
-    ///   thesis' workflow did (`StandardScaler().fit_transform(X_train)`, then `fit(validation_split=0.2)`).
+    ///   thesis' workflow did (`StandardScaler().fit_transform(X_train)`, then `fit(validation_split=0.2)`) —
+    ///   unless `scalers` are given (a resumed run keeps its checkpoint's): then nothing is fitted.
     /// - `weightColumn` names a column of per-event loss weights (finite, > 0; never a feature); `flattening`
     ///   multiplies them by `TargetMagnitudeFlattening` weights fitted on the training rows' |target|.
     /// - `baseline` names one feature column per target: the training and validation targets become
     ///   `target − baseline` (the target scaler, if any, is fitted on those); the test targets stay raw.
     public static func prepare(
         table: Table, file: String, features: [String]?, targets: [String], testTable: Table? = nil,
-        testFile: String? = nil, testFraction: Double = 0, validationSplit: Double, scaleTargets: Bool, batchSize: Int,
-        weightColumn: String? = nil, flattening: FlatteningRequest? = nil, baseline: [String]? = nil
+        testFile: String? = nil, testFraction: Double = 0, validationSplit: Double, scaleTargets: Bool,
+        scalers: (feature: StandardScaler, target: StandardScaler?)? = nil, weightColumn: String? = nil,
+        flattening: FlatteningRequest? = nil, baseline: [String]? = nil
     ) throws -> PreparedData {
-        let targetIndices = try targets.map { name in
-            guard let i = table.columnIndex(name) else {
-                throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--targets")
-            }
-            return i
-        }
+        let targetIndices = try table.indices(of: targets, file: file, field: .targets)
         let featureNames =
             features ?? table.columnNames.filter { !targets.contains($0) && $0 != weightColumn }
         guard !featureNames.isEmpty else {
             throw DataError(
                 "no feature columns left after taking the targets \(targets.joined(separator: ","))", file: file,
-                option: "--features")
+                field: .features)
         }
         if let clash = featureNames.first(where: { targets.contains($0) }) {
-            throw DataError("column \"\(clash)\" is both a feature and a target", file: file, option: "--features")
+            throw DataError("column \"\(clash)\" is both a feature and a target", file: file, field: .features)
         }
         if let weightColumn, featureNames.contains(weightColumn) {
             throw DataError(
-                "the weight column \"\(weightColumn)\" cannot also be a feature", file: file, option: "--weights")
+                "the weight column \"\(weightColumn)\" cannot also be a feature", file: file, field: .weights)
         }
         if let baseline {
             guard baseline.count == targets.count else {
                 throw DataError(
-                    "names \(baseline.count) column\(baseline.count == 1 ? "" : "s"); give one per target (\(targets.joined(separator: ",")))",
-                    file: file, option: "--baseline")
+                    "names \(baseline.count) column\(baseline.count == 1 ? "" : "s"); give one per target "
+                        + "(\(targets.joined(separator: ",")))", file: file, field: .baseline)
             }
             for name in baseline where !featureNames.contains(name) {
                 throw DataError(
                     table.columnIndex(name) == nil
                         ? DataError.unknownColumn(name, available: table.columnNames, file: file).message
-                        : "the baseline column \"\(name)\" must be one of the features (the model adds it back from its inputs)",
-                    file: file, option: "--baseline")
+                        : "the baseline column \"\(name)\" must be one of the features (the model adds it back "
+                            + "from its inputs)", file: file, field: .baseline)
             }
         }
-        let featureIndices = try featureNames.map { name in
-            guard let i = table.columnIndex(name) else {
-                throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--features")
-            }
-            return i
-        }
+        let featureIndices = try table.indices(of: featureNames, file: file, field: .features)
         guard (0..<1).contains(testFraction) else {
-            throw DataError("must be in [0, 1), got \(testFraction)", file: file, option: "--test-fraction")
+            throw DataError("must be in [0, 1), got \(testFraction)", file: file, field: .testFraction)
         }
         guard (0..<1).contains(validationSplit) else {
-            throw DataError("must be in [0, 1), got \(validationSplit)", file: file, option: "--validation-split")
+            throw DataError("must be in [0, 1), got \(validationSplit)", file: file, field: .validationSplit)
         }
 
         let x = table.selecting(featureIndices)
         var y = table.selecting(targetIndices)
-        let weightIndex = try weightColumn.map { name -> Int in
-            guard let i = table.columnIndex(name) else {
-                throw DataError.unknownColumn(name, available: table.columnNames, file: file, option: "--weights")
-            }
-            return i
-        }
+        let weightIndex = try weightColumn.map { try table.indices(of: [$0], file: file, field: .weights)[0] }
         var test: SampleRows?
         var usable = table.rowCount
         if let testTable {
-            let tf = testFile ?? "test file"
-            let tx = try featureNames.map { name in
-                guard let i = testTable.columnIndex(name) else {
-                    throw DataError.unknownColumn(
-                        name, available: testTable.columnNames, file: tf, option: "--test-file")
-                }
-                return i
-            }
-            let ty = try targets.map { name in
-                guard let i = testTable.columnIndex(name) else {
-                    throw DataError.unknownColumn(
-                        name, available: testTable.columnNames, file: tf, option: "--test-file")
-                }
-                return i
-            }
+            let testFile = testFile ?? "test file"
+            let tx = try testTable.indices(of: featureNames, file: testFile, field: .testFile)
+            let ty = try testTable.indices(of: targets, file: testFile, field: .testFile)
             test = SampleRows(
                 features: testTable.selecting(tx).values, targets: testTable.selecting(ty).values,
                 rows: testTable.rowCount)
@@ -123,8 +97,8 @@ public struct PreparedData: Sendable {
             let testRows = testRowCount(rows: table.rowCount, fraction: testFraction)
             guard testRows >= 1, testRows < table.rowCount else {
                 throw DataError(
-                    "\(table.rowCount) rows cannot be split with --test-fraction \(testFraction)", file: file,
-                    option: "--test-fraction")
+                    "\(table.rowCount) rows cannot be split with a test fraction of \(testFraction)", file: file,
+                    field: .testFraction)
             }
             usable = table.rowCount - testRows
             test = slice(x, y, usable..<table.rowCount)
@@ -133,25 +107,24 @@ public struct PreparedData: Sendable {
         let trainRows = usable - validationRows
         guard trainRows >= 2 else {
             throw DataError(
-                "only \(trainRows) training row\(trainRows == 1 ? "" : "s") left after the test and validation splits (\(table.rowCount) rows in all); training needs at least 2",
-                file: file, option: "--validation-split")
+                "only \(trainRows) training row\(trainRows == 1 ? "" : "s") left after the test and validation "
+                    + "splits (\(table.rowCount) rows in all); training needs at least 2",
+                file: file, field: .validationSplit)
         }
         if validationSplit > 0 && validationRows == 0 {
             throw DataError(
-                "\(usable) rows are too few for --validation-split \(validationSplit): no validation row", file: file,
-                option: "--validation-split")
+                "\(usable) rows are too few for a validation split of \(validationSplit): no validation row",
+                file: file, field: .validationSplit)
         }
         var warnings: [String] = []
-        let featureScaler = StandardScaler.fit(x.values, columns: featureNames.count, rows: 0..<usable)
-        for c in featureScaler.constantColumns {
-            warnings.append(
-                "feature \"\(featureNames[c])\" is constant in the training rows (\(x.values[c])): its scale is set to 1, as scikit-learn does; it carries no information"
-            )
-        }
-        if batchSize > trainRows {
-            warnings.append(
-                "--batch-size \(batchSize) is larger than the \(trainRows) training rows: each epoch is one batch of \(trainRows) rows"
-            )
+        let featureScaler =
+            scalers?.feature ?? StandardScaler.fit(x.values, columns: featureNames.count, rows: 0..<usable)
+        if scalers == nil {
+            for c in featureScaler.constantColumns {
+                warnings.append(
+                    "feature \"\(featureNames[c])\" is constant in the training rows (\(x.values[c])): its scale "
+                        + "is set to 1, as scikit-learn does; it carries no information")
+            }
         }
         // Weights: the column's, times the flattening's (fitted on the training rows' raw |target|).
         var weights: [Float]?
@@ -162,7 +135,7 @@ public struct PreparedData: Sendable {
                 guard w.isFinite, w > 0 else {
                     throw DataError(
                         "the weight \(w) of row \(r + 1) is not a finite number > 0", file: file, line: r + 1,
-                        column: weightIndex + 1, columnName: weightColumn, option: "--weights")
+                        column: weightIndex + 1, columnName: weightColumn, field: .weights)
                 }
                 column[r] = w
             }
@@ -170,8 +143,7 @@ public struct PreparedData: Sendable {
         }
         var fittedFlattening: TargetMagnitudeFlattening?
         if let flattening {
-            let magnitudes = rowMagnitudes(
-                Array(y.values[0..<usable * targets.count]), columns: targets.count)
+            let magnitudes = rowMagnitudes(Array(y.values[0..<usable * targets.count]), columns: targets.count)
             let fitted = try TargetMagnitudeFlattening.fit(
                 magnitudes: Array(magnitudes[0..<trainRows]), edges: flattening.edges, power: flattening.power,
                 maximumWeight: flattening.maximumWeight, file: file)
@@ -188,7 +160,9 @@ public struct PreparedData: Sendable {
                 for (c, b) in baselineIndices.enumerated() { y.values[r * t + c] -= x.values[r * f + b] }
             }
         }
-        let targetScaler = scaleTargets ? StandardScaler.fit(y.values, columns: targets.count, rows: 0..<usable) : nil
+        let targetScaler =
+            scalers.map { $0.target }
+            ?? (scaleTargets ? StandardScaler.fit(y.values, columns: targets.count, rows: 0..<usable) : nil)
         var train = slice(x, y, 0..<trainRows)
         var validation = slice(x, y, trainRows..<usable)
         if let weights {
@@ -201,10 +175,10 @@ public struct PreparedData: Sendable {
             flattening: fittedFlattening, warnings: warnings)
     }
 
-    /// The rows `round(rows × fraction)` held out by `--test-fraction`, computed from the fraction's shortest
+    /// The rows `round(rows × fraction)` held out as the test set, computed from the fraction's shortest
     /// decimal form (`0.3721885`) in exact decimal arithmetic, halves rounded up: no binary rounding error can
-    /// move the count by one. `1349234.0 / 3625136` (the thesis' test share, `--test-fraction thesis`) gives
-    /// exactly 1,349,234 test rows of the thesis' 3,625,136.
+    /// move the count by one (`25 × 0.58` is 14.5, not 14.499999999999998). `1349234.0 / 3625136` (the
+    /// thesis' test share) gives exactly 1,349,234 test rows of the thesis' 3,625,136.
     public static func testRowCount(rows: Int, fraction: Double) -> Int {
         guard var exact = Decimal(string: "\(fraction)", locale: Locale(identifier: "en_US_POSIX")) else {
             return Int((Double(rows) * fraction).rounded())
@@ -213,6 +187,13 @@ public struct PreparedData: Sendable {
         var rounded = Decimal()
         NSDecimalRound(&rounded, &exact, 0, .plain)
         return NSDecimalNumber(decimal: rounded).intValue
+    }
+
+    private static func slice(_ x: Table, _ y: Table, _ rows: Range<Int>) -> SampleRows {
+        SampleRows(
+            features: Array(x.values[rows.lowerBound * x.columnCount..<rows.upperBound * x.columnCount]),
+            targets: Array(y.values[rows.lowerBound * y.columnCount..<rows.upperBound * y.columnCount]),
+            rows: rows.count)
     }
 }
 
@@ -231,17 +212,5 @@ public struct FlatteningRequest: Codable, Sendable, Equatable {
         self.edges = edges
         self.power = power
         self.maximumWeight = maximumWeight
-    }
-}
-
-extension PreparedData {
-    /// The validation loss' weights, if the training is weighted.
-    public var isWeighted: Bool { train.weights != nil }
-
-    private static func slice(_ x: Table, _ y: Table, _ rows: Range<Int>) -> SampleRows {
-        SampleRows(
-            features: Array(x.values[rows.lowerBound * x.columnCount..<rows.upperBound * x.columnCount]),
-            targets: Array(y.values[rows.lowerBound * y.columnCount..<rows.upperBound * y.columnCount]),
-            rows: rows.count)
     }
 }

@@ -5,7 +5,7 @@ public enum TableFormat: String, Sendable, CaseIterable {
     case csv, npy, hdf5
 
     /// The format named by the file's extension (`.csv`, `.npy`, `.h5` or `.hdf5`, any case).
-    public init(url: URL, option: String? = nil) throws {
+    public init(url: URL, field: DataField? = nil) throws {
         switch url.pathExtension.lowercased() {
         case "csv": self = .csv
         case "npy": self = .npy
@@ -13,7 +13,7 @@ public enum TableFormat: String, Sendable, CaseIterable {
         case let other:
             let found = other.isEmpty ? "no extension" : "extension \".\(other)\""
             throw DataError(
-                "unknown table format (\(found)); use .csv, .npy, .h5 or .hdf5", file: url.path, option: option)
+                "unknown table format (\(found)); use .csv, .npy, .h5 or .hdf5", file: url.path, field: field)
         }
     }
 }
@@ -26,15 +26,16 @@ public struct ReadOptions: Sendable {
     public var dataset: String?
     /// The columns to keep, in this order; all when nil.
     public var columns: [String]?
-    /// The command-line option that named the file, quoted in error messages.
-    public var option: String?
+    /// The field that named the file, given in error messages.
+    public var field: DataField?
 
     /// Creates options; the defaults read every column and reject non-finite values.
-    public init(dropNonFinite: Bool = false, dataset: String? = nil, columns: [String]? = nil, option: String? = nil) {
+    public init(dropNonFinite: Bool = false, dataset: String? = nil, columns: [String]? = nil, field: DataField? = nil)
+    {
         self.dropNonFinite = dropNonFinite
         self.dataset = dataset
         self.columns = columns
-        self.option = option
+        self.field = field
     }
 }
 
@@ -71,7 +72,7 @@ public func readTableWithReport(_ url: URL, options: ReadOptions = ReadOptions()
         }
         return result
     } catch var error as DataError {
-        error.option = error.option ?? options.option
+        error.field = error.field ?? options.field
         throw error
     }
 }
@@ -87,10 +88,10 @@ public func writeTable(_ table: Table, to url: URL) throws {
 
 extension Table {
     /// The indices of the named columns; an unknown name fails listing the available ones.
-    public func indices(of names: [String], file: String, option: String? = nil) throws -> [Int] {
+    public func indices(of names: [String], file: String, field: DataField? = nil) throws -> [Int] {
         try names.map { name in
             guard let index = columnIndex(name) else {
-                throw DataError.unknownColumn(name, available: columnNames, file: file, option: option)
+                throw DataError.unknownColumn(name, available: columnNames, file: file, field: field)
             }
             return index
         }
@@ -106,7 +107,8 @@ private func checkFinite(_ table: Table, url: URL, drop: Bool) throws -> TableRe
     guard drop else {
         let column = first % columns
         throw DataError(
-            "row \(first / columns + 1) holds \(table.values[first]) (as Float32), which is not finite (use the option to drop such rows)",
+            "row \(first / columns + 1) holds \(table.values[first]) (as Float32), which is not finite (use the option "
+                + "to drop such rows)",
             url: url, column: column + 1, columnName: table.columnNames[column])
     }
     var kept: [Float] = []

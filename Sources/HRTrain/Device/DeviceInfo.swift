@@ -46,7 +46,8 @@ public enum DeviceCatalog {
         // The ICD loader answers CL_PLATFORM_NOT_FOUND_KHR (-1001) when no platform is installed.
         if status == -1001 || (status == CL_SUCCESS && platformCount == 0) {
             throw DeviceError(
-                "no OpenCL platform found: install an OpenCL driver (on Debian: apt-get install pocl-opencl-icd for the CPU, or your GPU vendor's ICD)"
+                "no OpenCL platform found: install an OpenCL driver (on Debian: apt-get install pocl-opencl-icd for "
+                    + "the CPU, or your GPU vendor's ICD)"
             )
         }
         try clCheck(status, "clGetPlatformIDs")
@@ -120,7 +121,8 @@ public enum DeviceCatalog {
                 let list = all.map { "  \($0.info.index): \($0.info.name) (\($0.info.platform))" }.joined(
                     separator: "\n")
                 throw DeviceError(
-                    "device index \(index) does not exist; \(all.count) device\(all.count == 1 ? "" : "s") available:\n\(list)"
+                    "device index \(index) does not exist; \(all.count) device\(all.count == 1 ? "" : "s") "
+                        + "available:\n\(list)"
                 )
             }
             return all[index]

@@ -18,13 +18,11 @@ public struct Checkpoint: Sendable {
         /// Training and validation rows of the run (a resume on other data is refused).
         public var trainingRows: Int
         public var validationRows: Int
-        /// The generator state for the next epoch's shuffle: SplitMix64 seeded from (seed, epoch + 1).
-        public var nextShuffleSeed: UInt64
 
         /// Creates the metadata.
         public init(
             model: ModelMetadata, options: TrainingOptions, state: TrainerState, adamStep: Int, trainingRows: Int,
-            validationRows: Int, nextShuffleSeed: UInt64
+            validationRows: Int
         ) {
             self.model = model
             self.options = options
@@ -32,7 +30,6 @@ public struct Checkpoint: Sendable {
             self.adamStep = adamStep
             self.trainingRows = trainingRows
             self.validationRows = validationRows
-            self.nextShuffleSeed = nextShuffleSeed
         }
     }
 
@@ -64,18 +61,14 @@ public struct Checkpoint: Sendable {
             file.tensors["best.parameters"] = SafeTensor(shape: [best.parameters.count], floats: best.parameters)
             file.tensors["best.running_statistics"] = SafeTensor(shape: [best.running.count], floats: best.running)
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        file.metadata = [
-            "format": "hrtrain-checkpoint", "checkpoint": String(decoding: try encoder.encode(metadata), as: UTF8.self),
-        ]
+        file.metadata = ["format": "hrtrain-checkpoint", "checkpoint": try JSON.string(metadata)]
         try file.write(to: url)
     }
 
     /// Reads and validates a checkpoint.
     public static func read(from url: URL) throws -> Checkpoint {
         var file = try SafeTensorsFile.read(from: url)
-        func fail(_ message: String) -> DataError { DataError(message, file: url.path, option: "--resume") }
+        func fail(_ message: String) -> DataError { DataError(message, file: url.path, field: .checkpoint) }
         guard file.metadata["format"] == "hrtrain-checkpoint", let json = file.metadata["checkpoint"] else {
             throw fail("not an hrtrain checkpoint (its safetensors metadata has no format = hrtrain-checkpoint)")
         }
@@ -87,11 +80,8 @@ public struct Checkpoint: Sendable {
         for name in ["adam.m", "adam.v", "best.parameters", "best.running_statistics"] {
             extras[name] = file.tensors.removeValue(forKey: name)
         }
-        let encoder = JSONEncoder()
-        file.metadata = [
-            "format": "hrtrain-model", "hrtrain": String(decoding: try encoder.encode(metadata.model), as: UTF8.self),
-        ]
-        let model = try Model(file: file, path: url.path)
+        file.metadata = ["format": "hrtrain-model", "hrtrain": try JSON.string(metadata.model)]
+        let model = try Model(file: file, path: url.path, field: .checkpoint)
         let layout = ParameterLayout(model.metadata.spec)
         func flat(_ name: String, _ count: Int) throws -> [Float] {
             guard let t = extras[name], t.dtype == .f32, t.shape == [count], let v = t.floats, v.allSatisfy(\.isFinite)

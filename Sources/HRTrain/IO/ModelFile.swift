@@ -28,11 +28,18 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     /// The response calibration applied to the predictions (after the baseline), if any (`hrtrain calibrate`).
     /// Needs `formatVersion` 2.
     public var calibration: ResponseCalibration?
+    /// Where the weights started: the seed they were drawn from, or the model file they were read from
+    /// (nil in files written before hrtrain recorded it).
+    public var initialization: Initialization?
+    /// Everything inference needs, in numbers and words (nil in files written before hrtrain recorded it;
+    /// `InferenceConventions(spec:profile:)` gives the same values for them).
+    public var inference: InferenceConventions?
 
-    /// Creates the metadata of a model.
+    /// Creates the metadata of a model; `inference` is filled in from `spec` and `profile`.
     public init(
         spec: NetworkSpec, profile: NumericsProfile, featureNames: [String], targetNames: [String],
-        training: TrainingOptions? = nil, epochsTrained: Int = 0, dataFile: String? = nil, device: String? = nil
+        training: TrainingOptions? = nil, epochsTrained: Int = 0, dataFile: String? = nil, device: String? = nil,
+        initialization: Initialization? = nil
     ) {
         self.spec = spec
         self.profile = profile
@@ -42,6 +49,76 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
         self.epochsTrained = epochsTrained
         self.dataFile = dataFile
         self.device = device
+        self.initialization = initialization
+        inference = InferenceConventions(spec: spec, profile: profile)
+    }
+}
+
+/// Where a model's weights started.
+public struct Initialization: Codable, Sendable, Equatable {
+    /// The seed `Network.initialValues` drew the weights from (SplitMix64, layer by layer: weights then bias).
+    public var seed: UInt64?
+    /// The initialiser, in words (`glorot_uniform weights, zero biases` or `U(±1/√fan_in) weights and biases`).
+    public var scheme: String?
+    /// The model file the weights were read from (`hrtrain train --init-from`).
+    public var file: String?
+
+    /// Drawn from `seed` under `profile`'s initialiser.
+    public static func seed(_ seed: UInt64, profile: NumericsProfile) -> Initialization {
+        Initialization(seed: seed, scheme: profile.initializerDescription, file: nil)
+    }
+
+    /// Read from the model file `file` (which was itself drawn from `seed`, when it says so).
+    public static func file(_ file: String, seed: UInt64?, scheme: String?) -> Initialization {
+        Initialization(seed: seed, scheme: scheme, file: file)
+    }
+}
+
+/// How to run a model without hrtrain (e.g. from Python with numpy), stated in the model file.
+///
+/// For each hidden block `l` (in order) and a row vector `x` of raw features:
+/// ```
+/// z = (x − feature_scaler.mean) / feature_scaler.scale
+/// h = z · dense<l>.weight + dense<l>.bias          (weight [in, out], row-major)
+/// dense-tanh-bn:  h = BN(tanh(h))      dense-bn-tanh:  h = tanh(BN(h))
+/// BN(t) = bn<l>.gamma · (t − bn<l>.running_mean) / √(bn<l>.running_var + ε) + bn<l>.beta
+/// y = h · output.weight + output.bias              (linear output)
+/// y = y · target_scaler.scale + target_scaler.mean (when the model has a target scaler)
+/// ```
+public struct InferenceConventions: Codable, Sendable, Equatable {
+    /// The hidden activation: `tanh`.
+    public var activation = "tanh"
+    /// The output layer's activation: `linear` (none).
+    public var outputActivation = "linear"
+    /// The order inside each hidden block, in words.
+    public var layerOrder: String
+    /// Orientation and storage of every `*.weight` tensor.
+    public var weightLayout = "[in, out], row-major: y = x · W + b"
+    /// Batch norm's ε (added to the running variance at inference).
+    public var batchNormEpsilon: Double
+    /// Batch norm's momentum in Keras' convention: `running ← momentum · running + (1 − momentum) · batch`.
+    /// (PyTorch's `momentum` argument is `1 −` this.)
+    public var batchNormMomentum: Double
+    /// Whether the stored running variance is the unbiased `σ²·N/(N−1)` (PyTorch) or the biased `σ²` (Keras).
+    public var runningVariance: String
+    /// Batch norm at inference, in words.
+    public var batchNorm = "y = gamma * (x - running_mean) / sqrt(running_var + epsilon) + beta"
+    /// The feature scaler's convention (scikit-learn's StandardScaler).
+    public var featureScaling = "z = (x - feature_scaler.mean) / feature_scaler.scale"
+    /// How standardised targets are turned back into target units.
+    public var targetScaling = "y = y_network * target_scaler.scale + target_scaler.mean (only if present)"
+    /// The dtypes: parameters and running statistics F32, scalers F64.
+    public var dtypes = "weights, biases, gamma, beta, running statistics: F32; scalers: F64"
+
+    /// The conventions of a network of `spec` under `profile`.
+    public init(spec: NetworkSpec, profile: NumericsProfile) {
+        let settings = profile.batchNorm
+        layerOrder =
+            spec.layerOrder == .denseTanhBatchNorm
+            ? "dense -> tanh -> batch norm" : "dense -> batch norm -> tanh"
+        batchNormEpsilon = settings.epsilon
+        batchNormMomentum = 1 - settings.runningUpdateFactor
+        runningVariance = settings.unbiasedRunningVariance ? "unbiased" : "biased"
     }
 }
 
@@ -91,12 +168,11 @@ public struct Model: Sendable, Equatable {
             tensors["target_scaler.mean"] = SafeTensor(shape: [t.mean.count], doubles: t.mean)
             tensors["target_scaler.scale"] = SafeTensor(shape: [t.scale.count], doubles: t.scale)
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
         var stored = metadata
         // Version 2 only where it matters: an older hrtrain refuses a model it would mispredict.
         stored.formatVersion = metadata.baseline != nil || metadata.calibration != nil ? 2 : 1
-        let json = String(decoding: (try? encoder.encode(stored)) ?? Data(), as: UTF8.self)
+        let json = (try? JSON.string(stored)) ?? ""
+        let conventions = metadata.inference ?? InferenceConventions(spec: metadata.spec, profile: metadata.profile)
         return SafeTensorsFile(
             tensors: tensors,
             metadata: [
@@ -104,6 +180,10 @@ public struct Model: Sendable, Equatable {
                 "layer_order": metadata.spec.layerOrder.rawValue, "profile": metadata.profile.rawValue,
                 "features": metadata.featureNames.joined(separator: ","),
                 "targets": metadata.targetNames.joined(separator: ","),
+                "activation": conventions.activation, "weight_layout": conventions.weightLayout,
+                "batch_norm_epsilon": "\(conventions.batchNormEpsilon)",
+                "batch_norm_momentum": "\(conventions.batchNormMomentum)",
+                "running_variance": conventions.runningVariance, "feature_scaling": conventions.featureScaling,
             ])
     }
 
@@ -114,13 +194,19 @@ public struct Model: Sendable, Equatable {
     /// Reads and validates a model file: format, metadata, every tensor's presence, dtype and shape, no
     /// unexpected tensor, scaler sizes, finite values. A truncated, corrupted or hostile file is refused with
     /// an error naming the file.
-    public static func read(from url: URL) throws -> Model {
-        try Model(file: SafeTensorsFile.read(from: url), path: url.path)
+    /// `field` is what errors name (the model, or the initial model training starts from).
+    public static func read(from url: URL, field: DataField = .model) throws -> Model {
+        do { return try Model(file: SafeTensorsFile.read(from: url), path: url.path, field: field) } catch var
+            error as DataError
+        {
+            error.field = error.field ?? field
+            throw error
+        }
     }
 
-    /// Decodes a model from safetensors contents (see `read(from:)`).
-    public init(file: SafeTensorsFile, path: String) throws {
-        func fail(_ message: String) -> DataError { DataError(message, file: path) }
+    /// Decodes a model from safetensors contents (see `read(from:)`); errors name `field`.
+    public init(file: SafeTensorsFile, path: String, field: DataField? = .model) throws {
+        func fail(_ message: String) -> DataError { DataError(message, file: path, field: field) }
         guard file.metadata["format"] == "hrtrain-model", let json = file.metadata["hrtrain"] else {
             throw fail("not an hrtrain model file (its safetensors metadata has no format = hrtrain-model)")
         }
@@ -140,7 +226,8 @@ public struct Model: Sendable, Equatable {
         do { try spec.validate() } catch { throw fail("invalid network: \(error)") }
         guard metadata.featureNames.count == spec.inputSize, metadata.targetNames.count == spec.outputSize else {
             throw fail(
-                "\(metadata.featureNames.count) feature names and \(metadata.targetNames.count) target names for a network of \(spec.inputSize) inputs and \(spec.outputSize) outputs"
+                "\(metadata.featureNames.count) feature names and \(metadata.targetNames.count) target names for a "
+                    + "network of \(spec.inputSize) inputs and \(spec.outputSize) outputs"
             )
         }
         if let baseline = metadata.baseline {

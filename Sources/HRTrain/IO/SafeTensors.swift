@@ -144,9 +144,10 @@ public struct SafeTensorsFile: Equatable, Sendable {
         for name in names {
             let tensor = tensors[name]!
             let shape = tensor.shape.map(String.init).joined(separator: ",")
+            let end = offset + tensor.bytes.count
             entries.append(
-                "\(jsonString(name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + tensor.bytes.count)]}"
-            )
+                "\(jsonString(name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(shape)],"
+                    + "\"data_offsets\":[\(offset),\(end)]}")
             offset += tensor.bytes.count
         }
         json += entries.joined(separator: ",") + "}"
@@ -174,7 +175,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
         let headerLength = Int(announced)
         guard headerLength <= bytes.count - 8 else {
             throw failure(
-                "header length \(headerLength) exceeds the \(bytes.count - 8) bytes after the length field (truncated file?)"
+                "header length \(headerLength) exceeds the \(bytes.count - 8) bytes after the length field (truncated "
+                    + "file?)"
             )
         }
         let header = Array(bytes[8..<8 + headerLength])
@@ -209,7 +211,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
             let info = try Self.tensorInfo(name, value, failure)
             guard info.end <= dataLength else {
                 throw failure(
-                    "tensor \"\(name)\": data_offsets [\(info.begin), \(info.end)] extend past the \(dataLength) bytes of data"
+                    "tensor \"\(name)\": data_offsets [\(info.begin), \(info.end)] extend past the \(dataLength) bytes "
+                        + "of data"
                 )
             }
             tensors[name] = (info.dtype, info.shape)
@@ -222,7 +225,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
         for item in layout {
             if item.begin < position {
                 throw failure(
-                    "tensors \"\(previous!)\" and \"\(item.name)\" overlap (\"\(item.name)\" starts at byte \(item.begin), before \(position))"
+                    "tensors \"\(previous!)\" and \"\(item.name)\" overlap (\"\(item.name)\" starts at byte "
+                        + "\(item.begin), before \(position))"
                 )
             }
             if item.begin > position {
@@ -289,7 +293,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
         }
         guard offsets[1] - offsets[0] == size else {
             throw failure(
-                "tensor \"\(name)\": data_offsets [\(offsets[0]), \(offsets[1])] span \(offsets[1] - offsets[0]) bytes, but \(dtype.rawValue) \(shape) needs \(size)"
+                "tensor \"\(name)\": data_offsets [\(offsets[0]), \(offsets[1])] span \(offsets[1] - offsets[0]) "
+                    + "bytes, but \(dtype.rawValue) \(shape) needs \(size)"
             )
         }
         return (dtype, shape, offsets[0], offsets[1])

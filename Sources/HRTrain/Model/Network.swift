@@ -110,6 +110,28 @@ public final class Network<B: Backend> {
         self.step = step
     }
 
+    /// Overwrites the whole training state from Float32 values (what checkpoints store): bitwise on a Float32
+    /// backend.
+    public func restore(
+        parameters: [Float], firstMoment: [Float], secondMoment: [Float], runningStatistics: [Float], step: Int
+    ) throws {
+        try backend.write(parameters, to: self.parameters)
+        try backend.write(firstMoment, to: self.firstMoment)
+        try backend.write(secondMoment, to: self.secondMoment)
+        try backend.write(runningStatistics, to: self.runningStatistics)
+        self.step = step
+    }
+
+    /// The parameters and running statistics in Float32 (what model files store; waits for the device).
+    public func weights() throws -> (parameters: [Float], runningStatistics: [Float]) {
+        (try backend.readFloats(parameters), try backend.readFloats(runningStatistics))
+    }
+
+    /// Adam's first and second moments in Float32 (what checkpoints store; waits for the device).
+    public func adamMoments() throws -> (first: [Float], second: [Float]) {
+        (try backend.readFloats(firstMoment), try backend.readFloats(secondMoment))
+    }
+
     /// A view of the parameter called `name` (e.g. `dense1.weight`).
     public func parameter(_ name: String) -> B.Tensor { view(parameters, layout.parameters, name) }
     /// A view of the gradient of the parameter called `name`.

@@ -21,6 +21,14 @@ public enum NumericsProfile: String, Codable, CaseIterable, Sendable {
         }
     }
 
+    /// The weight initialiser, in words (recorded in model files).
+    public var initializerDescription: String {
+        switch self {
+        case .keras: "glorot_uniform weights U(±sqrt(6/(fan_in + fan_out))), zero biases; gamma 1, beta 0"
+        case .pytorch: "U(±1/sqrt(fan_in)) weights and biases; gamma 1, beta 0"
+        }
+    }
+
     /// Adam's ε for this profile.
     public var adamEpsilon: Double { self == .keras ? 1e-7 : 1e-8 }
 

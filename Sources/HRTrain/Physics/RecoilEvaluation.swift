@@ -130,7 +130,7 @@ public struct Evaluation: Codable, Sendable, Equatable {
             predictions.count == table.rowCount * components, "Evaluation: predictions are not [rows, targets]")
         let truth = try targetNames.map { name -> [Float] in
             guard let i = table.columnIndex(name) else {
-                var error = DataError.unknownColumn(name, available: table.columnNames, file: data, option: "--data")
+                var error = DataError.unknownColumn(name, available: table.columnNames, file: data, field: .data)
                 error.message = "the truth column of the model's target \"\(name)\" is missing: " + error.message
                 throw error
             }
@@ -146,10 +146,11 @@ public struct Evaluation: Codable, Sendable, Equatable {
         for columns in comparisons {
             guard columns.count == components else {
                 throw DataError(
-                    "\(columns.joined(separator: ",")) names \(columns.count) column\(columns.count == 1 ? "" : "s"); give one per target (\(targetNames.joined(separator: ",")))",
-                    file: data, option: "--compare")
+                    "\(columns.joined(separator: ",")) names \(columns.count) column\(columns.count == 1 ? "" : "s"); "
+                        + "give one per target (\(targetNames.joined(separator: ",")))",
+                    file: data, field: .compare)
             }
-            let indices = try table.indices(of: columns, file: data, option: "--compare")
+            let indices = try table.indices(of: columns, file: data, field: .compare)
             estimates.append(
                 Self.estimate(
                     name: Self.recoilName(columns), columns: columns, values: indices.map(table.column), truth: truth,
@@ -249,8 +250,7 @@ public struct Evaluation: Codable, Sendable, Equatable {
     /// The JSON encoder for evaluations: sorted keys, pretty printed; NaN (empty bins) and the infinite
     /// last edges written as the strings "nan", "inf", "-inf".
     public static func jsonEncoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let encoder = JSON.encoder(pretty: true)
         encoder.nonConformingFloatEncodingStrategy = .convertToString(
             positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return encoder

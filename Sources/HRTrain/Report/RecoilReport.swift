@@ -201,7 +201,8 @@ public struct RecoilReport: Sendable {
         let rateCSV = CSVTable(
             header: ["epoch", "learning_rate"], rows: history.map { ["\($0.epoch)", csvNumber($0.learningRate)] })
         let lossCaption =
-            "Mean training loss over each epoch's steps (batch normalisation in training mode) and validation loss (inference mode), log scale."
+            "Mean training loss over each epoch's steps (batch normalisation in training mode) and validation loss "
+            + "(inference mode), log scale."
         return [
             figure(id: "loss", section: trainingSection, plot: loss, caption: lossCaption, csv: lossCSV),
             figure(
@@ -228,21 +229,24 @@ public struct RecoilReport: Sendable {
             reference: .horizontal(1),
             value: { ($0.response, $0.responseError, nil) },
             caption:
-                "Response ⟨u∥⟩/⟨|u_t|⟩ (ratio of means), with u∥ the recoil's projection on the truth direction; statistical errors from the covariance of u∥ and |u_t|."
+                "Response ⟨u∥⟩/⟨|u_t|⟩ (ratio of means), with u∥ the recoil's projection on the truth direction; "
+                + "statistical errors from the covariance of u∥ and |u_t|."
         ),
         BinnedQuantity(
             id: "resolution_parallel", section: "Resolution along the truth recoil",
             title: "Resolution of u_{∥} − |u_{t}|", axis: PlotAxis("σ(u_{∥} − |u_{t}|)", unit: "GeV"), reference: nil,
             value: { ($0.parallelRMS, $0.parallelRMSError, $0.parallelWidth) },
             caption:
-                "RMS (about the mean) of u∥ − |u_t|; error RMS/√(2(N−1)). The CSV also has the robust width (q84 − q16)/2."
+                "RMS (about the mean) of u∥ − |u_t|; error RMS/√(2(N−1)). The CSV also has the robust width (q84 − "
+                + "q16)/2."
         ),
         BinnedQuantity(
             id: "resolution_perpendicular", section: "Resolution perpendicular to the truth recoil",
             title: "Resolution of u_{⊥}", axis: PlotAxis("σ(u_{⊥})", unit: "GeV"), reference: nil,
             value: { ($0.perpendicularRMS, $0.perpendicularRMSError, $0.perpendicularWidth) },
             caption:
-                "RMS (about the mean) of u⊥ = u × n, the component perpendicular to the truth recoil; error RMS/√(2(N−1)). The CSV also has the robust width (q84 − q16)/2."
+                "RMS (about the mean) of u⊥ = u × n, the component perpendicular to the truth recoil; error "
+                + "RMS/√(2(N−1)). The CSV also has the robust width (q84 − q16)/2."
         ),
         BinnedQuantity(
             id: "corrected_resolution_parallel", section: "Response-corrected resolutions",
@@ -286,12 +290,14 @@ public struct RecoilReport: Sendable {
                             continue
                         }
                         let range =
-                            "\(variable.plain) ∈ [\(plainNumber(bin.lowerEdge)), \(bin.upperEdge.isInfinite ? "∞" : plainNumber(bin.upperEdge)))"
+                            "\(variable.plain) ∈ [\(plainNumber(bin.lowerEdge)), "
+                            + "\(bin.upperEdge.isInfinite ? "∞" : plainNumber(bin.upperEdge)))"
                         points.append(
                             PlotPoint(
                                 x: x, y: value, error: error,
                                 note:
-                                    "\(displayName(estimate.name)), \(range), \(bin.count) events: \(plainNumber(value)) ± \(plainNumber(error))"
+                                    "\(displayName(estimate.name)), \(range), \(bin.count) events: "
+                                    + "\(plainNumber(value)) ± \(plainNumber(error))"
                             ))
                         rows.append(
                             [
@@ -392,11 +398,13 @@ public struct RecoilReport: Sendable {
                     .squareRoot()
                 let out = events - counts.reduce(0, +)
                 outside.append(
-                    "\(name): mean \(plainNumber(mean)) GeV, RMS \(plainNumber(rms)) GeV, \(String(format: "%.2f", 100 * Double(out) / Double(events))) % outside"
+                    "\(name): mean \(plainNumber(mean)) GeV, RMS \(plainNumber(rms)) GeV, "
+                        + "\(String(format: "%.2f", 100 * Double(out) / Double(events))) % outside"
                 )
             }
             let caption =
-                "Predicted minus true u_\(axis), normalised to unit area over all \(events) events (events outside the range count in N). "
+                "Predicted minus true u_\(axis), normalised to unit area over all \(events) events (events outside the "
+                + "range count in N). "
                 + outside.joined(separator: "; ") + "."
             return figure(
                 id: plot.id, section: "Residuals", plot: plot, caption: caption,
@@ -430,7 +438,8 @@ public struct RecoilReport: Sendable {
             }
             let inside = grid.counts.reduce(0, +)
             let caption =
-                "Events per bin of true and predicted u_\(axis), logarithmic colour scale; dashed: y = x. \(inside) of \(truth.count) events inside the range."
+                "Events per bin of true and predicted u_\(axis), logarithmic colour scale; dashed: y = x. \(inside) of "
+                + "\(truth.count) events inside the range."
             return figure(
                 id: plot.id, section: "Predicted against truth", plot: plot, caption: caption,
                 csv: CSVTable(
@@ -500,19 +509,23 @@ public struct RecoilReport: Sendable {
             <body>
             <header>
             <h1>\(xmlEscaped(input.title))</h1>
-            <p class="lead">\(xmlEscaped(e.model)) on \(xmlEscaped(e.data)): \(e.events) events, network run on \(xmlEscaped(e.backend)).</p>
+            <p class="lead">\(xmlEscaped(e.model)) on \(xmlEscaped(e.data)): \(e.events) events, network run on \
+            \(xmlEscaped(e.backend)).</p>
             </header>
 
             """
         page += "<section id=\"summary\">\n<h2>Summary</h2>\n"
         page +=
-            "<p class=\"note\">With n = u_t/|u_t| the truth recoil's direction: u∥ = u·n, u⊥ = u × n. Response ⟨u∥⟩/⟨|u_t|⟩ is a ratio of means; σ is the RMS about the mean. Events with |u_t| = 0 have no direction and are left out of these figures. Loss and RMSE use every event.</p>\n"
+            "<p class=\"note\">With n = u_t/|u_t| the truth recoil's direction: u∥ = u·n, u⊥ = u × n. Response "
+            + "⟨u∥⟩/⟨|u_t|⟩ is a ratio of means; σ is the RMS about the mean. Events with |u_t| = 0 have no "
+            + "direction and are left out of these figures. Loss and RMSE use every event.</p>\n"
         page += summaryHTML(csvStem: csvStem)
         page += "</section>\n"
         if !input.evaluation.verdicts.isEmpty { page += verdictHTML() }
         if input.history.isEmpty {
             page +=
-                "<section id=\"training\">\n<h2>\(Self.trainingSection)</h2>\n<p class=\"note\">No training history: give the run's metrics file with <code>--metrics</code>.</p>\n</section>\n"
+                "<section id=\"training\">\n<h2>\(Self.trainingSection)</h2>\n<p class=\"note\">No training history: "
+                + "give the run's metrics file with <code>--metrics</code>.</p>\n</section>\n"
         }
         var sections: [String] = []
         for f in figures where !sections.contains(f.section) { sections.append(f.section) }
@@ -524,7 +537,8 @@ public struct RecoilReport: Sendable {
             page += "<div class=\"figures n\(min(count, 3))\">\n"
             for f in figures where f.section == section {
                 page +=
-                    "<figure>\n\(f.rendered.svg)<figcaption>\(xmlEscaped(f.caption)) <a href=\"\(xmlEscaped("\(csvStem)_\(f.id).csv"))\">CSV</a></figcaption>\n</figure>\n"
+                    "<figure>\n\(f.rendered.svg)<figcaption>\(xmlEscaped(f.caption)) <a "
+                    + "href=\"\(xmlEscaped("\(csvStem)_\(f.id).csv"))\">CSV</a></figcaption>\n</figure>\n"
             }
             page += "</div>\n</section>\n"
         }
@@ -569,7 +583,8 @@ public struct RecoilReport: Sendable {
         let components = e.targetNames.count == 2 ? ["x", "y"] : e.targetNames
         // The evaluation's loss is computed on unscaled values: GeV² whatever the training scaled.
         var html =
-            "<table class=\"summary\">\n<thead><tr><th>estimate</th><th>columns</th><th>events</th><th>loss (MSE) [GeV²]</th>"
+            "<table class=\"summary\">\n<thead><tr><th>estimate</th><th>columns</th><th>events</th><th>loss (MSE) "
+            + "[GeV²]</th>"
         html += components.map { "<th>RMSE \(xmlEscaped($0)) [GeV]</th>" }.joined()
         html += "<th>response</th><th>σ(u∥ − |u_t|) [GeV]</th><th>σ(u⊥) [GeV]</th></tr></thead>\n<tbody>\n"
         for (k, estimate) in e.estimates.enumerated() {
@@ -580,16 +595,20 @@ public struct RecoilReport: Sendable {
                     s.map { tableNumber($0.perpendicularRMS) } ?? "–",
                 ]
             html +=
-                "<tr><th scope=\"row\"><span class=\"swatch c\(k % SVGPlot.colours.count)\"></span>\(xmlEscaped(Self.displayName(estimate.name)))</th><td class=\"text\">\(xmlEscaped(estimate.columns.joined(separator: ", ")))</td>"
+                "<tr><th scope=\"row\"><span class=\"swatch "
+                + "c\(k % SVGPlot.colours.count)\"></span>\(xmlEscaped(Self.displayName(estimate.name)))</th><td "
+                + "class=\"text\">\(xmlEscaped(estimate.columns.joined(separator: ", ")))</td>"
             html += cells.map { "<td>\(xmlEscaped($0))</td>" }.joined() + "</tr>\n"
         }
         html +=
-            "</tbody>\n</table>\n<p class=\"note\">The same figures as <code>hrtrain evaluate --json</code>; <a href=\"\(xmlEscaped(csvStem))_summary.csv\">CSV</a>.</p>\n"
+            "</tbody>\n</table>\n<p class=\"note\">The same figures as <code>hrtrain evaluate --json</code>; <a "
+            + "href=\"\(xmlEscaped(csvStem))_summary.csv\">CSV</a>.</p>\n"
         return html
     }
 
     private static let pageStyle = """
-        :root { color-scheme: light dark; --bg: #ffffff; --fg: #1b1d21; --muted: #565c66; --rule: #d4d7dc; --panel: #f7f8fa; --link: #0062a3; }
+        :root { color-scheme: light dark; --bg: #ffffff; --fg: #1b1d21; --muted: #565c66; --rule: #d4d7dc; --panel: \
+        #f7f8fa; --link: #0062a3; }
         @media (prefers-color-scheme: dark) {
           :root { --bg: #14161a; --fg: #e3e5e8; --muted: #a0a6b0; --rule: #3a3f47; --panel: #1c1f24; --link: #7cc4f5; }
         }
@@ -600,7 +619,8 @@ public struct RecoilReport: Sendable {
           figure { break-inside: avoid; }
         }
         @page { size: A4; margin: 12mm; }
-        body { background: var(--bg); color: var(--fg); font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; line-height: 1.4; margin: 0 auto; max-width: 1400px; padding: 20px 28px 40px; }
+        body { background: var(--bg); color: var(--fg); font-family: "DejaVu Sans", "Helvetica Neue", Arial, \
+        sans-serif; line-height: 1.4; margin: 0 auto; max-width: 1400px; padding: 20px 28px 40px; }
         h1 { font-size: 26px; margin: 0 0 4px; }
         h2 { font-size: 19px; margin: 30px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--rule); }
         a { color: var(--link); }
@@ -611,7 +631,8 @@ public struct RecoilReport: Sendable {
         .figures.n3 { grid-template-columns: repeat(3, minmax(0, 1fr)); }
         @media screen and (max-width: 1100px) { .figures.n3 { grid-template-columns: repeat(2, minmax(0, 1fr)); } }
         @media screen and (max-width: 760px) { .figures.n2, .figures.n3 { grid-template-columns: minmax(0, 1fr); } }
-        figure { margin: 0; padding: 10px 10px 8px; background: var(--panel); border: 1px solid var(--rule); border-radius: 6px; }
+        figure { margin: 0; padding: 10px 10px 8px; background: var(--panel); border: 1px solid var(--rule); \
+        border-radius: 6px; }
         figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
         table { border-collapse: collapse; font-size: 14px; }
         th, td { padding: 5px 12px; border-bottom: 1px solid var(--rule); }
@@ -619,7 +640,8 @@ public struct RecoilReport: Sendable {
         table.summary td { text-align: right; font-variant-numeric: tabular-nums; }
         table.summary td.text, table.provenance td, th { text-align: left; }
         table.provenance td { font-family: "DejaVu Sans Mono", monospace; font-size: 12.5px; overflow-wrap: anywhere; }
-        .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; background: currentColor; }
+        .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; background: \
+        currentColor; }
 
         """
 }
@@ -653,7 +675,8 @@ public func readMetrics(from url: URL) throws -> [EpochRecord] {
     where !line.trimmingCharacters(in: .whitespaces).isEmpty {
         do { records.append(try decoder.decode(EpochRecord.self, from: Data(line.utf8))) } catch {
             throw DataError(
-                "line \(number + 1) is not an epoch record (epoch, train_loss, val_loss, learning_rate, seconds, events_per_second): \(error)",
+                "line \(number + 1) is not an epoch record (epoch, train_loss, val_loss, learning_rate, seconds, "
+                    + "events_per_second): \(error)",
                 url: url)
         }
     }

@@ -176,7 +176,8 @@ public struct SVGPlot: Sendable, Equatable {
     /// The CSS the page needs for plots: fonts, and the palette for light, dark and print.
     public static var styleSheet: String {
         var css = """
-            svg.plot { display: block; width: 100%; height: auto; font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; font-size: 14px; }
+            svg.plot { display: block; width: 100%; height: auto; font-family: "DejaVu Sans", "Helvetica Neue", Arial, \
+            sans-serif; font-size: 14px; }
             svg.plot text { fill: currentColor; }
             svg.plot .title { font-size: 16px; font-weight: bold; }
             svg.plot .legend text { font-size: 13px; }

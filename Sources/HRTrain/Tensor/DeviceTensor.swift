@@ -25,7 +25,9 @@ public final class CLBuffer {
         let requested = max(byteCount, 4)
         if requested > device.maxAllocationBytes {
             throw DeviceError(
-                "cannot allocate \(formatBytes(requested)) on \(device.name): its largest single allocation is \(formatBytes(device.maxAllocationBytes)) (global memory \(formatBytes(device.globalMemoryBytes)))"
+                "cannot allocate \(formatBytes(requested)) on \(device.name): its largest single allocation is "
+                    + "\(formatBytes(device.maxAllocationBytes)) (global memory "
+                    + "\(formatBytes(device.globalMemoryBytes)))"
             )
         }
         var status: cl_int = 0
@@ -33,7 +35,9 @@ public final class CLBuffer {
         try clCheck(
             status, "clCreateBuffer",
             detail:
-                "asked for \(formatBytes(requested)) on \(device.name), which has \(formatBytes(device.globalMemoryBytes)) of global memory (largest allocation \(formatBytes(device.maxAllocationBytes)))"
+                "asked for \(formatBytes(requested)) on \(device.name), which has "
+                + "\(formatBytes(device.globalMemoryBytes)) of global memory (largest allocation "
+                + "\(formatBytes(device.maxAllocationBytes)))"
         )
         self.mem = mem!
         self.byteCount = requested

@@ -60,6 +60,14 @@ extension TrainerState {
     }
 }
 
+/// What a callback after an epoch asks for.
+public enum EpochDecision: Sendable, Equatable {
+    /// Go on with the next epoch (unless the epochs are done or early stopping fired).
+    case proceed
+    /// End the run now, as an interruption would: the best weights are not restored, the state stays resumable.
+    case stop
+}
+
 /// What `Trainer` reports while it runs.
 public protocol TrainingObserver: AnyObject {
     /// After each step is queued (not finished: nothing waits for the device here).
@@ -85,6 +93,12 @@ public final class Trainer<B: Backend> {
     private var bestRunning: B.Tensor?
     /// Receives progress; optional.
     public weak var observer: TrainingObserver?
+    /// Called between the backward pass and the Adam update of every step, with `network.gradients` complete:
+    /// the place to combine gradients across processes (an all-reduce) or to inspect them. Nil: nothing runs
+    /// between them.
+    public var gradientHook: ((Network<B>) throws -> Void)?
+    /// True when the last `run` ended because its `afterEpoch` callback asked to stop.
+    public private(set) var stoppedByCallback = false
     private var lossBuffer: B.Tensor?
     /// Σ w of each validation batch (weighted training), for the weighted mean of the batch losses.
     private var validationWeightSums: [Double]?
@@ -97,7 +111,7 @@ public final class Trainer<B: Backend> {
         train: (features: [Float], targets: [Float], rows: Int),
         validation: (features: [Float], targets: [Float], rows: Int)?, featureScaler: StandardScaler,
         targetScaler: StandardScaler?,
-        residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Double], running: [Double])? = nil,
+        residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Float], running: [Float])? = nil,
         trainingWeights: [Float]? = nil, validationWeights: [Float]? = nil
     ) throws {
         self.backend = backend
@@ -128,10 +142,15 @@ public final class Trainer<B: Backend> {
             self.validation = nil
         }
         if options.earlyStopping?.restoreBestWeights == true {
-            bestParameters = try backend.tensor(
-                best?.parameters ?? backend.read(network.parameters), shape: [network.layout.parameterCount])
-            bestRunning = try backend.tensor(
-                best?.running ?? backend.read(network.runningStatistics), shape: [network.layout.runningCount])
+            bestParameters = try backend.scratch([network.layout.parameterCount])
+            bestRunning = try backend.scratch([network.layout.runningCount])
+            if let best {
+                try backend.write(best.parameters, to: bestParameters!)
+                try backend.write(best.running, to: bestRunning!)
+            } else {
+                try backend.copy(network.parameters, to: bestParameters!)
+                try backend.copy(network.runningStatistics, to: bestRunning!)
+            }
         }
     }
 
@@ -156,13 +175,18 @@ public final class Trainer<B: Backend> {
         seed ^ (0x5DEE_CE66_D1CE_4E5B &* UInt64(epoch))
     }
 
-    /// Trains until `options.epochs` are done or early stopping fires; calls `afterEpoch` (e.g. to write a
-    /// checkpoint) after each epoch. Returns the history.
+    /// Trains until `options.epochs` are done, early stopping fires or `afterEpoch` (called after each epoch,
+    /// e.g. to write a checkpoint) returns `.stop`. Returns the history.
     @discardableResult
-    public func run(afterEpoch: (Trainer<B>) throws -> Void = { _ in }) throws -> [EpochRecord] {
+    public func run(afterEpoch: (Trainer<B>) throws -> EpochDecision = { _ in .proceed }) throws -> [EpochRecord] {
+        stoppedByCallback = false
         while state.epoch < options.epochs && !state.stopped {
             try runEpoch()
-            try afterEpoch(self)
+            if try afterEpoch(self) == .stop {
+                stoppedByCallback = true
+                try backend.synchronize()
+                return state.history
+            }
         }
         // Keras restores the best weights when early stopping fires (not when the epochs simply run out).
         if state.stopped, let bestParameters, let bestRunning, state.bestEpoch != state.epoch {
@@ -190,8 +214,20 @@ public final class Trainer<B: Backend> {
         let order = options.shuffle ? Self.permutation(rows: training.rows, seed: options.seed, epoch: epoch) : nil
         let lr = state.learningRate
         try training.forEachWeightedBatch(sizes: sizes, order: order) { x, y, w, step in
-            try network.trainStep(
-                input: x, target: y, weights: w, learningRate: lr, loss: backend.view(losses, offset: step, shape: [1]))
+            let loss = backend.view(losses, offset: step, shape: [1])
+            if let gradientHook {
+                try network.forward(x, training: true)
+                if let w {
+                    try network.loss(target: y, weights: w, into: loss)
+                } else {
+                    try network.loss(target: y, into: loss)
+                }
+                try network.backward()
+                try gradientHook(network)
+                try network.applyAdam(learningRate: lr)
+            } else {
+                try network.trainStep(input: x, target: y, weights: w, learningRate: lr, loss: loss)
+            }
             lastQueuedStep = step
             observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
         }
@@ -237,9 +273,9 @@ public final class Trainer<B: Backend> {
         }
     }
 
-    /// The best-epoch weights kept for `restoreBestWeights` (for checkpoints).
-    public func bestWeights() throws -> (parameters: [Double], running: [Double])? {
+    /// The best-epoch weights kept for `restoreBestWeights`, in Float32 (for checkpoints).
+    public func bestWeights() throws -> (parameters: [Float], running: [Float])? {
         guard let bestParameters, let bestRunning else { return nil }
-        return (try backend.read(bestParameters), try backend.read(bestRunning))
+        return (try backend.readFloats(bestParameters), try backend.readFloats(bestRunning))
     }
 }

@@ -27,6 +27,88 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
 
     /// The defaults: the thesis configuration (keras profile, batch 4000, lr 1e-3, 20 % validation).
     public init() {}
+
+    /// Checks every value; the one place where training options are validated (the CLI maps the failing
+    /// field to its flag). Throws `TrainingOptionsError`.
+    public func validate() throws {
+        func check(_ condition: Bool, _ field: TrainingOptionsError.Field, _ message: String) throws {
+            if !condition { throw TrainingOptionsError(field: field, message: message) }
+        }
+        try check(epochs >= 1, .epochs, "must be at least 1, got \(epochs)")
+        try check(
+            batchSize >= 2, .batchSize, "must be at least 2 (batch normalisation needs two rows), got \(batchSize)")
+        try check(learningRate > 0 && learningRate.isFinite, .learningRate, "must be positive, got \(learningRate)")
+        try check((0..<1).contains(validationSplit), .validationSplit, "must be in [0, 1), got \(validationSplit)")
+        try check((0..<1).contains(testFraction), .testFraction, "must be in [0, 1), got \(testFraction)")
+        try check(
+            !spec.hiddenSizes.isEmpty && spec.hiddenSizes.allSatisfy { $0 > 0 }, .hiddenSizes,
+            "must be one or more positive sizes, got \(spec.hiddenSizes)")
+        if let stopping = earlyStopping {
+            try check(stopping.patience >= 0, .patience, "must be ≥ 0")
+            try check(stopping.minDelta.isFinite, .minDelta, "must be finite, got \(stopping.minDelta)")
+        }
+        if let plateau = reduceLearningRate {
+            try check(plateau.patience >= 1, .reduceLearningRatePatience, "must be ≥ 1")
+            try check(
+                plateau.factor > 0 && plateau.factor < 1, .reduceLearningRateFactor,
+                "must be in (0, 1), got \(plateau.factor)")
+            try check(plateau.minimum >= 0, .minimumLearningRate, "must be ≥ 0, got \(plateau.minimum)")
+        }
+        if let weightColumn { try check(!weightColumn.isEmpty, .weightColumn, "must name a column") }
+        if let f = flattening {
+            try check(
+                f.edges.count >= 2 && f.edges.allSatisfy(\.isFinite)
+                    && zip(f.edges, f.edges.dropFirst()).allSatisfy { $0 < $1 },
+                .flatteningEdges, "must be at least two finite, strictly ascending numbers, got \(f.edges)")
+            try check(f.power.isFinite && f.power >= 0, .flatteningPower, "must be a finite number ≥ 0, got \(f.power)")
+            try check(
+                f.maximumWeight.isFinite && f.maximumWeight >= 1, .flatteningMaximumWeight,
+                "must be a finite number ≥ 1, got \(f.maximumWeight)")
+        }
+        if let baseline {
+            // (one per target: checked against the data's targets when the data is prepared)
+            try check(
+                !baseline.isEmpty && baseline.allSatisfy { !$0.isEmpty }, .baseline,
+                "must name one column per target, got \(baseline.joined(separator: ","))")
+        }
+    }
+}
+
+/// A training option with an impossible value, or one that disagrees with the model training starts from.
+/// Names the field, never a command-line flag.
+public struct TrainingOptionsError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The options' fields, as they are named in messages.
+    public enum Field: String, Sendable, CaseIterable {
+        case epochs
+        case batchSize = "batch size"
+        case learningRate = "learning rate"
+        case validationSplit = "validation split"
+        case testFraction = "test fraction"
+        case hiddenSizes = "hidden sizes"
+        case layerOrder = "layer order"
+        case profile
+        case patience = "early-stopping patience"
+        case minDelta = "early-stopping minimum delta"
+        case reduceLearningRatePatience = "learning-rate schedule patience"
+        case reduceLearningRateFactor = "learning-rate schedule factor"
+        case minimumLearningRate = "minimum learning rate"
+        case weightColumn = "weight column"
+        case flatteningEdges = "flattening bin edges"
+        case flatteningPower = "flattening power"
+        case flatteningMaximumWeight = "flattening maximum weight"
+        case baseline
+    }
+    /// The field whose value is wrong.
+    public var field: Field
+    /// What is wrong with it, without the field's name (`must be at least 1, got 0`).
+    public var message: String
+    /// Creates the error.
+    public init(field: Field, message: String) {
+        self.field = field
+        self.message = message
+    }
+    /// `field message`.
+    public var description: String { "\(field.rawValue) \(message)" }
 }
 
 /// Keras `EarlyStopping` on `val_loss` (or the training loss when there is no validation set): stop after
