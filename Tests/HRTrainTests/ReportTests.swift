@@ -93,6 +93,8 @@ final class ReportTests: XCTestCase {
         let page = report.html(csvStem: "report")
         XCTAssertFalse(page.contains("NaN"))
         XCTAssertFalse(page.contains("<script"), "no JavaScript")
+        XCTAssertTrue(
+            page.contains("<section id=\"verdict\">") && page.contains("σ(u⊥)/R ratio"), "the verdict tables")
         XCTAssertFalse(
             page.contains("http://")
                 && page.replacingOccurrences(of: "http://www.w3.org/", with: "").contains("http://"), "nothing fetched")

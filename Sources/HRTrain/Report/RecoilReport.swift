@@ -107,7 +107,8 @@ public struct RecoilReport: Sendable {
         figures += Self.densityFigures(input)
         self.figures = figures
         summary = Self.summaryTable(input.evaluation)
-        sectionNotes = Dictionary(uniqueKeysWithValues: Self.binnedQuantities.map { ($0.section, $0.caption) })
+        sectionNotes = Dictionary(
+            Self.binnedQuantities.map { ($0.section, $0.caption) }, uniquingKeysWith: { first, _ in first })
     }
 
     // MARK: Binnings
