@@ -31,3 +31,53 @@ __kernel void kernel_mse_loss_grad_f32(__global const float *p, const int p_off,
     }
     if (l == 0) loss[loss_off] = partial[0] / (float)n;
 }
+
+// Weighted mean squared error of a [rows, cols] prediction with one weight per row:
+//
+//   W = sum_r w_r,   loss = sum_r w_r sum_c (p_rc - t_rc)^2 / (cols W),   grad_rc = 2 w_r (p_rc - t_rc) / (cols W)
+//
+// One work-group of LOSS_LANES work-items. Pass 1: lane l takes rows l, l + LOSS_LANES, ... in order and sums
+// w_r and w_r * sum_c d^2; a fixed tree combines both sums (deterministic). Pass 2: every lane writes the
+// gradient of its rows with the combined W. Launch: global = local = LOSS_LANES.
+__kernel void kernel_weighted_mse_loss_grad_f32(__global const float *p, const int p_off,
+                                                __global const float *t, const int t_off,
+                                                __global const float *w, const int w_off,
+                                                __global float *grad, const int grad_off,
+                                                __global float *loss, const int loss_off,
+                                                const int rows, const int cols) {
+    __local float partial[LOSS_LANES];
+    __local float weight_partial[LOSS_LANES];
+    const int l = get_local_id(0);
+    float acc = 0.0f;
+    float weight_acc = 0.0f;
+    for (int r = l; r < rows; r += LOSS_LANES) {
+        float row_acc = 0.0f;
+        for (int c = 0; c < cols; ++c) {
+            const float d = p[p_off + r * cols + c] - t[t_off + r * cols + c];
+            row_acc += d * d;
+        }
+        const float wr = w[w_off + r];
+        acc += wr * row_acc;
+        weight_acc += wr;
+    }
+    partial[l] = acc;
+    weight_partial[l] = weight_acc;
+    for (int stride = LOSS_LANES / 2; stride > 0; stride >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < stride) {
+            partial[l] += partial[l + stride];
+            weight_partial[l] += weight_partial[l + stride];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const float normalisation = (float)cols * weight_partial[0];
+    const float scale = 2.0f / normalisation;
+    for (int r = l; r < rows; r += LOSS_LANES) {
+        const float wr = scale * w[w_off + r];
+        for (int c = 0; c < cols; ++c) {
+            const int i = r * cols + c;
+            grad[grad_off + i] = wr * (p[p_off + i] - t[t_off + i]);
+        }
+    }
+    if (l == 0) loss[loss_off] = partial[0] / normalisation;
+}

@@ -152,6 +152,9 @@ extension DataField {
         case .testOutput: "--test-output"
         case .compare: "--compare"
         case .scalerData: "--scaler-from"
+        case .weights: "--weights"
+        case .flattening: "--flatten-target-magnitude"
+        case .baseline: "--baseline"
         }
     }
 }
@@ -174,6 +177,11 @@ extension TrainingOptionsError {
             case .reduceLearningRatePatience: "--reduce-lr-patience"
             case .reduceLearningRateFactor: "--reduce-lr-factor"
             case .minimumLearningRate: "--min-learning-rate"
+            case .weightColumn: "--weights"
+            case .flatteningEdges: "--flatten-target-magnitude"
+            case .flatteningPower: "--flatten-power"
+            case .flatteningMaximumWeight: "--flatten-max-weight"
+            case .baseline: "--baseline"
             }
         return "\(flag) \(message)"
     }

@@ -15,7 +15,11 @@ extension HRTrainCommand {
                 30, 50, 100, ∞ GeV), of pile-up μ (column mu: 0, 20, 30, 40, 50, ∞) and of the number of \
                 primary vertices (column n_pv: 0, 10, 20, 30, ∞) where the data has those columns. Events with \
                 |u_t| = 0 have no direction and are left out of the recoil figures. --compare adds the same \
-                figures for raw recoil estimates of the data (repeat it for several).
+                figures for raw recoil estimates of the data (repeat it for several). Every bin also gets the \
+                response-corrected resolutions σ(u∥ − |u_t|)/R and σ(u⊥)/R, and with --compare a verdict table: \
+                the network's σ/R over the best compared estimate's, with its statistical error. The model's \
+                baseline and response calibration are applied as in `hrtrain predict` (--no-calibration skips \
+                the calibration).
                 """)
 
         @OptionGroup var inference: InferenceOptions
@@ -56,12 +60,14 @@ extension HRTrainCommand {
             )
             return try Evaluation(
                 predictions: result.values, table: table, targetNames: targets, comparisons: compare.map(parseList),
-                model: inference.model, data: inference.data, backend: result.backend)
+                model: inference.model, data: inference.data, backend: result.backend,
+                calibrated: model.metadata.calibration != nil && !inference.noCalibration)
         }
 
         private func render(_ e: Evaluation) -> String {
             let componentNames = e.targetNames.count == 2 ? ["x", "y"] : e.targetNames
-            var text = "hrtrain evaluate: \(e.model) on \(e.data) (\(e.events) events), network on \(e.backend)\n\n"
+            var text = "hrtrain evaluate: \(e.model) on \(e.data) (\(e.events) events), network on \(e.backend)"
+            text += e.calibrated ? ", response calibration applied\n\n" : "\n\n"
             let recoil = e.estimates.allSatisfy { $0.summary != nil }
             var header = ["estimate", "columns", "loss (MSE)"] + componentNames.map { "RMSE \($0)" }
             if recoil { header += ["response", "σ(u∥−|u_t|)", "σ(u⊥)"] }
@@ -87,7 +93,7 @@ extension HRTrainCommand {
                         var row = [edgeLabel(bin.lowerEdge, bin.upperEdge), s.name, "\(bin.count)"]
                         row +=
                             bin.count == 0
-                            ? Array(repeating: "-", count: 8)
+                            ? Array(repeating: "-", count: 10)
                             : [
                                 number(bin.meanTruthMagnitude),
                                 "\(number(bin.response)) ± \(number(bin.responseError))", number(bin.parallelBias),
@@ -95,6 +101,8 @@ extension HRTrainCommand {
                                 number(bin.parallelWidth), number(bin.perpendicularMean),
                                 "\(number(bin.perpendicularRMS)) ± \(number(bin.perpendicularRMSError))",
                                 number(bin.perpendicularWidth),
+                                "\(number(bin.correctedParallelRMS)) ± \(number(bin.correctedParallelRMSError))",
+                                "\(number(bin.correctedPerpendicularRMS)) ± \(number(bin.correctedPerpendicularRMSError))",
                             ]
                         rows.append(row)
                     }
@@ -102,8 +110,28 @@ extension HRTrainCommand {
                 text += table(
                     [
                         "bin", "estimate", "events", "⟨|u_t|⟩", "response", "⟨u∥−|u_t|⟩", "σ(u∥−|u_t|)", "w(u∥−|u_t|)",
-                        "⟨u⊥⟩", "σ(u⊥)", "w(u⊥)",
-                    ], rows, rightAligned: Set(2..<11))
+                        "⟨u⊥⟩", "σ(u⊥)", "w(u⊥)", "σ(u∥−|u_t|)/R", "σ(u⊥)/R",
+                    ], rows, rightAligned: Set(2..<13))
+            }
+            for verdict in e.verdicts {
+                let binning = verdict.binning
+                text +=
+                    "\n\nverdict in bins of \(binning.variable)\(binning.column == nil ? " [GeV]" : ""): the network's σ/R over the best compared estimate's (below 1: the network is better; better/worse: more than 2σ from 1)\n"
+                let rows = verdict.bins.map { bin -> [String] in
+                    [
+                        edgeLabel(bin.lowerEdge, bin.upperEdge), "\(bin.count)", number(bin.networkResponse),
+                        "\(number(bin.parallelRatio)) ± \(number(bin.parallelRatioError))", bin.bestParallel,
+                        RecoilVerdictBin.verdict(ratio: bin.parallelRatio, error: bin.parallelRatioError),
+                        "\(number(bin.perpendicularRatio)) ± \(number(bin.perpendicularRatioError))",
+                        bin.bestPerpendicular,
+                        RecoilVerdictBin.verdict(ratio: bin.perpendicularRatio, error: bin.perpendicularRatioError),
+                    ]
+                }
+                text += table(
+                    [
+                        "bin", "events", "response", "σ(u∥−|u_t|)/R ratio", "best", "verdict", "σ(u⊥)/R ratio", "best",
+                        "verdict",
+                    ], rows, rightAligned: [1, 2, 3, 6])
             }
             return text
         }

@@ -10,7 +10,7 @@ struct HRTrainCommand: ParsableCommand {
         version: HRTrainVersion.string,
         subcommands: [
             Devices.self, Generate.self, Verify.self, Train.self, Bench.self, Tune.self, Init.self, Predict.self,
-            Evaluate.self, Report.self, Export.self, MPICheck.self,
+            Evaluate.self, Report.self, Export.self, Calibrate.self, MPICheck.self,
         ]
     )
 

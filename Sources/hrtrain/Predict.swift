@@ -28,6 +28,8 @@ struct InferenceOptions: ParsableArguments {
     @Option(help: "Events per forward pass.") var batchSize = 4000
     @Flag(help: "Drop rows with NaN or ±Inf (and report how many) instead of failing; the output then has fewer rows.")
     var dropNonfinite = false
+    @Flag(help: "Do not apply the model's response calibration (from `hrtrain calibrate`), if it has one.")
+    var noCalibration = false
 
     func validate() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
@@ -100,13 +102,15 @@ struct InferenceOptions: ParsableArguments {
             )
             let backend = OpenCLBackend(context: context)
             let start = DispatchTime.now()
-            let values = try model.predict(features, rows: rows, on: backend, batchSize: batchSize)
+            let values = try model.predict(
+                features, rows: rows, on: backend, batchSize: batchSize, calibrated: !noCalibration)
             return (values, backend.name, elapsed(since: start))
         case .reference:
             try SizeLimits.requireReferenceNetwork(model.metadata.spec, batch: min(batchSize, max(rows, 1)))
             let backend = ReferenceBackend()
             let start = DispatchTime.now()
-            let values = try model.predict(features, rows: rows, on: backend, batchSize: batchSize)
+            let values = try model.predict(
+                features, rows: rows, on: backend, batchSize: batchSize, calibrated: !noCalibration)
             return (values, backend.name, elapsed(since: start))
         }
     }
@@ -119,7 +123,9 @@ extension HRTrainCommand {
             discussion: """
                 Reads the model's feature columns by name from --data, scales them with the model's \
                 StandardScaler, runs the network with batch normalisation in inference mode (running \
-                statistics), un-scales the outputs if the targets were scaled, and writes one column per model \
+                statistics), un-scales the outputs if the targets were scaled, adds the baseline columns back \
+                (models trained with --baseline), applies the response calibration (models from `hrtrain \
+                calibrate`; --no-calibration skips it), and writes one column per model \
                 target (named as in the model) and one row per event, in input order, to --output: .csv, .npy \
                 or .h5/.hdf5 (dataset /data) by extension, atomically.
                 """)

@@ -87,7 +87,8 @@ extension HRTrainCommand {
             let evaluation = try Evaluation(
                 predictions: result.values, table: table, targetNames: targets, comparisons: comparisons,
                 model: inference.model, data: inference.data, backend: result.backend,
-                binnings: RecoilReport.binnings(table: table, truthX: truth[0], truthY: truth[1]))
+                binnings: RecoilReport.binnings(table: table, truthX: truth[0], truthY: truth[1]),
+                calibrated: model.metadata.calibration != nil && !inference.noCalibration)
             let network = RecoilComponents(
                 name: "network", x: stride(from: 0, to: result.values.count, by: 2).map { result.values[$0] },
                 y: stride(from: 1, to: result.values.count, by: 2).map { result.values[$0] })

@@ -31,7 +31,11 @@ extension HRTrainCommand {
                     + "(default: every column but the targets).")) var features: String?
         @Option(help: "Target columns, comma separated.") var targets = "truth_hr_x,truth_hr_y"
         @Option(help: "A separate test sample (evaluated after training).") var testFile: String?
-        @Option(help: "Hold out the last fraction of the rows as a test set.") var testFraction: Double?
+        @Option(
+            help: ArgumentHelp(
+                "Hold out the last fraction of the rows as a test set: a decimal (0.2), a ratio (1349234/3625136) "
+                    + "or 'thesis' (the thesis' 1,349,234 of 3,625,136); round(rows × fraction) rows, computed "
+                    + "exactly (halves up).", valueName: "fraction")) var testFraction: TestFraction?
         @Option(
             help: "Fraction of the training rows used for validation (the last ones, Keras semantics; default 0.2).")
         var validationSplit: Double?
@@ -53,6 +57,20 @@ extension HRTrainCommand {
         @Option(help: "Smallest improvement for the learning-rate schedule.") var reduceLrMinDelta: Double = 1e-4
         @Option(help: "Lower bound of the learning rate.") var minLearningRate: Double = 0
         @Flag(help: "Standardise the targets too (inverted on prediction).") var scaleTargets = false
+        @Option(help: "A data column of per-event loss weights (finite, > 0; not a feature): the weighted MSE.")
+        var weights: String?
+        @Option(
+            help: ArgumentHelp(
+                "Weight events so that the |target| spectrum is flat in these bin edges (GeV, e.g. "
+                    + "0,10,20,30,50,100,200): weights (N/K/N_k)^α, capped, mean 1 over the training rows.",
+                valueName: "edges")) var flattenTargetMagnitude: String?
+        @Option(help: "The power α of the flattening weights: 1 flattens fully, 0.5 half-way.") var flattenPower = 1.0
+        @Option(help: "The cap on a flattening bin's weight (N/K/N_k)^α, before the normalisation to mean 1.")
+        var flattenMaxWeight = TargetMagnitudeFlattening.defaultMaximumWeight
+        @Option(
+            help: ArgumentHelp(
+                "Residual learning: one feature column per target (e.g. hr_all_x,hr_all_y); the network learns "
+                    + "target − baseline and predictions add it back.", valueName: "x,y")) var baseline: String?
         @Flag(help: "Drop rows with NaN or ±Inf (and report how many) instead of failing.") var dropNonfinite = false
         @Option(help: "Checkpoint file (default: MODEL.checkpoint).") var checkpoint: String?
         @Option(help: "Continue from this checkpoint.") var resume: String?
@@ -70,6 +88,16 @@ extension HRTrainCommand {
             }
             if resume != nil && initFrom != nil {
                 throw ValidationError("give either --resume or --init-from, not both")
+            }
+            if flattenTargetMagnitude == nil
+                && (flattenPower != 1 || flattenMaxWeight != TargetMagnitudeFlattening.defaultMaximumWeight)
+            {
+                throw ValidationError("--flatten-power and --flatten-max-weight need --flatten-target-magnitude")
+            }
+            if let flattenTargetMagnitude {
+                do { _ = try parseBinEdges(flattenTargetMagnitude) } catch let error as DataError {
+                    throw ValidationError("--flatten-target-magnitude: \(error.message)")
+                }
             }
             do { try flagOptions(initialModel: nil).validate() } catch let error as TrainingOptionsError {
                 throw ValidationError(error.flagMessage)
@@ -96,8 +124,13 @@ extension HRTrainCommand {
             options.seed = seed ?? options.seed
             options.shuffle = shuffle
             options.validationSplit = validationSplit ?? options.validationSplit
-            options.testFraction = testFraction ?? 0
+            options.testFraction = testFraction?.value ?? 0
             options.scaleTargets = scaleTargets
+            options.weightColumn = weights
+            options.flattening = flattenTargetMagnitude.flatMap { try? parseBinEdges($0) }.map {
+                FlatteningRequest(edges: $0, power: flattenPower, maximumWeight: flattenMaxWeight)
+            }
+            options.baseline = baseline.map(parseList)
             if let patience {
                 options.earlyStopping = EarlyStopping(
                     patience: patience, minDelta: minDelta, restoreBestWeights: restoreBest)
@@ -181,7 +214,8 @@ extension HRTrainCommand {
                 targets: resumed?.model.metadata.targetNames ?? parseList(targets), testTable: testTable,
                 testFile: testFile, testFraction: options.testFraction, validationSplit: options.validationSplit,
                 scaleTargets: options.scaleTargets,
-                scalers: resumed.map { ($0.model.featureScaler, $0.model.targetScaler) })
+                scalers: resumed.map { ($0.model.featureScaler, $0.model.targetScaler) },
+                weightColumn: options.weightColumn, flattening: options.flattening, baseline: options.baseline)
             for warning in prepared.warnings { log.warn(warning) }
             if options.batchSize > prepared.train.rows {
                 log.warn(
@@ -336,5 +370,26 @@ private func testFailure(_ communicator: Communicator, afterEpoch epoch: Int, pe
     case "hang": Thread.sleep(forTimeInterval: 3600)
     case "perturb": try perturb()
     default: throw CommandError("a test asked this rank to fail after epoch \(epoch)")
+    }
+}
+
+/// `--test-fraction`: a decimal, a ratio `a/b`, or `thesis` (1,349,234 / 3,625,136).
+struct TestFraction: ExpressibleByArgument {
+    /// The fraction.
+    var value: Double
+
+    init?(argument: String) {
+        let text = argument.trimmingCharacters(in: .whitespaces)
+        if text == "thesis" {
+            value = Double(EventGenerator.thesisTestCount) / Double(EventGenerator.thesisEventCount)
+        } else if let slash = text.firstIndex(of: "/") {
+            guard let a = Double(text[..<slash]), let b = Double(text[text.index(after: slash)...]), b > 0 else {
+                return nil
+            }
+            value = a / b
+        } else {
+            guard let v = Double(text) else { return nil }
+            value = v
+        }
     }
 }

@@ -104,6 +104,58 @@ final class CPUBackendTests: XCTestCase {
         }
     }
 
+    /// The weighted MSE and its gradient against the reference (guards, odd shapes); unit weights equal the
+    /// plain MSE; a NaN prediction gives a NaN loss (never passes as a number).
+    func testWeightedMeanSquaredError() throws {
+        for device in try devices() {
+            for (n, (rows, cols)) in shapes.enumerated() {
+                let p = randomValues(rows * cols, seed: UInt64(60 + n))
+                let t = randomValues(rows * cols, seed: UInt64(70 + n))
+                let w = randomValues(rows, seed: UInt64(80 + n)).map { 0.1 + abs($0) }
+                let what = "\(rows)×\(cols) threads \(device.threads)"
+                let gr = try reference.scratch([rows, cols])
+                let lr = try reference.scratch([1])
+                try reference.weightedMeanSquaredError(
+                    prediction: try reference.tensor(p, shape: [rows, cols]),
+                    target: try reference.tensor(t, shape: [rows, cols]),
+                    weights: try reference.tensor(w, shape: [rows]),
+                    gradient: gr, loss: lr)
+                let gd = try CPUGuarded(device, shape: [rows, cols])
+                let ld = try CPUGuarded(device, shape: [1])
+                try device.weightedMeanSquaredError(
+                    prediction: try device.tensor(p, shape: [rows, cols]),
+                    target: try device.tensor(t, shape: [rows, cols]), weights: try device.tensor(w, shape: [rows]),
+                    gradient: gd.tensor, loss: ld.tensor)
+                assertClose(try device.read(gd.tensor), try reference.read(gr), limit: limit, "weighted MSE dL " + what)
+                assertClose(try device.read(ld.tensor), try reference.read(lr), limit: limit, "weighted MSE " + what)
+                try gd.checkGuards("weightedMeanSquaredError gradient")
+                try ld.checkGuards("weightedMeanSquaredError loss")
+
+                let ones = try device.tensor([Double](repeating: 1, count: rows), shape: [rows])
+                let lw = try device.scratch([1])
+                let lp = try device.scratch([1])
+                try device.weightedMeanSquaredError(
+                    prediction: try device.tensor(p, shape: [rows, cols]),
+                    target: try device.tensor(t, shape: [rows, cols]), weights: ones,
+                    gradient: try device.scratch([rows, cols]), loss: lw)
+                try device.meanSquaredError(
+                    prediction: try device.tensor(p, shape: [rows, cols]),
+                    target: try device.tensor(t, shape: [rows, cols]), gradient: try device.scratch([rows, cols]),
+                    loss: lp)
+                assertClose(try device.read(lw), try device.read(lp), limit: 1e-5, "unit weights = MSE " + what)
+            }
+            var bad = randomValues(6, seed: 99)
+            bad[3] = .nan
+            let loss = try device.scratch([1])
+            try device.weightedMeanSquaredError(
+                prediction: try device.tensor(bad, shape: [3, 2]),
+                target: try device.tensor(randomValues(6, seed: 98), shape: [3, 2]),
+                weights: try device.tensor([1.0, 2, 3] as [Double], shape: [3]), gradient: try device.scratch([3, 2]),
+                loss: loss)
+            XCTAssertTrue(try device.read(loss)[0].isNaN, "a NaN prediction must give a NaN weighted loss")
+        }
+    }
+
     /// The fused training forward, inference and backward of a hidden block against the reference's composition
     /// of the primitives, both layer orders, both profiles, `normInput` both separate and the GEMM output itself.
     func testHiddenBlockForwardInferenceAndBackward() throws {

@@ -259,6 +259,72 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testWeightedMeanSquaredError() throws {
+        let device = try SharedDevice.backend()
+        for (n, (rows, cols)) in (shapes + [(4000, 2), (257, 3)]).enumerated() {
+            let p = randomValues(rows * cols, seed: UInt64(400 + n), scale: 5)
+            let t = randomValues(rows * cols, seed: UInt64(500 + n), scale: 5)
+            var rng = SplitMix64(seed: UInt64(600 + n))
+            let w = (0..<rows).map { _ in rng.uniform(0.05, 20) }
+            let gr = try reference.scratch([rows, cols])
+            let lr = try reference.scratch([1])
+            try reference.weightedMeanSquaredError(
+                prediction: try reference.tensor(p, shape: [rows, cols]),
+                target: try reference.tensor(t, shape: [rows, cols]), weights: try reference.tensor(w, shape: [rows]),
+                gradient: gr, loss: lr)
+            // Against the formula written out once more, by hand.
+            var numerator = 0.0
+            for r in 0..<rows { for c in 0..<cols { numerator += w[r] * pow(p[r * cols + c] - t[r * cols + c], 2) } }
+            let expected = numerator / (Double(cols) * w.reduce(0, +))
+            XCTAssertEqual(try reference.read(lr)[0], expected, accuracy: 1e-12 * expected)
+            let gd = try GuardedTensor(device, shape: [rows, cols])
+            let ld = try GuardedTensor(device, shape: [1])
+            let wd = try GuardedTensor(device, shape: [rows], contents: w)
+            try device.weightedMeanSquaredError(
+                prediction: try device.tensor(p, shape: [rows, cols]),
+                target: try device.tensor(t, shape: [rows, cols]), weights: wd.tensor, gradient: gd.tensor,
+                loss: ld.tensor)
+            assertClose(
+                try device.read(gd.tensor), try reference.read(gr), limit: limit,
+                "weighted mse gradient \(rows)×\(cols)")
+            assertClose(
+                try device.read(ld.tensor), try reference.read(lr), limit: 1e-5, "weighted mse loss \(rows)×\(cols)")
+            try gd.checkGuards(device, "weighted mse gradient")
+            try ld.checkGuards(device, "weighted mse loss")
+            try wd.checkGuards(device, "weighted mse weights")
+
+            // Unit weights: the unweighted MSE and its gradient.
+            let ones = try reference.tensor([Double](repeating: 1, count: rows), shape: [rows])
+            let (gw, lw, gu, lu) = (
+                try reference.scratch([rows, cols]), try reference.scratch([1]), try reference.scratch([rows, cols]),
+                try reference.scratch([1])
+            )
+            let (pr, tr) = (
+                try reference.tensor(p, shape: [rows, cols]), try reference.tensor(t, shape: [rows, cols])
+            )
+            try reference.weightedMeanSquaredError(prediction: pr, target: tr, weights: ones, gradient: gw, loss: lw)
+            try reference.meanSquaredError(prediction: pr, target: tr, gradient: gu, loss: lu)
+            assertClose(try reference.read(gw), try reference.read(gu), limit: 1e-14, "unit weights: gradient")
+            assertClose(try reference.read(lw), try reference.read(lu), limit: 1e-14, "unit weights: loss")
+        }
+        // A NaN in the prediction reaches the loss: the comparison must fail, never pass.
+        var p = randomValues(3 * 2, seed: 9, scale: 1)
+        p[4] = .nan
+        let ld = try device.scratch([1])
+        try device.weightedMeanSquaredError(
+            prediction: try device.tensor(p, shape: [3, 2]),
+            target: try device.tensor([Double](repeating: 0, count: 6), shape: [3, 2]),
+            weights: try device.tensor([1, 2, 3] as [Double], shape: [3]), gradient: try device.scratch([3, 2]),
+            loss: ld)
+        let c = TensorComparison(
+            name: "nan", shape: [1], device: try device.read(ld), reference: [1], limit: 1)
+        XCTAssertTrue(c.nonFinite && !c.passed, "a NaN loss must fail the comparison")
+        XCTAssertThrowsError(
+            try device.weightedMeanSquaredError(
+                prediction: try device.scratch([3, 2]), target: try device.scratch([3, 2]),
+                weights: try device.scratch([2]), gradient: try device.scratch([3, 2]), loss: try device.scratch([1])))
+    }
+
     func testAdamBothProfilesOverSeveralSteps() throws {
         let device = try SharedDevice.backend()
         for profile in NumericsProfile.allCases {
@@ -385,7 +451,11 @@ final class KernelTests: XCTestCase {
                 x, gamma: ones, beta: zeros, runningMean: rm, runningVariance: rv, savedMean: mean,
                 savedInverseStd: inv, settings: NumericsProfile.keras.batchNorm, into: y)
             try device.meanSquaredError(prediction: x, target: y, gradient: g, loss: loss)
-            return try [s, mean, inv, rm, rv, loss].flatMap { try device.read($0) }
+            let weights = try device.tensor(randomValues(rows, seed: 78).map { 1 + abs($0) }, shape: [rows])
+            let weightedLoss = try device.scratch([1])
+            try device.weightedMeanSquaredError(
+                prediction: x, target: y, weights: weights, gradient: g, loss: weightedLoss)
+            return try [s, mean, inv, rm, rv, loss, weightedLoss, g].flatMap { try device.read($0) }
         }
         let first = try once()
         let second = try once()

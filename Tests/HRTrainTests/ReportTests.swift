@@ -81,7 +81,10 @@ final class ReportTests: XCTestCase {
         let report = try sample.report()
         let expectedFigures =
             ["loss", "learning_rate"]
-            + ["response", "resolution_parallel", "resolution_perpendicular"].flatMap { q in
+            + [
+                "response", "resolution_parallel", "resolution_perpendicular", "corrected_resolution_parallel",
+                "corrected_resolution_perpendicular",
+            ].flatMap { q in
                 ["truth", "mu", "npv"].map { "\(q)_vs_\($0)" }
             }
             + ["residual_x", "residual_y", "density_x", "density_y"]
@@ -90,6 +93,8 @@ final class ReportTests: XCTestCase {
         let page = report.html(csvStem: "report")
         XCTAssertFalse(page.contains("NaN"))
         XCTAssertFalse(page.contains("<script"), "no JavaScript")
+        XCTAssertTrue(
+            page.contains("<section id=\"verdict\">") && page.contains("σ(u⊥)/R ratio"), "the verdict tables")
         XCTAssertFalse(
             page.contains("http://")
                 && page.replacingOccurrences(of: "http://www.w3.org/", with: "").contains("http://"), "nothing fetched")

@@ -98,6 +98,13 @@ public protocol Backend: AnyObject {
 
     /// Mean squared error over all elements: writes `loss[0]` and `gradient = 2(p − t)/n`.
     func meanSquaredError(prediction: Tensor, target: Tensor, gradient: Tensor, loss: Tensor) throws
+    /// Weighted mean squared error of a `[rows, C]` prediction with one weight `w_r > 0` per row:
+    /// ```
+    /// W = Σ_r w_r,   loss[0] = Σ_r w_r Σ_c (p_rc − t_rc)² / (C·W),   gradient_rc = 2 w_r (p_rc − t_rc) / (C·W)
+    /// ```
+    /// All weights 1 gives the value of `meanSquaredError`. Deterministic (fixed summation order).
+    func weightedMeanSquaredError(prediction: Tensor, target: Tensor, weights: Tensor, gradient: Tensor, loss: Tensor)
+        throws
     /// One Adam update of every element of `parameters` (see `AdamCoefficients`).
     func adamUpdate(parameters: Tensor, gradients: Tensor, m: Tensor, v: Tensor, coefficients: AdamCoefficients)
         throws

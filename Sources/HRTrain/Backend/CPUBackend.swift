@@ -305,6 +305,43 @@ public final class CPUBackend: Backend {
             gradient: gradient.pointer)
     }
 
+    /// `Σ_r w_r Σ_c d² / (C Σ w)` and its gradient `2 w_r d / (C Σ w)`; serial, summed in Double in row order
+    /// (deterministic for any thread count).
+    public func weightedMeanSquaredError(
+        prediction: CPUTensor, target: CPUTensor, weights: CPUTensor, gradient: CPUTensor, loss: CPUTensor
+    ) throws {
+        let (rows, columns) = (prediction.rows, prediction.columns)
+        try require(
+            prediction.shape.count == 2 && prediction.count == target.count && gradient.count == target.count
+                && weights.count == rows && loss.count >= 1,
+            "weightedMeanSquaredError: prediction \(prediction.shape), target \(target.shape), weights "
+                + "\(weights.shape), gradient \(gradient.shape)")
+        let p = prediction.constPointer
+        let t = target.constPointer
+        let w = weights.constPointer
+        var weightSum = 0.0
+        var sum = 0.0
+        for r in 0..<rows {
+            weightSum += Double(w[r])
+            var rowSum = 0.0
+            for c in 0..<columns {
+                let d = Double(p[r * columns + c]) - Double(t[r * columns + c])
+                rowSum += d * d
+            }
+            sum += Double(w[r]) * rowSum
+        }
+        let normalisation = Double(columns) * weightSum
+        let g = gradient.pointer
+        for r in 0..<rows {
+            let factor = Float(2 * Double(w[r]) / normalisation)
+            for c in 0..<columns {
+                let i = r * columns + c
+                g[i] = factor * (p[i] - t[i])
+            }
+        }
+        loss.pointer[0] = Float(sum / normalisation)
+    }
+
     public func adamUpdate(
         parameters: CPUTensor, gradients: CPUTensor, m: CPUTensor, v: CPUTensor, coefficients: AdamCoefficients
     ) throws {

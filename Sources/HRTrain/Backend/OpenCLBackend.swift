@@ -389,6 +389,24 @@ public final class OpenCLBackend: Backend {
         try context.launch(kernel, global: [Self.lossLanes], local: [Self.lossLanes], bytes: 12 * p.count)
     }
 
+    public func weightedMeanSquaredError(
+        prediction p: DeviceTensor, target t: DeviceTensor, weights w: DeviceTensor, gradient g: DeviceTensor,
+        loss: DeviceTensor
+    ) throws {
+        try require(
+            p.shape.count == 2 && p.count == t.count && g.count == t.count && w.count == p.rows && loss.count >= 1,
+            "weightedMeanSquaredError: prediction \(p.shape), target \(t.shape), weights \(w.shape), gradient "
+                + "\(g.shape)")
+        let kernel = try context.kernel("kernel_weighted_mse_loss_grad_f32")
+        try kernel.setArguments([
+            .tensor(p), .tensor(t), .tensor(w),
+            .tensor(g), .tensor(loss),
+            .int(Int32(p.rows)), .int(Int32(p.columns)),
+        ])
+        try context.launch(
+            kernel, global: [Self.lossLanes], local: [Self.lossLanes], bytes: 4 * (5 * p.count + 2 * p.rows))
+    }
+
     public func adamUpdate(
         parameters: DeviceTensor, gradients: DeviceTensor, m: DeviceTensor, v: DeviceTensor,
         coefficients k: AdamCoefficients

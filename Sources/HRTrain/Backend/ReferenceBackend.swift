@@ -220,6 +220,37 @@ public final class ReferenceBackend: Backend {
         loss[0] = sum / n
     }
 
+    /// W = Σ_r w_r,  loss = Σ_r w_r Σ_c (p_rc − t_rc)² / (C·W),  gradient_rc = 2 w_r (p_rc − t_rc) / (C·W)
+    public func weightedMeanSquaredError(
+        prediction: Tensor, target: Tensor, weights: Tensor, gradient: Tensor, loss: Tensor
+    ) throws {
+        let (rows, columns) = matrixShape(prediction.shape)
+        try require(
+            prediction.shape.count == 2 && prediction.count == target.count && gradient.count == target.count
+                && weights.count == rows && loss.count >= 1,
+            "weightedMeanSquaredError: prediction \(prediction.shape), target \(target.shape), weights "
+                + "\(weights.shape), gradient \(gradient.shape)")
+        var weightSum = 0.0
+        var sum = 0.0
+        for r in 0..<rows {
+            weightSum += weights[r]
+            var rowSum = 0.0
+            for c in 0..<columns {
+                let d = prediction[r * columns + c] - target[r * columns + c]
+                rowSum += d * d
+            }
+            sum += weights[r] * rowSum
+        }
+        let normalisation = Double(columns) * weightSum
+        for r in 0..<rows {
+            for c in 0..<columns {
+                let i = r * columns + c
+                gradient[i] = 2 * weights[r] * (prediction[i] - target[i]) / normalisation
+            }
+        }
+        loss[0] = sum / normalisation
+    }
+
     /// m ← β1 m + (1 − β1) g,  v ← β2 v + (1 − β2) g²,  θ ← θ − a m / (√v c + ε)
     public func adamUpdate(
         parameters: Tensor, gradients: Tensor, m: Tensor, v: Tensor, coefficients k: AdamCoefficients

@@ -130,6 +130,14 @@ public final class TimedBackend<Base: Backend>: Backend {
             try base.meanSquaredError(prediction: prediction, target: target, gradient: gradient, loss: loss)
         }
     }
+    public func weightedMeanSquaredError(
+        prediction: Tensor, target: Tensor, weights: Tensor, gradient: Tensor, loss: Tensor
+    ) throws {
+        try timed("weighted mse loss + gradient") {
+            try base.weightedMeanSquaredError(
+                prediction: prediction, target: target, weights: weights, gradient: gradient, loss: loss)
+        }
+    }
     public func adamUpdate(parameters: Tensor, gradients: Tensor, m: Tensor, v: Tensor, coefficients: AdamCoefficients)
         throws
     {

@@ -31,6 +31,12 @@ public enum DataField: String, Codable, Sendable, CaseIterable {
     case compare
     /// The sample a scaler is fitted on.
     case scalerData = "scaler data"
+    /// The column of per-event loss weights.
+    case weights
+    /// The bin edges, power or cap of the |target| flattening.
+    case flattening = "target-magnitude flattening"
+    /// The baseline columns of residual learning.
+    case baseline
 }
 
 /// A problem with a data file or a data field, described for the person who has to fix it.

@@ -1,8 +1,12 @@
+import Foundation
+
 /// Feature and target rows of one part of a sample (training, validation or test), raw (unscaled).
 public struct SampleRows: Sendable {
     public var features: [Float]
     public var targets: [Float]
     public var rows: Int
+    /// One loss weight per row (a weight column and/or |target| flattening); nil: unweighted.
+    public var weights: [Float]? = nil
 }
 
 /// A sample split and ready for training: column selection, test / validation split (Keras semantics), and
@@ -15,6 +19,10 @@ public struct PreparedData: Sendable {
     public var test: SampleRows?
     public var featureScaler: StandardScaler
     public var targetScaler: StandardScaler?
+    /// The feature columns whose raw values are subtracted from the targets (residual learning), if any.
+    public var baseline: [String]?
+    /// The |target| flattening the weights come from, if any.
+    public var flattening: TargetMagnitudeFlattening?
     /// Things the user should know that did not stop the run (constant features).
     public var warnings: [String]
 
@@ -26,13 +34,19 @@ public struct PreparedData: Sendable {
     /// - The scaler is fitted on training + validation rows, i.e. on everything but the test rows — what the
     ///   thesis' workflow did (`StandardScaler().fit_transform(X_train)`, then `fit(validation_split=0.2)`) —
     ///   unless `scalers` are given (a resumed run keeps its checkpoint's): then nothing is fitted.
+    /// - `weightColumn` names a column of per-event loss weights (finite, > 0; never a feature); `flattening`
+    ///   multiplies them by `TargetMagnitudeFlattening` weights fitted on the training rows' |target|.
+    /// - `baseline` names one feature column per target: the training and validation targets become
+    ///   `target − baseline` (the target scaler, if any, is fitted on those); the test targets stay raw.
     public static func prepare(
         table: Table, file: String, features: [String]?, targets: [String], testTable: Table? = nil,
         testFile: String? = nil, testFraction: Double = 0, validationSplit: Double, scaleTargets: Bool,
-        scalers: (feature: StandardScaler, target: StandardScaler?)? = nil
+        scalers: (feature: StandardScaler, target: StandardScaler?)? = nil, weightColumn: String? = nil,
+        flattening: FlatteningRequest? = nil, baseline: [String]? = nil
     ) throws -> PreparedData {
         let targetIndices = try table.indices(of: targets, file: file, field: .targets)
-        let featureNames = features ?? table.columnNames.filter { !targets.contains($0) }
+        let featureNames =
+            features ?? table.columnNames.filter { !targets.contains($0) && $0 != weightColumn }
         guard !featureNames.isEmpty else {
             throw DataError(
                 "no feature columns left after taking the targets \(targets.joined(separator: ","))", file: file,
@@ -40,6 +54,24 @@ public struct PreparedData: Sendable {
         }
         if let clash = featureNames.first(where: { targets.contains($0) }) {
             throw DataError("column \"\(clash)\" is both a feature and a target", file: file, field: .features)
+        }
+        if let weightColumn, featureNames.contains(weightColumn) {
+            throw DataError(
+                "the weight column \"\(weightColumn)\" cannot also be a feature", file: file, field: .weights)
+        }
+        if let baseline {
+            guard baseline.count == targets.count else {
+                throw DataError(
+                    "names \(baseline.count) column\(baseline.count == 1 ? "" : "s"); give one per target "
+                        + "(\(targets.joined(separator: ",")))", file: file, field: .baseline)
+            }
+            for name in baseline where !featureNames.contains(name) {
+                throw DataError(
+                    table.columnIndex(name) == nil
+                        ? DataError.unknownColumn(name, available: table.columnNames, file: file).message
+                        : "the baseline column \"\(name)\" must be one of the features (the model adds it back "
+                            + "from its inputs)", file: file, field: .baseline)
+            }
         }
         let featureIndices = try table.indices(of: featureNames, file: file, field: .features)
         guard (0..<1).contains(testFraction) else {
@@ -50,7 +82,8 @@ public struct PreparedData: Sendable {
         }
 
         let x = table.selecting(featureIndices)
-        let y = table.selecting(targetIndices)
+        var y = table.selecting(targetIndices)
+        let weightIndex = try weightColumn.map { try table.indices(of: [$0], file: file, field: .weights)[0] }
         var test: SampleRows?
         var usable = table.rowCount
         if let testTable {
@@ -61,7 +94,7 @@ public struct PreparedData: Sendable {
                 features: testTable.selecting(tx).values, targets: testTable.selecting(ty).values,
                 rows: testTable.rowCount)
         } else if testFraction > 0 {
-            let testRows = Int((Double(table.rowCount) * testFraction).rounded())
+            let testRows = testRowCount(rows: table.rowCount, fraction: testFraction)
             guard testRows >= 1, testRows < table.rowCount else {
                 throw DataError(
                     "\(table.rowCount) rows cannot be split with a test fraction of \(testFraction)", file: file,
@@ -93,13 +126,67 @@ public struct PreparedData: Sendable {
                         + "is set to 1, as scikit-learn does; it carries no information")
             }
         }
+        // Weights: the column's, times the flattening's (fitted on the training rows' raw |target|).
+        var weights: [Float]?
+        if let weightIndex {
+            var column = [Float](repeating: 0, count: usable)
+            for r in 0..<usable {
+                let w = table.values[r * table.columnCount + weightIndex]
+                guard w.isFinite, w > 0 else {
+                    throw DataError(
+                        "the weight \(w) of row \(r + 1) is not a finite number > 0", file: file, line: r + 1,
+                        column: weightIndex + 1, columnName: weightColumn, field: .weights)
+                }
+                column[r] = w
+            }
+            weights = column
+        }
+        var fittedFlattening: TargetMagnitudeFlattening?
+        if let flattening {
+            let magnitudes = rowMagnitudes(Array(y.values[0..<usable * targets.count]), columns: targets.count)
+            let fitted = try TargetMagnitudeFlattening.fit(
+                magnitudes: Array(magnitudes[0..<trainRows]), edges: flattening.edges, power: flattening.power,
+                maximumWeight: flattening.maximumWeight, file: file)
+            var w = weights ?? [Float](repeating: 1, count: usable)
+            for r in 0..<usable { w[r] = Float(Double(w[r]) * fitted.weight(magnitude: magnitudes[r])) }
+            weights = w
+            fittedFlattening = fitted
+        }
+        // Residual learning: the targets of the non-test rows become target − baseline.
+        if let baseline {
+            let baselineIndices = baseline.map { featureNames.firstIndex(of: $0)! }
+            let (f, t) = (featureNames.count, targets.count)
+            for r in 0..<usable {
+                for (c, b) in baselineIndices.enumerated() { y.values[r * t + c] -= x.values[r * f + b] }
+            }
+        }
         let targetScaler =
             scalers.map { $0.target }
             ?? (scaleTargets ? StandardScaler.fit(y.values, columns: targets.count, rows: 0..<usable) : nil)
+        var train = slice(x, y, 0..<trainRows)
+        var validation = slice(x, y, trainRows..<usable)
+        if let weights {
+            train.weights = Array(weights[0..<trainRows])
+            validation.weights = Array(weights[trainRows..<usable])
+        }
         return PreparedData(
-            featureNames: featureNames, targetNames: targets, train: slice(x, y, 0..<trainRows),
-            validation: slice(x, y, trainRows..<usable),
-            test: test, featureScaler: featureScaler, targetScaler: targetScaler, warnings: warnings)
+            featureNames: featureNames, targetNames: targets, train: train, validation: validation,
+            test: test, featureScaler: featureScaler, targetScaler: targetScaler, baseline: baseline,
+            flattening: fittedFlattening, warnings: warnings)
+    }
+
+    /// The rows `round(rows × fraction)` held out as the test set, computed from the fraction's shortest
+    /// decimal form (`0.3721885`) in exact decimal arithmetic, halves rounded up: no binary rounding error can
+    /// move the count by one (`25 × 0.58` is 14.5, not 14.499999999999998). `1349234.0 / 3625136` (the
+    /// thesis' test share) gives exactly 1,349,234 test rows of the thesis' 3,625,136.
+    public static func testRowCount(rows: Int, fraction: Double) -> Int {
+        guard var exact = Decimal(string: "\(fraction)", locale: Locale(identifier: "en_US_POSIX")) else {
+            return Int((Double(rows) * fraction).rounded())
+        }
+        exact *= Decimal(rows)
+        var rounded = Decimal()
+        NSDecimalRound(&rounded, &exact, 0, .plain)
+        return NSDecimalNumber(decimal: rounded).intValue
     }
 
     private static func slice(_ x: Table, _ y: Table, _ rows: Range<Int>) -> SampleRows {
@@ -107,5 +194,23 @@ public struct PreparedData: Sendable {
             features: Array(x.values[rows.lowerBound * x.columnCount..<rows.upperBound * x.columnCount]),
             targets: Array(y.values[rows.lowerBound * y.columnCount..<rows.upperBound * y.columnCount]),
             rows: rows.count)
+    }
+}
+
+/// Flattening of the |target| spectrum by event weights (see `TargetMagnitudeFlattening`).
+public struct FlatteningRequest: Codable, Sendable, Equatable {
+    /// Bin edges of |target|.
+    public var edges: [Double]
+    /// The power α of `(N/K/N_k)^α`.
+    public var power: Double
+    /// The cap on the raw bin weight.
+    public var maximumWeight: Double
+    /// Creates the request.
+    public init(
+        edges: [Double], power: Double = 1, maximumWeight: Double = TargetMagnitudeFlattening.defaultMaximumWeight
+    ) {
+        self.edges = edges
+        self.power = power
+        self.maximumWeight = maximumWeight
     }
 }

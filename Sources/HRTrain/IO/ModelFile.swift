@@ -22,6 +22,12 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     public var dataFile: String?
     /// The OpenCL device it was trained on, if any.
     public var device: String?
+    /// Residual learning: one feature column per target whose raw value is added to the network's output
+    /// (the network learned `target − baseline`); nil: none. Needs `formatVersion` 2.
+    public var baseline: [String]?
+    /// The response calibration applied to the predictions (after the baseline), if any (`hrtrain calibrate`).
+    /// Needs `formatVersion` 2.
+    public var calibration: ResponseCalibration?
     /// Where the weights started: the seed they were drawn from, or the model file they were read from
     /// (nil in files written before hrtrain recorded it).
     public var initialization: Initialization?
@@ -162,7 +168,10 @@ public struct Model: Sendable, Equatable {
             tensors["target_scaler.mean"] = SafeTensor(shape: [t.mean.count], doubles: t.mean)
             tensors["target_scaler.scale"] = SafeTensor(shape: [t.scale.count], doubles: t.scale)
         }
-        let json = (try? JSON.string(metadata)) ?? ""
+        var stored = metadata
+        // Version 2 only where it matters: an older hrtrain refuses a model it would mispredict.
+        stored.formatVersion = metadata.baseline != nil || metadata.calibration != nil ? 2 : 1
+        let json = (try? JSON.string(stored)) ?? ""
         let conventions = metadata.inference ?? InferenceConventions(spec: metadata.spec, profile: metadata.profile)
         return SafeTensorsFile(
             tensors: tensors,
@@ -205,7 +214,7 @@ public struct Model: Sendable, Equatable {
         do { metadata = try JSONDecoder().decode(ModelMetadata.self, from: Data(json.utf8)) } catch {
             throw fail("the model metadata is not valid: \(error)")
         }
-        guard metadata.format == "hrtrain-model", metadata.formatVersion == 1 else {
+        guard metadata.format == "hrtrain-model", (1...2).contains(metadata.formatVersion) else {
             throw fail("unsupported model format \(metadata.format) version \(metadata.formatVersion)")
         }
         let spec = metadata.spec
@@ -224,6 +233,16 @@ public struct Model: Sendable, Equatable {
         do {
             try SizeLimits.requireModel(spec, tensorBytes: file.tensors.values.reduce(0) { $0 + $1.bytes.count })
         } catch let error as SizeLimitError { throw fail(error.description) }
+        if let baseline = metadata.baseline {
+            guard baseline.count == spec.outputSize, baseline.allSatisfy(metadata.featureNames.contains) else {
+                throw fail(
+                    "the baseline \(baseline.joined(separator: ",")) must name one feature column per target")
+            }
+        }
+        if let calibration = metadata.calibration {
+            guard spec.outputSize == 2 else { throw fail("a response calibration needs two targets (x, y)") }
+            do { try calibration.validate() } catch { throw fail("invalid \(error)") }
+        }
         let layout = ParameterLayout(spec)
         var expected = Set(
             layout.parameters.map(\.name) + layout.runningStatistics.map(\.name) + [
@@ -275,9 +294,27 @@ public struct Model: Sendable, Equatable {
     }
 
     /// Predictions for raw (unscaled) feature rows `[rows, inputSize]`: scaled, run in batches with batch
-    /// norm in inference mode, and un-scaled if the targets were scaled. Returns `[rows, outputSize]`.
-    public func predict<B: Backend>(_ features: [Float], rows: Int, on backend: B, batchSize: Int = 4000) throws
-        -> [Float]
+    /// norm in inference mode, un-scaled if the targets were scaled, the baseline columns' raw values added
+    /// (residual models), and the response calibration applied unless `calibrated` is false.
+    /// Returns `[rows, outputSize]`.
+    public func predict<B: Backend>(
+        _ features: [Float], rows: Int, on backend: B, batchSize: Int = 4000, calibrated: Bool = true
+    ) throws -> [Float] {
+        var out = try networkOutput(features, rows: rows, on: backend, batchSize: batchSize)
+        if let baseline = metadata.baseline {
+            let (f, t) = (metadata.spec.inputSize, metadata.spec.outputSize)
+            let indices = baseline.map { metadata.featureNames.firstIndex(of: $0)! }
+            for r in 0..<rows {
+                for (c, b) in indices.enumerated() { out[r * t + c] += features[r * f + b] }
+            }
+        }
+        if calibrated, let calibration = metadata.calibration { calibration.apply(to: &out) }
+        return out
+    }
+
+    /// The network's own output for raw feature rows, un-scaled: without the baseline and the calibration.
+    public func networkOutput<B: Backend>(_ features: [Float], rows: Int, on backend: B, batchSize: Int = 4000)
+        throws -> [Float]
     {
         let spec = metadata.spec
         let net = try network(on: backend)

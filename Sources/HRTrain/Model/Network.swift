@@ -224,6 +224,14 @@ public final class Network<B: Backend> {
         try backend.meanSquaredError(prediction: ws.output, target: target, gradient: ws.outputGradient, loss: loss)
     }
 
+    /// The weighted MSE of the last forward pass against `target` with one weight per row (see
+    /// `Backend.weightedMeanSquaredError`), written to `loss[0]`; also leaves dL/dŷ ready for `backward()`.
+    public func loss(target: B.Tensor, weights: B.Tensor, into loss: B.Tensor) throws {
+        guard let ws = lastWorkspace else { throw BackendError("loss() before forward()") }
+        try backend.weightedMeanSquaredError(
+            prediction: ws.output, target: target, weights: weights, gradient: ws.outputGradient, loss: loss)
+    }
+
     /// Backpropagates dL/dŷ of the last training-mode forward pass into `gradients`.
     /// ```
     /// dense:  dW = hᵀ·dz,  db = Σ_rows dz,  dh = dz·Wᵀ (skipped for the first layer)
@@ -273,9 +281,16 @@ public final class Network<B: Backend> {
     }
 
     /// One full training step on a batch: forward (training mode), loss into `loss[0]`, backward, Adam.
-    public func trainStep(input: B.Tensor, target: B.Tensor, learningRate: Double, loss: B.Tensor) throws {
+    /// With `weights` (one per row) the loss is the weighted MSE; without, the plain MSE.
+    public func trainStep(
+        input: B.Tensor, target: B.Tensor, weights: B.Tensor? = nil, learningRate: Double, loss: B.Tensor
+    ) throws {
         try forward(input, training: true)
-        try self.loss(target: target, into: loss)
+        if let weights {
+            try self.loss(target: target, weights: weights, into: loss)
+        } else {
+            try self.loss(target: target, into: loss)
+        }
         try backward()
         try applyAdam(learningRate: learningRate)
     }

@@ -54,6 +54,48 @@ public struct RecoilEstimate: Codable, Sendable, Equatable {
     public var binned: [BinnedRecoilFigures]
 }
 
+/// The network against the best raw estimate in one bin: the ratios of the response-corrected resolutions
+/// (below 1: the network is better), with their statistical errors (independent samples' errors combined).
+public struct RecoilVerdictBin: Codable, Sendable, Equatable {
+    /// Bin edges in the binning variable.
+    public var lowerEdge: Double
+    /// Upper bin edge.
+    public var upperEdge: Double
+    /// Events in the bin.
+    public var count: Int
+    /// The network's response in the bin.
+    public var networkResponse: Double
+    /// The raw estimate with the smallest σ(u∥ − |u_t|)/R in the bin.
+    public var bestParallel: String
+    /// Network's σ(u∥ − |u_t|)/R over the best raw estimate's.
+    public var parallelRatio: Double
+    /// Statistical error of `parallelRatio`.
+    public var parallelRatioError: Double
+    /// The raw estimate with the smallest σ(u⊥)/R in the bin.
+    public var bestPerpendicular: String
+    /// Network's σ(u⊥)/R over the best raw estimate's.
+    public var perpendicularRatio: Double
+    /// Statistical error of `perpendicularRatio`.
+    public var perpendicularRatioError: Double
+
+    /// `better` (ratio more than 2σ below 1), `worse` (more than 2σ above), else `equal` (within 2σ);
+    /// `-` for an empty bin.
+    public static func verdict(ratio: Double, error: Double) -> String {
+        guard ratio.isFinite else { return "-" }
+        if ratio + 2 * error < 1 { return "better" }
+        if ratio - 2 * error > 1 { return "worse" }
+        return "equal"
+    }
+}
+
+/// The bin-by-bin verdict in one binning.
+public struct RecoilVerdict: Codable, Sendable, Equatable {
+    /// The binning variable and edges.
+    public var binning: RecoilBinning
+    /// One entry per bin.
+    public var bins: [RecoilVerdictBin]
+}
+
 /// The evaluation of a model on a sample: loss, per-component RMSE and the recoil-calibration figures
 /// (response, resolutions of u∥ and u⊥ in bins) of the network and of the raw recoil estimates it is
 /// compared with. Codable: `hrtrain evaluate --json` prints it and reports reuse it.
@@ -70,6 +112,10 @@ public struct Evaluation: Codable, Sendable, Equatable {
     public var targetNames: [String]
     /// The network first, then each compared raw recoil.
     public var estimates: [RecoilEstimate]
+    /// The network against the best compared raw recoil, bin by bin (empty without comparisons).
+    public var verdicts: [RecoilVerdict]
+    /// Whether the model's response calibration was applied to the network's predictions.
+    public var calibrated: Bool
 
     /// Evaluates `predictions` (`[rows, targets]`, unscaled) against the truth columns `targetNames` of
     /// `table` (read from `data`), and each column list of `comparisons` (as many columns as targets) the
@@ -77,7 +123,7 @@ public struct Evaluation: Codable, Sendable, Equatable {
     public init(
         predictions: [Float], table: Table, targetNames: [String], comparisons: [[String]] = [], model: String,
         data: String, backend: String,
-        binnings: [RecoilBinning] = RecoilBinning.standard
+        binnings: [RecoilBinning] = RecoilBinning.standard, calibrated: Bool = false
     ) throws {
         let components = targetNames.count
         precondition(
@@ -116,6 +162,39 @@ public struct Evaluation: Codable, Sendable, Equatable {
         events = table.rowCount
         self.targetNames = targetNames
         self.estimates = estimates
+        self.calibrated = calibrated
+        verdicts = Self.verdicts(estimates)
+    }
+
+    /// Per binning and bin: the network against the compared estimate with the smallest response-corrected
+    /// resolution (chosen separately for u∥ and u⊥).
+    static func verdicts(_ estimates: [RecoilEstimate]) -> [RecoilVerdict] {
+        guard let network = estimates.first, estimates.count > 1 else { return [] }
+        let raw = estimates.dropFirst()
+        return network.binned.enumerated().map { b, binned in
+            let bins = binned.bins.enumerated().map { i, n -> RecoilVerdictBin in
+                func best(_ value: (RecoilBin) -> Double, _ error: (RecoilBin) -> Double) -> (String, Double, Double) {
+                    var choice: (name: String, value: Double, error: Double) = ("-", .nan, .nan)
+                    for e in raw {
+                        let bin = e.binned[b].bins[i]
+                        let v = value(bin)
+                        if v.isFinite && v > 0 && !(choice.value <= v) { choice = (e.name, v, error(bin)) }
+                    }
+                    let ratio = value(n) / choice.value
+                    let relative =
+                        (pow(error(n) / value(n), 2) + pow(choice.error / choice.value, 2)).squareRoot()
+                    return (choice.name, ratio, abs(ratio) * relative)
+                }
+                let parallel = best(\.correctedParallelRMS, \.correctedParallelRMSError)
+                let perpendicular = best(\.correctedPerpendicularRMS, \.correctedPerpendicularRMSError)
+                return RecoilVerdictBin(
+                    lowerEdge: n.lowerEdge, upperEdge: n.upperEdge, count: n.count, networkResponse: n.response,
+                    bestParallel: parallel.0, parallelRatio: parallel.1, parallelRatioError: parallel.2,
+                    bestPerpendicular: perpendicular.0, perpendicularRatio: perpendicular.1,
+                    perpendicularRatioError: perpendicular.2)
+            }
+            return RecoilVerdict(binning: binned.binning, bins: bins)
+        }
     }
 
     /// `hr_all` for `hr_all_x,hr_all_y`; the columns joined by commas otherwise.

@@ -5,6 +5,9 @@ import Foundation
 /// With `n = u_t/|u_t|`, `u∥ = u·n` and `u⊥ = u × n = u_x n_y − u_y n_x` (z of the cross product):
 /// - response `R = ⟨u∥⟩ / ⟨|u_t|⟩` (ratio of means, the ATLAS W-mass definition), error by error
 ///   propagation with the covariance: `σ_R² = (V(u∥) − 2R·C(u∥,|u_t|) + R²·V(|u_t|)) / (N·⟨|u_t|⟩²)`;
+/// - response-corrected resolutions `σ(u∥ − |u_t|)/R` and `σ(u⊥)/R` (CMS DeepMET, arXiv:2509.12012, Fig. 3:
+///   an estimate shrunk towards zero has a small resolution in GeV for free), error
+///   `σ/R · √((δσ/σ)² + (δR/R)²)` (the two errors taken as independent);
 /// - resolutions of `u∥ − |u_t|` and `u⊥`: RMS about the mean (the standard deviation, ROOT's "RMS"),
 ///   error `RMS/√(2(N−1))`, and the robust width `(q₈₄ − q₁₆)/2` with the ±1σ quantiles
 ///   q(Φ(∓1)) = q(0.1587), q(0.8413) (the "16–84 %" range; equals σ for a Gaussian), quantiles linearly
@@ -38,6 +41,21 @@ public struct RecoilBin: Codable, Sendable, Equatable {
     public var perpendicularRMSError: Double
     /// Robust width (q₈₄ − q₁₆)/2 of u⊥.
     public var perpendicularWidth: Double
+    /// Response-corrected resolution along the recoil, σ(u∥ − |u_t|)/R.
+    public var correctedParallelRMS: Double
+    /// Statistical error of `correctedParallelRMS`.
+    public var correctedParallelRMSError: Double
+    /// Response-corrected resolution across the recoil, σ(u⊥)/R.
+    public var correctedPerpendicularRMS: Double
+    /// Statistical error of `correctedPerpendicularRMS`.
+    public var correctedPerpendicularRMSError: Double
+}
+
+/// `a/R` with the error `a/R · √((δa/a)² + (δR/R)²)`.
+func responseCorrected(_ a: Double, _ aError: Double, response: Double, responseError: Double) -> (Double, Double) {
+    let value = a / response
+    let relative = ((aError / a) * (aError / a) + (responseError / response) * (responseError / response)).squareRoot()
+    return (value, abs(value) * relative)
 }
 
 /// The recoil figures over a whole sample.
@@ -151,14 +169,23 @@ public func recoilFigures(
         let varPerpendicular =
             perpendicular.reduce(0) { $0 + ($1 - meanPerpendicular) * ($1 - meanPerpendicular) } / countValue
         let rmsErrorFactor = 1 / (2 * max(countValue - 1, 1)).squareRoot()
+        let responseError = max(responseVariance, 0).squareRoot()
+        let parallel = responseCorrected(
+            varResidual.squareRoot(), varResidual.squareRoot() * rmsErrorFactor, response: response,
+            responseError: responseError)
+        let perpendicularCorrected = responseCorrected(
+            varPerpendicular.squareRoot(), varPerpendicular.squareRoot() * rmsErrorFactor, response: response,
+            responseError: responseError)
         return RecoilBin(
             lowerEdge: edges[b], upperEdge: edges[b + 1], count: count, meanTruthMagnitude: meanTruth,
-            response: response, responseError: max(responseVariance, 0).squareRoot(),
+            response: response, responseError: responseError,
             parallelBias: meanResidual, parallelRMS: varResidual.squareRoot(),
             parallelRMSError: varResidual.squareRoot() * rmsErrorFactor, parallelWidth: robustWidth(residual),
             perpendicularMean: meanPerpendicular, perpendicularRMS: varPerpendicular.squareRoot(),
             perpendicularRMSError: varPerpendicular.squareRoot() * rmsErrorFactor,
-            perpendicularWidth: robustWidth(perpendicular))
+            perpendicularWidth: robustWidth(perpendicular), correctedParallelRMS: parallel.0,
+            correctedParallelRMSError: parallel.1, correctedPerpendicularRMS: perpendicularCorrected.0,
+            correctedPerpendicularRMSError: perpendicularCorrected.1)
     }
 }
 

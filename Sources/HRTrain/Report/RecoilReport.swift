@@ -107,7 +107,8 @@ public struct RecoilReport: Sendable {
         figures += Self.densityFigures(input)
         self.figures = figures
         summary = Self.summaryTable(input.evaluation)
-        sectionNotes = Dictionary(uniqueKeysWithValues: Self.binnedQuantities.map { ($0.section, $0.caption) })
+        sectionNotes = Dictionary(
+            Self.binnedQuantities.map { ($0.section, $0.caption) }, uniquingKeysWith: { first, _ in first })
     }
 
     // MARK: Binnings
@@ -248,6 +249,20 @@ public struct RecoilReport: Sendable {
                 "RMS (about the mean) of u⊥ = u × n, the component perpendicular to the truth recoil; error "
                 + "RMS/√(2(N−1)). The CSV also has the robust width (q84 − q16)/2."
         ),
+        BinnedQuantity(
+            id: "corrected_resolution_parallel", section: "Response-corrected resolutions",
+            title: "σ(u_{∥} − |u_{t}|) / R", axis: PlotAxis("σ(u_{∥} − |u_{t}|) / R", unit: "GeV"), reference: nil,
+            value: { ($0.correctedParallelRMS, $0.correctedParallelRMSError, nil) },
+            caption:
+                "Resolutions divided by the bin's response R (CMS DeepMET, arXiv:2509.12012, Fig. 3): an estimate shrunk towards zero has a small resolution in GeV for free, so estimates are compared on σ/R. Errors from those of σ and R, taken as independent."
+        ),
+        BinnedQuantity(
+            id: "corrected_resolution_perpendicular", section: "Response-corrected resolutions",
+            title: "σ(u_{⊥}) / R", axis: PlotAxis("σ(u_{⊥}) / R", unit: "GeV"), reference: nil,
+            value: { ($0.correctedPerpendicularRMS, $0.correctedPerpendicularRMSError, nil) },
+            caption:
+                "Resolutions divided by the bin's response R (CMS DeepMET, arXiv:2509.12012, Fig. 3): an estimate shrunk towards zero has a small resolution in GeV for free, so estimates are compared on σ/R. Errors from those of σ and R, taken as independent."
+        ),
     ]
 
     private static func binnedFigures(_ input: ReportInput) -> [ReportFigure] {
@@ -301,7 +316,7 @@ public struct RecoilReport: Sendable {
                     "estimate", "\(variable.id)_low", "\(variable.id)_high", "events", variable.id, quantity.id,
                     "\(quantity.id)_error",
                 ]
-                if quantity.id != "response" { header.append("\(quantity.id)_width") }
+                if quantity.id.hasPrefix("resolution") { header.append("\(quantity.id)_width") }
                 figures.append(
                     figure(
                         id: plot.id, section: quantity.section, plot: plot, caption: caption,
@@ -507,6 +522,7 @@ public struct RecoilReport: Sendable {
             + "direction and are left out of these figures. Loss and RMSE use every event.</p>\n"
         page += summaryHTML(csvStem: csvStem)
         page += "</section>\n"
+        if !input.evaluation.verdicts.isEmpty { page += verdictHTML() }
         if input.history.isEmpty {
             page +=
                 "<section id=\"training\">\n<h2>\(Self.trainingSection)</h2>\n<p class=\"note\">No training history: "
@@ -533,6 +549,34 @@ public struct RecoilReport: Sendable {
         }
         page += "</tbody>\n</table>\n</section>\n</body>\n</html>\n"
         return page
+    }
+
+    /// The bin-by-bin verdict: the network's response-corrected resolutions over the best raw estimate's.
+    private func verdictHTML() -> String {
+        var html = "<section id=\"verdict\">\n<h2>Verdict: network against the best raw recoil</h2>\n"
+        html +=
+            "<p class=\"note\">Per bin, the network's σ/R divided by the smallest σ/R among the compared raw recoils (named), with its statistical error: below 1 the network is better. better/worse: more than 2σ from 1; equal: within 2σ.\(input.evaluation.calibrated ? " The network's response calibration is applied." : "")</p>\n"
+        for verdict in input.evaluation.verdicts {
+            let variable = verdict.binning.variable
+            html += "<table class=\"summary\">\n<thead><tr><th>\(xmlEscaped(variable))</th><th>events</th>"
+            html += "<th>response</th><th>σ(u∥−|u_t|)/R ratio</th><th>best raw</th><th>verdict</th>"
+            html += "<th>σ(u⊥)/R ratio</th><th>best raw</th><th>verdict</th></tr></thead>\n<tbody>\n"
+            for bin in verdict.bins {
+                let edge = { (x: Double) in x.isInfinite ? "∞" : plainNumber(x) }
+                let cells = [
+                    "[\(edge(bin.lowerEdge)), \(edge(bin.upperEdge)))", "\(bin.count)",
+                    tableNumber(bin.networkResponse),
+                    "\(tableNumber(bin.parallelRatio)) ± \(tableNumber(bin.parallelRatioError))", bin.bestParallel,
+                    RecoilVerdictBin.verdict(ratio: bin.parallelRatio, error: bin.parallelRatioError),
+                    "\(tableNumber(bin.perpendicularRatio)) ± \(tableNumber(bin.perpendicularRatioError))",
+                    bin.bestPerpendicular,
+                    RecoilVerdictBin.verdict(ratio: bin.perpendicularRatio, error: bin.perpendicularRatioError),
+                ]
+                html += "<tr>" + cells.map { "<td>\(xmlEscaped($0))</td>" }.joined() + "</tr>\n"
+            }
+            html += "</tbody>\n</table>\n"
+        }
+        return html + "</section>\n"
     }
 
     private func summaryHTML(csvStem: String) -> String {

@@ -10,21 +10,24 @@ final class DeviceDataset<B: Backend> {
     let targetCount: Int
     private let features: [Float]
     private let targets: [Float]
+    /// One loss weight per row, if the training is weighted.
+    private let weights: [Float]?
     private let featureMean, featureScale: B.Tensor
     private let targetMean, targetScale: B.Tensor?
     /// Resident mode: the whole (standardised) set on the device.
     private var residentFeatures: B.Tensor?
     private var residentTargets: B.Tensor?
+    private var residentWeights: B.Tensor?
     /// Streaming mode: rows per uploaded chunk.
     let chunkRows: Int
     /// Whether the set lives on the device.
     var isResident: Bool { residentFeatures != nil }
 
-    /// `features` `[rows, F]` and `targets` `[rows, T]` (raw); the set is resident when both fit in
-    /// `residentLimitBytes`.
+    /// `features` `[rows, F]` and `targets` `[rows, T]` (raw), `weights` `[rows]` if weighted; the set is
+    /// resident when they fit in `residentLimitBytes`.
     init(
-        backend: B, features: [Float], targets: [Float], rows: Int, featureScaler: StandardScaler,
-        targetScaler: StandardScaler?, residentLimitBytes: Int, chunkRows: Int
+        backend: B, features: [Float], targets: [Float], weights: [Float]? = nil, rows: Int,
+        featureScaler: StandardScaler, targetScaler: StandardScaler?, residentLimitBytes: Int, chunkRows: Int
     ) throws {
         self.backend = backend
         self.rows = rows
@@ -32,17 +35,19 @@ final class DeviceDataset<B: Backend> {
         targetCount = targets.count / max(rows, 1)
         self.features = features
         self.targets = targets
+        self.weights = weights
         featureMean = try backend.tensor(featureScaler.mean, shape: [featureCount])
         featureScale = try backend.tensor(featureScaler.scale, shape: [featureCount])
         targetMean = try targetScaler.map { try backend.tensor($0.mean, shape: [targets.count / max(rows, 1)]) }
         targetScale = try targetScaler.map { try backend.tensor($0.scale, shape: [targets.count / max(rows, 1)]) }
         self.chunkRows = max(chunkRows, 1)
-        if (features.count + targets.count) * 4 <= residentLimitBytes {
+        if (features.count + targets.count + (weights?.count ?? 0)) * 4 <= residentLimitBytes {
             let x = try backend.tensor(features, shape: [rows, featureCount])
             let y = try backend.tensor(targets, shape: [rows, targetCount])
             try standardise(x: x, y: y)
             residentFeatures = x
             residentTargets = y
+            residentWeights = try weights.map { try backend.tensor($0, shape: [rows, 1]) }
         }
     }
 
@@ -56,28 +61,42 @@ final class DeviceDataset<B: Backend> {
     /// Calls `body(x, y, step)` for consecutive batches of the given sizes, taking rows in `order` (a
     /// permutation of `0..<rows`) or in file order when `order` is nil.
     func forEachBatch(sizes: [Int], order: [Int32]?, _ body: (B.Tensor, B.Tensor, Int) throws -> Void) throws {
+        try forEachWeightedBatch(sizes: sizes, order: order) { x, y, _, step in try body(x, y, step) }
+    }
+
+    /// `forEachBatch` with each batch's weights `[n]` (nil when the set has none).
+    func forEachWeightedBatch(
+        sizes: [Int], order: [Int32]?, _ body: (B.Tensor, B.Tensor, B.Tensor?, Int) throws -> Void
+    ) throws {
         if let residentFeatures, let residentTargets {
             guard let order else {
                 var start = 0
                 for (step, n) in sizes.enumerated() {
                     try body(
                         backend.view(residentFeatures, offset: start * featureCount, shape: [n, featureCount]),
-                        backend.view(residentTargets, offset: start * targetCount, shape: [n, targetCount]), step)
+                        backend.view(residentTargets, offset: start * targetCount, shape: [n, targetCount]),
+                        residentWeights.map { backend.view($0, offset: start, shape: [n]) }, step)
                     start += n
                 }
                 return
             }
             let indices = try backend.indices(order)
             var start = 0
-            var buffers: [Int: (B.Tensor, B.Tensor)] = [:]
+            var buffers: [Int: (B.Tensor, B.Tensor, B.Tensor?)] = [:]
             for (step, n) in sizes.enumerated() {
                 if buffers[n] == nil {
-                    buffers[n] = (try backend.scratch([n, featureCount]), try backend.scratch([n, targetCount]))
+                    buffers[n] = (
+                        try backend.scratch([n, featureCount]), try backend.scratch([n, targetCount]),
+                        try residentWeights.map { _ in try backend.scratch([n, 1]) }
+                    )
                 }
-                let (x, y) = buffers[n]!
+                let (x, y, w) = buffers[n]!
                 try backend.gatherRows(residentFeatures, indices: indices, indexOffset: start, into: x)
                 try backend.gatherRows(residentTargets, indices: indices, indexOffset: start, into: y)
-                try body(x, y, step)
+                if let residentWeights, let w {
+                    try backend.gatherRows(residentWeights, indices: indices, indexOffset: start, into: w)
+                }
+                try body(x, y, w.map { backend.view($0, offset: 0, shape: [n]) }, step)
                 start += n
             }
             return
@@ -100,18 +119,20 @@ final class DeviceDataset<B: Backend> {
             start += total
         }
         let chunks = plan
-        let (features, targets, featureCount, targetCount) = (
-            self.features, self.targets, self.featureCount, self.targetCount
+        let (features, targets, weights, featureCount, targetCount) = (
+            self.features, self.targets, self.weights, self.featureCount, self.targetCount
         )
-        @Sendable func gather(_ chunk: (start: Int, rows: Int, sizes: [Int])) -> (x: [Float], y: [Float]) {
+        @Sendable func gather(_ chunk: (start: Int, rows: Int, sizes: [Int])) -> (x: [Float], y: [Float], w: [Float]?) {
             var xs = [Float](repeating: 0, count: chunk.rows * featureCount)
             var ys = [Float](repeating: 0, count: chunk.rows * targetCount)
+            var ws = weights.map { _ in [Float](repeating: 0, count: chunk.rows) }
             for r in 0..<chunk.rows {
                 let source = order.map { Int($0[chunk.start + r]) } ?? (chunk.start + r)
                 for c in 0..<featureCount { xs[r * featureCount + c] = features[source * featureCount + c] }
                 for c in 0..<targetCount { ys[r * targetCount + c] = targets[source * targetCount + c] }
+                if let weights { ws![r] = weights[source] }
             }
-            return (xs, ys)
+            return (xs, ys, ws)
         }
         func prefetch(_ i: Int) -> ChunkPrefetch {
             let p = ChunkPrefetch()
@@ -123,16 +144,18 @@ final class DeviceDataset<B: Backend> {
         step = 0
         for i in plan.indices {
             next!.done.wait()
-            let (xs, ys) = next!.result!
+            let (xs, ys, ws) = next!.result!
             next = i + 1 < plan.count ? prefetch(i + 1) : nil
             let x = try backend.tensor(xs, shape: [plan[i].rows, featureCount])
             let y = try backend.tensor(ys, shape: [plan[i].rows, targetCount])
+            let w = try ws.map { try backend.tensor($0, shape: [plan[i].rows]) }
             try standardise(x: x, y: y)
             var offset = 0
             for n in plan[i].sizes {
                 try body(
                     backend.view(x, offset: offset * featureCount, shape: [n, featureCount]),
-                    backend.view(y, offset: offset * targetCount, shape: [n, targetCount]), step)
+                    backend.view(y, offset: offset * targetCount, shape: [n, targetCount]),
+                    w.map { backend.view($0, offset: offset, shape: [n]) }, step)
                 offset += n
                 step += 1
             }
@@ -146,5 +169,5 @@ final class DeviceDataset<B: Backend> {
 /// only after `done.wait()`; the group orders the two.
 private final class ChunkPrefetch: @unchecked Sendable {
     let done = DispatchGroup()
-    var result: (x: [Float], y: [Float])?
+    var result: (x: [Float], y: [Float], w: [Float]?)?
 }

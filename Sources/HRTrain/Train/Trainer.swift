@@ -100,6 +100,8 @@ public final class Trainer<B: Backend> {
     /// True when the last `run` ended because its `afterEpoch` callback asked to stop.
     public private(set) var stoppedByCallback = false
     private var lossBuffer: B.Tensor?
+    /// Σ w of each validation batch (weighted training), for the weighted mean of the batch losses.
+    private var validationWeightSums: [Double]?
     private var lastQueuedStep = -1
     /// The data-parallel hooks when training over several ranks (nil: one process).
     public let dataParallel: DataParallel?
@@ -112,8 +114,13 @@ public final class Trainer<B: Backend> {
         validation: (features: [Float], targets: [Float], rows: Int)?, featureScaler: StandardScaler,
         targetScaler: StandardScaler?,
         residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Float], running: [Float])? = nil,
-        dataParallel: DataParallel? = nil
+        dataParallel: DataParallel? = nil, trainingWeights: [Float]? = nil, validationWeights: [Float]? = nil
     ) throws {
+        if dataParallel != nil && (trainingWeights != nil || validationWeights != nil) {
+            throw BackendError(
+                "event weights (weights, flattening) are not supported in data-parallel training yet: "
+                    + "train them in one process")
+        }
         self.dataParallel = dataParallel
         self.backend = backend
         self.options = options
@@ -121,13 +128,24 @@ public final class Trainer<B: Backend> {
         self.state = state ?? TrainerState(learningRate: options.learningRate)
         let chunk = max(options.batchSize * 8, 1)
         training = try DeviceDataset(
-            backend: backend, features: train.features, targets: train.targets, rows: train.rows,
+            backend: backend, features: train.features, targets: train.targets, weights: trainingWeights,
+            rows: train.rows,
             featureScaler: featureScaler, targetScaler: targetScaler, residentLimitBytes: residentLimitBytes,
             chunkRows: chunk)
         if let v = validation, v.rows > 0 {
             self.validation = try DeviceDataset(
-                backend: backend, features: v.features, targets: v.targets, rows: v.rows, featureScaler: featureScaler,
+                backend: backend, features: v.features, targets: v.targets, weights: validationWeights, rows: v.rows,
+                featureScaler: featureScaler,
                 targetScaler: targetScaler, residentLimitBytes: residentLimitBytes, chunkRows: chunk)
+            if let validationWeights {
+                var sums: [Double] = []
+                var start = 0
+                for n in batchSizes(rows: v.rows, batchSize: options.batchSize, training: false) {
+                    sums.append(validationWeights[start..<start + n].reduce(0.0) { $0 + Double($1) })
+                    start += n
+                }
+                validationWeightSums = sums
+            }
         } else {
             self.validation = nil
         }
@@ -207,18 +225,23 @@ public final class Trainer<B: Backend> {
         let lr = state.learningRate
         // With several ranks, each trains on its share of every global batch (same permutation everywhere).
         let local = try dataParallel.map { try $0.localBatches(sizes: sizes, order: order) }
-        try training.forEachBatch(sizes: local?.sizes ?? sizes, order: local?.order ?? order) { x, y, step in
+        try training.forEachWeightedBatch(sizes: local?.sizes ?? sizes, order: local?.order ?? order) {
+            x, y, w, step in
             let loss = backend.view(losses, offset: step, shape: [1])
             if dataParallel != nil || gradientHook != nil {
                 dataParallel?.prepareStep(network: network, batchRows: sizes[step])
                 try network.forward(x, training: true)
-                try network.loss(target: y, into: loss)
+                if let w {
+                    try network.loss(target: y, weights: w, into: loss)
+                } else {
+                    try network.loss(target: y, into: loss)
+                }
                 try network.backward()
                 try dataParallel?.reduceGradients(network: network, batchRows: sizes[step])
                 try gradientHook?(network)
                 try network.applyAdam(learningRate: lr)
             } else {
-                try network.trainStep(input: x, target: y, learningRate: lr, loss: loss)
+                try network.trainStep(input: x, target: y, weights: w, learningRate: lr, loss: loss)
             }
             lastQueuedStep = step
             observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
@@ -247,14 +270,35 @@ public final class Trainer<B: Backend> {
     }
 
     /// MSE over all rows of `set`, batch norm in inference mode (per-batch losses weighted by their rows).
-    /// With several ranks, each evaluates its part of the rows and the sums are all-reduced.
+    /// Weighted training: the weighted MSE `Σ w Σ_c d² / (C Σ w)` over all rows (per-batch losses weighted by
+    /// their Σ w).
     private func evaluate(_ set: DeviceDataset<B>) throws -> Double {
-        let mine = dataParallel?.validationRows(set.rows) ?? 0..<set.rows
+        if let dataParallel { return try evaluateAcrossRanks(set, dataParallel) }
+        let sizes = batchSizes(rows: set.rows, batchSize: options.batchSize, training: false)
+        let losses = try backend.scratch([sizes.count])
+        try set.forEachWeightedBatch(sizes: sizes, order: nil) { x, y, w, step in
+            try network.forward(x, training: false)
+            if let w {
+                try network.loss(target: y, weights: w, into: backend.view(losses, offset: step, shape: [1]))
+            } else {
+                try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
+            }
+        }
+        let values = try backend.read(losses)
+        if let sums = validationWeightSums {
+            return zip(values, sums).reduce(0) { $0 + $1.0 * $1.1 } / sums.reduce(0, +)
+        }
+        return zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(set.rows)
+    }
+
+    /// Data-parallel validation: each rank evaluates its part of the rows and the sums are all-reduced.
+    private func evaluateAcrossRanks(_ set: DeviceDataset<B>, _ dataParallel: DataParallel) throws -> Double {
+        let mine = dataParallel.validationRows(set.rows)
         let sizes = batchSizes(rows: mine.count, batchSize: options.batchSize, training: false)
         var sum = 0.0
         if !sizes.isEmpty {
             let losses = try backend.scratch([sizes.count])
-            let order = dataParallel == nil ? nil : mine.map { Int32($0) }
+            let order = mine.map { Int32($0) }
             try set.forEachBatch(sizes: sizes, order: order) { x, y, step in
                 try network.forward(x, training: false)
                 try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
@@ -262,8 +306,7 @@ public final class Trainer<B: Backend> {
             let values = try backend.read(losses)
             sum = zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) }
         }
-        if let dataParallel { return try dataParallel.mean(sum: sum, rows: mine.count) }
-        return sum / Double(set.rows)
+        return try dataParallel.mean(sum: sum, rows: mine.count)
     }
 
     /// Applies the callbacks to the epoch's monitored loss; keeps the best weights when they improved.

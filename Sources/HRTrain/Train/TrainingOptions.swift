@@ -22,6 +22,12 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var ranks: Int?
     /// Data-parallel training: batch norm with the statistics of the whole batch across ranks.
     public var synchronizedBatchNorm: Bool?
+    /// A data column of per-event loss weights (the weighted MSE); nil: none.
+    public var weightColumn: String?
+    /// Loss weights that flatten the |target| spectrum (times the column's, if any); nil: none.
+    public var flattening: FlatteningRequest?
+    /// Residual learning: one feature column per target, subtracted from the targets; nil: none.
+    public var baseline: [String]?
 
     /// The defaults: the thesis configuration (keras profile, batch 4000, lr 1e-3, 20 % validation).
     public init() {}
@@ -59,6 +65,23 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
                 "must be in (0, 1), got \(plateau.factor)")
             try check(plateau.minimum >= 0, .minimumLearningRate, "must be ≥ 0, got \(plateau.minimum)")
         }
+        if let weightColumn { try check(!weightColumn.isEmpty, .weightColumn, "must name a column") }
+        if let f = flattening {
+            try check(
+                f.edges.count >= 2 && f.edges.allSatisfy(\.isFinite)
+                    && zip(f.edges, f.edges.dropFirst()).allSatisfy { $0 < $1 },
+                .flatteningEdges, "must be at least two finite, strictly ascending numbers, got \(f.edges)")
+            try check(f.power.isFinite && f.power >= 0, .flatteningPower, "must be a finite number ≥ 0, got \(f.power)")
+            try check(
+                f.maximumWeight.isFinite && f.maximumWeight >= 1, .flatteningMaximumWeight,
+                "must be a finite number ≥ 1, got \(f.maximumWeight)")
+        }
+        if let baseline {
+            // (one per target: checked against the data's targets when the data is prepared)
+            try check(
+                !baseline.isEmpty && baseline.allSatisfy { !$0.isEmpty }, .baseline,
+                "must name one column per target, got \(baseline.joined(separator: ","))")
+        }
     }
 }
 
@@ -80,6 +103,11 @@ public struct TrainingOptionsError: Error, CustomStringConvertible, Equatable, S
         case reduceLearningRatePatience = "learning-rate schedule patience"
         case reduceLearningRateFactor = "learning-rate schedule factor"
         case minimumLearningRate = "minimum learning rate"
+        case weightColumn = "weight column"
+        case flatteningEdges = "flattening bin edges"
+        case flatteningPower = "flattening power"
+        case flatteningMaximumWeight = "flattening maximum weight"
+        case baseline
     }
     /// The field whose value is wrong.
     public var field: Field

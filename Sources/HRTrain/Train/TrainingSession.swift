@@ -219,11 +219,13 @@ public final class TrainingSession<B: Backend> {
             train: (data.train.features, data.train.targets, data.train.rows),
             validation: (data.validation.features, data.validation.targets, data.validation.rows),
             featureScaler: data.featureScaler, targetScaler: data.targetScaler,
-            residentLimitBytes: settings.residentLimitBytes, state: state, best: best, dataParallel: dataParallel)
+            residentLimitBytes: settings.residentLimitBytes, state: state, best: best, dataParallel: dataParallel,
+            trainingWeights: data.train.weights, validationWeights: data.validation.weights)
         metadata = ModelMetadata(
             spec: options.spec, profile: options.profile, featureNames: data.featureNames,
             targetNames: data.targetNames, training: options, dataFile: settings.dataFile, device: settings.device,
             initialization: initialization)
+        metadata.baseline = data.baseline
     }
 
     /// Trains until the epochs are done, early stopping fires or `afterEpoch` says stop; then evaluates the

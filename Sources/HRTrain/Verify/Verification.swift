@@ -168,13 +168,47 @@ public struct Verification {
             }
         }
 
+        // The weighted loss (event weights, `--weights` / `--flatten-target-magnitude`): a fresh training-mode
+        // pass from the same state, the weighted MSE with random weights, its gradient and the backward pass.
+        var weightRandom = SplitMix64(seed: options.seed ^ 0x5745_4947_4854)
+        let weights = (0..<options.batch).map { _ in weightRandom.uniform(0.1, 10) }
+        let devWeighted = try Network(
+            backend: device, spec: spec, profile: options.profile, parameters: parameters, runningStatistics: running)
+        let refWeighted = try Network(
+            backend: reference, spec: spec, profile: options.profile, parameters: parameters, runningStatistics: running
+        )
+        let weightsD = try device.tensor(weights, shape: [options.batch])
+        let weightsR = try reference.tensor(weights, shape: [options.batch])
+        try devWeighted.forward(xd, training: true)
+        try devWeighted.loss(target: yd, weights: weightsD, into: lossD)
+        try devWeighted.backward()
+        try refWeighted.forward(xr, training: true)
+        try refWeighted.loss(target: yr, weights: weightsR, into: lossR)
+        try refWeighted.backward()
+        try compare("weighted loss", lossD, lossR, activationLimit)
+        for entry in ref.layout.parameters where entry.name == "output.weight" || entry.name == "dense1.weight" {
+            rows.append(
+                TensorComparison(
+                    name: "∂L/∂" + entry.name + " (weighted loss)", shape: entry.shape,
+                    device: try device.read(devWeighted.gradient(entry.name)),
+                    reference: try reference.read(refWeighted.gradient(entry.name)), limit: gradientLimit, floor: floor)
+            )
+        }
+
         // The probes check the reference's formulas, which do not depend on the batch size: the first
         // (at most) 256 rows keep the 2·probes Double forward passes quick.
         let fdRows = min(options.batch, 256)
-        let probes = try finiteDifferences(
-            spec: spec, profile: options.profile, parameters: parameters, running: running,
-            input: Array(input.prefix(fdRows * spec.inputSize)), target: Array(target.prefix(fdRows * spec.outputSize)),
-            batch: fdRows, count: options.finiteDifferenceProbes, rng: &rng)
+        let probes =
+            try finiteDifferences(
+                spec: spec, profile: options.profile, parameters: parameters, running: running,
+                input: Array(input.prefix(fdRows * spec.inputSize)),
+                target: Array(target.prefix(fdRows * spec.outputSize)),
+                batch: fdRows, count: options.finiteDifferenceProbes, rng: &rng)
+            + finiteDifferences(
+                spec: spec, profile: options.profile, parameters: parameters, running: running,
+                input: Array(input.prefix(fdRows * spec.inputSize)),
+                target: Array(target.prefix(fdRows * spec.outputSize)), weights: Array(weights.prefix(fdRows)),
+                batch: fdRows, count: options.finiteDifferenceProbes == 0 ? 0 : 4, rng: &weightRandom)
 
         // Loss trajectory: continue both networks for a few steps on fresh batches.
         var lossesD: [Double] = []
@@ -231,7 +265,7 @@ public struct Verification {
     /// Central differences of the Double loss against the analytic gradients, on random parameters and inputs.
     static func finiteDifferences(
         spec: NetworkSpec, profile: NumericsProfile, parameters: [Double], running: [Double], input: [Double],
-        target: [Double], batch: Int, count: Int, rng: inout SplitMix64
+        target: [Double], weights: [Double]? = nil, batch: Int, count: Int, rng: inout SplitMix64
     ) throws -> [FiniteDifference] {
         guard count > 0 else { return [] }
         let backend = ReferenceBackend()
@@ -240,9 +274,10 @@ public struct Verification {
         let x = try backend.tensor(input, shape: [batch, spec.inputSize])
         let y = try backend.tensor(target, shape: [batch, spec.outputSize])
         let loss = try backend.tensor([0.0], shape: [1])
+        let w = try weights.map { try backend.tensor($0, shape: [batch]) }
         func evaluate() throws -> Double {
             try net.forward(x, training: true)
-            try net.loss(target: y, into: loss)
+            if let w { try net.loss(target: y, weights: w, into: loss) } else { try net.loss(target: y, into: loss) }
             return loss[0]
         }
         let baseLoss = try evaluate()
@@ -265,7 +300,8 @@ public struct Verification {
             let margin = abs(numeric - analytic) / allowance
             probes.append(
                 FiniteDifference(
-                    tensor: name, index: index, analytic: analytic, numeric: numeric, margin: margin,
+                    tensor: weights == nil ? name : name + " (weighted loss)", index: index, analytic: analytic,
+                    numeric: numeric, margin: margin,
                     passed: margin <= 1))
         }
         let entries = net.layout.parameters

@@ -1,0 +1,197 @@
+import Foundation
+import XCTest
+
+@testable import HRTrain
+
+/// Event weights and |target| flattening, residual learning on a baseline, response calibration, the
+/// thesis test split.
+final class PhysicsToolsTests: XCTestCase {
+    func testFlatteningWeightsAgainstHandComputedValues() throws {
+        // 10 events: 6 in [0, 10), 3 in [10, 20), 1 in [20, 50); plus one below 0 (first bin) is impossible for
+        // a magnitude, one at 80 ≥ 50 counts in the last bin: counts 6, 3, 2 of N = 11, K = 3.
+        let magnitudes: [Double] = [1, 2, 3, 4, 5, 9.99, 10, 15, 19, 20, 80]
+        let full = try TargetMagnitudeFlattening.fit(
+            magnitudes: magnitudes, edges: [0, 10, 20, 50], power: 1, file: "test")
+        XCTAssertEqual(full.trainingCounts, [6, 3, 2])
+        // raw_k = (11/3)/N_k; mean over events = Σ N_k raw_k / N = 3·(11/3)/11 = 1: already normalised.
+        let expected = [11.0 / 3 / 6, 11.0 / 3 / 3, 11.0 / 3 / 2]
+        for (a, b) in zip(full.binWeights, expected) { XCTAssertEqual(a, b, accuracy: 1e-14) }
+        XCTAssertEqual(full.weight(magnitude: 80), expected[2], accuracy: 1e-14)
+        XCTAssertEqual(full.weight(magnitude: 10), expected[1], accuracy: 1e-14)
+
+        // α = 0.5 and a cap of 1.5: raw = √(11/18), √(11/9), min(√(11/6), 1.5) = 1.3540, then mean 1.
+        let half = try TargetMagnitudeFlattening.fit(
+            magnitudes: magnitudes, edges: [0, 10, 20, 50], power: 0.5, maximumWeight: 1.3, file: "test")
+        let raw = [(11.0 / 18).squareRoot(), (11.0 / 9).squareRoot(), 1.3]
+        let mean = (6 * raw[0] + 3 * raw[1] + 2 * raw[2]) / 11
+        for (a, b) in zip(half.binWeights, raw.map { $0 / mean }) { XCTAssertEqual(a, b, accuracy: 1e-14) }
+        let eventMean = magnitudes.map { half.weight(magnitude: $0) }.reduce(0, +) / 11
+        XCTAssertEqual(eventMean, 1, accuracy: 1e-14)
+
+        // An empty bin gets the cap (for validation events that fall there).
+        let empty = try TargetMagnitudeFlattening.fit(
+            magnitudes: [1, 2, 3], edges: [0, 10, 20], power: 1, maximumWeight: 7, file: "test")
+        XCTAssertEqual(empty.trainingCounts, [3, 0])
+        XCTAssertEqual(empty.binWeights[1] / empty.binWeights[0], 7 / (3.0 / 2 / 3), accuracy: 1e-12)
+
+        XCTAssertThrowsError(
+            try TargetMagnitudeFlattening.fit(magnitudes: [1], edges: [0, 0], power: 1, file: "test"))
+        XCTAssertThrowsError(
+            try TargetMagnitudeFlattening.fit(magnitudes: [1], edges: [0, 1], power: -1, file: "test"))
+        XCTAssertThrowsError(try parseBinEdges("0,10,x"))
+        XCTAssertEqual(try parseBinEdges("0, 10,20.5"), [0, 10, 20.5])
+    }
+
+    /// A table of `rows` events: features a, b (baseline x, y), c, weight w, targets tx, ty.
+    private func sampleTable(rows: Int, seed: UInt64) -> Table {
+        var rng = SplitMix64(seed: seed)
+        var values: [Float] = []
+        for r in 0..<rows {
+            let tx = rng.normal() * 20
+            let ty = rng.normal() * 20
+            values += [
+                Float(0.8 * tx + rng.normal()), Float(0.8 * ty + rng.normal()), Float(rng.normal()), Float(1 + r % 3),
+                Float(tx), Float(ty),
+            ]
+        }
+        return Table(columnNames: ["a", "b", "c", "w", "tx", "ty"], rowCount: rows, values: values)
+    }
+
+    func testPreparedWeightsAndBaseline() throws {
+        let table = sampleTable(rows: 50, seed: 3)
+        let data = try PreparedData.prepare(
+            table: table, file: "t.csv", features: nil, targets: ["tx", "ty"], validationSplit: 0.2,
+            scaleTargets: false, weightColumn: "w",
+            flattening: FlatteningRequest(edges: [0, 10, 20, 40], power: 1), baseline: ["a", "b"])
+        XCTAssertEqual(data.featureNames, ["a", "b", "c"], "the weight column is not a feature")
+        XCTAssertEqual(data.train.rows, 40)
+        let flattening = try XCTUnwrap(data.flattening)
+        for r in 0..<50 {
+            let row = Array(table.values[r * 6..<(r + 1) * 6])
+            let magnitude = (Double(row[4]) * Double(row[4]) + Double(row[5]) * Double(row[5])).squareRoot()
+            let expectedWeight = Float(Double(row[3]) * flattening.weight(magnitude: magnitude))
+            let isTrain = r < 40
+            let weight = isTrain ? data.train.weights![r] : data.validation.weights![r - 40]
+            XCTAssertEqual(weight, expectedWeight, "row \(r) weight")
+            let targets = isTrain ? data.train.targets : data.validation.targets
+            let i = isTrain ? r : r - 40
+            XCTAssertEqual(targets[2 * i], row[4] - row[0], "residual target x of row \(r)")
+            XCTAssertEqual(targets[2 * i + 1], row[5] - row[1], "residual target y of row \(r)")
+        }
+        // Flattening is fitted on the training rows only.
+        XCTAssertEqual(flattening.trainingCounts.reduce(0, +), 40)
+
+        var bad = table
+        bad.values[3 * 6 + 3] = 0
+        XCTAssertThrowsError(
+            try PreparedData.prepare(
+                table: bad, file: "t.csv", features: nil, targets: ["tx", "ty"], validationSplit: 0.2,
+                scaleTargets: false, weightColumn: "w")
+        ) { error in XCTAssertTrue("\(error)".contains("t.csv:4: column 4 (\"w\")"), "\(error)") }
+        XCTAssertThrowsError(
+            try PreparedData.prepare(
+                table: table, file: "t.csv", features: ["a", "c"], targets: ["tx", "ty"], validationSplit: 0.2,
+                scaleTargets: false, baseline: ["a", "b"])
+        ) { error in XCTAssertTrue("\(error)".contains("must be one of the features"), "\(error)") }
+    }
+
+    func testZeroOutputLayerReproducesTheBaselineExactly() throws {
+        let spec = NetworkSpec(inputSize: 3, hiddenSizes: [8, 5], outputSize: 2, layerOrder: .denseTanhBatchNorm)
+        var (parameters, running) = Network<ReferenceBackend>.initialValues(spec: spec, profile: .keras, seed: 5)
+        let layout = ParameterLayout(spec)
+        for name in ["output.weight", "output.bias"] {
+            let e = layout.entry(name)!
+            for i in e.offset..<e.offset + e.count { parameters[i] = 0 }
+        }
+        running[0] = 0.25
+        var metadata = ModelMetadata(
+            spec: spec, profile: .keras, featureNames: ["a", "b", "c"], targetNames: ["tx", "ty"])
+        metadata.baseline = ["b", "a"]
+        let model = Model(
+            metadata: metadata, parameters: parameters.map(Float.init), runningStatistics: running.map(Float.init),
+            featureScaler: StandardScaler(mean: [1, 2, 3], scale: [2, 3, 4]), targetScaler: nil)
+        let table = sampleTable(rows: 9, seed: 11)
+        let features = table.selecting([0, 1, 2]).values
+        let url = try temporaryDirectory(self).appendingPathComponent("residual.safetensors")
+        try model.write(to: url)
+        let loaded = try Model.read(from: url)
+        XCTAssertEqual(loaded.metadata.baseline, ["b", "a"])
+        XCTAssertEqual(loaded, model.withStoredVersion())
+        let predictions = try loaded.predict(features, rows: 9, on: ReferenceBackend())
+        for r in 0..<9 {
+            XCTAssertEqual(predictions[2 * r], features[3 * r + 1], "row \(r) x = baseline b exactly")
+            XCTAssertEqual(predictions[2 * r + 1], features[3 * r], "row \(r) y = baseline a exactly")
+        }
+        if let device = try? SharedDevice.backend() {
+            XCTAssertEqual(try loaded.predict(features, rows: 9, on: device), predictions)
+        }
+        // A baseline that is not a feature is refused when the file is read.
+        var broken = model
+        broken.metadata.baseline = ["a", "nope"]
+        try broken.write(to: url)
+        XCTAssertThrowsError(try Model.read(from: url)) { error in
+            XCTAssertTrue("\(error)".contains("baseline"), "\(error)")
+        }
+    }
+
+    func testCalibrationRestoresUnitResponseAndRefusesSmallSamples() throws {
+        // Truth |u_t| ~ exponential; the estimate is the truth scaled by a response rising with |û|
+        // (0.5 → 0.9), smeared. After the fit, the response in bins of |û| must be 1.
+        var rng = SplitMix64(seed: 21)
+        var truth: [Float] = []
+        var estimate: [Float] = []
+        for _ in 0..<40_000 {
+            let magnitude: Double = -30 * Foundation.log(1 - rng.uniform(0, 0.999_999))
+            let phi: Double = rng.uniform(0, 2 * Double.pi)
+            let tx: Double = magnitude * Foundation.cos(phi)
+            let ty: Double = magnitude * Foundation.sin(phi)
+            let response: Double = 0.5 + 0.4 * (1 - Foundation.exp(-magnitude / 40))
+            let ex: Double = response * tx + 2 * rng.normal()
+            let ey: Double = response * ty + 2 * rng.normal()
+            truth += [Float(tx), Float(ty)]
+            estimate += [Float(ex), Float(ey)]
+        }
+        let calibration = try ResponseCalibration.fit(
+            predictions: estimate, truth: truth, bins: 20, minimumEventsPerBin: 100, sample: "synthetic")
+        XCTAssertEqual(calibration.counts.reduce(0, +), 40_000)
+        XCTAssertTrue(zip(calibration.responses, calibration.responses.dropFirst()).allSatisfy { $0 <= $1 })
+        // Calibrated magnitudes keep the order of the uncalibrated ones.
+        let grid = stride(from: 0.1, through: 400, by: 0.1).map { $0 / calibration.response(magnitude: $0) }
+        XCTAssertTrue(zip(grid, grid.dropFirst()).allSatisfy { $0 < $1 })
+        var calibrated = estimate
+        calibration.apply(to: &calibrated)
+        let again = try ResponseCalibration.fit(
+            predictions: calibrated, truth: truth, bins: 20, minimumEventsPerBin: 100)
+        // Where |û| is small the noise dominates and R(|û|) rises about as fast as |û| itself: the order-keeping
+        // cap holds the correction back there. Above 10 GeV the calibrated response is 1.
+        // (The calibration keeps the order of |û|, so the bins of the refit hold the same events as the fit's.)
+        for (k, r) in again.measured.enumerated() where calibration.edges[k] > 10 {
+            XCTAssertEqual(r, 1, accuracy: 0.03, "calibrated response in |û| bin \(k)")
+        }
+        XCTAssertThrowsError(
+            try ResponseCalibration.fit(
+                predictions: Array(estimate.prefix(3998)), truth: Array(truth.prefix(3998)), bins: 20,
+                minimumEventsPerBin: 100)
+        ) { error in XCTAssertTrue("\(error)".contains("too few for 20 bins"), "\(error)") }
+    }
+
+    func testThesisTestSplitIsExact() {
+        XCTAssertEqual(PreparedData.testRowCount(rows: 3_625_136, fraction: 1_349_234.0 / 3_625_136), 1_349_234)
+        XCTAssertEqual(PreparedData.testRowCount(rows: 3_625_136, fraction: 0.372_188_5), 1_349_234)
+        // 0.3721895 (in RESULTS.md) is not the thesis' share 0.3721885…: it gives 1,349,238 (1,349,237.6).
+        XCTAssertEqual(PreparedData.testRowCount(rows: 3_625_136, fraction: 0.372_189_5), 1_349_238)
+        // 25 × 0.58 = 14.5 exactly in decimal, 14.499999999999998 in binary: the half rounds up.
+        XCTAssertEqual(PreparedData.testRowCount(rows: 25, fraction: 0.58), 15)
+        XCTAssertEqual(PreparedData.testRowCount(rows: 10, fraction: 0.2), 2)
+        XCTAssertEqual(PreparedData.testRowCount(rows: 800, fraction: 0.2), 160)
+    }
+}
+
+extension Model {
+    /// The model as `Model.read` returns it after a write (the stored format version).
+    fileprivate func withStoredVersion() -> Model {
+        var copy = self
+        copy.metadata.formatVersion = metadata.baseline != nil || metadata.calibration != nil ? 2 : 1
+        return copy
+    }
+}
