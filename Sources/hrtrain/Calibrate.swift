@@ -43,7 +43,8 @@ extension HRTrainCommand {
             let targets = model.metadata.targetNames
             guard targets.count == 2 else {
                 throw CommandError(
-                    "--model \(inference.model): a response calibration needs a model of the recoil's x and y (two targets); this one has \(targets.count)"
+                    "--model \(inference.model): a response calibration needs a model of the recoil's x and y "
+                        + "(two targets); this one has \(targets.count)"
                 )
             }
             let data = try inference.readData(log: log)

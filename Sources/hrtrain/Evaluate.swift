@@ -102,7 +102,8 @@ extension HRTrainCommand {
                                 "\(number(bin.perpendicularRMS)) ± \(number(bin.perpendicularRMSError))",
                                 number(bin.perpendicularWidth),
                                 "\(number(bin.correctedParallelRMS)) ± \(number(bin.correctedParallelRMSError))",
-                                "\(number(bin.correctedPerpendicularRMS)) ± \(number(bin.correctedPerpendicularRMSError))",
+                                "\(number(bin.correctedPerpendicularRMS)) ± "
+                                    + "\(number(bin.correctedPerpendicularRMSError))",
                             ]
                         rows.append(row)
                     }
@@ -116,7 +117,9 @@ extension HRTrainCommand {
             for verdict in e.verdicts {
                 let binning = verdict.binning
                 text +=
-                    "\n\nverdict in bins of \(binning.variable)\(binning.column == nil ? " [GeV]" : ""): the network's σ/R over the best compared estimate's (below 1: the network is better; better/worse: more than 2σ from 1)\n"
+                    "\n\nverdict in bins of \(binning.variable)\(binning.column == nil ? " [GeV]" : ""): the "
+                    + "network's σ/R over the best compared estimate's (below 1: the network is better; "
+                    + "better/worse: more than 2σ from 1)\n"
                 let rows = verdict.bins.map { bin -> [String] in
                     [
                         edgeLabel(bin.lowerEdge, bin.upperEdge), "\(bin.count)", number(bin.networkResponse),

@@ -109,7 +109,9 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
         guard events.count >= bins * minimumEventsPerBin else {
             throw FitError(
                 description:
-                    "\(events.count) usable events are too few for \(bins) bins of at least \(minimumEventsPerBin) events each (need \(bins * minimumEventsPerBin)); use a larger calibration sample or fewer bins"
+                    "\(events.count) usable events are too few for \(bins) bins of at least "
+                    + "\(minimumEventsPerBin) events each (need \(bins * minimumEventsPerBin)); use a "
+                    + "larger calibration sample or fewer bins"
             )
         }
         events.sort { $0.magnitude < $1.magnitude }
@@ -164,7 +166,9 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
         guard responses.allSatisfy({ $0.isFinite && $0 > 0 }) else {
             throw FitError(
                 description:
-                    "the measured response is not positive (\(responses.map { String(format: "%.3g", $0) }.joined(separator: ", "))): the estimate does not point along the truth recoil"
+                    "the measured response is not positive "
+                    + "(\(responses.map { String(format: "%.3g", $0) }.joined(separator: ", "))): the "
+                    + "estimate does not point along the truth recoil"
             )
         }
         let calibration = ResponseCalibration(

@@ -254,14 +254,18 @@ public struct RecoilReport: Sendable {
             title: "σ(u_{∥} − |u_{t}|) / R", axis: PlotAxis("σ(u_{∥} − |u_{t}|) / R", unit: "GeV"), reference: nil,
             value: { ($0.correctedParallelRMS, $0.correctedParallelRMSError, nil) },
             caption:
-                "Resolutions divided by the bin's response R (CMS DeepMET, arXiv:2509.12012, Fig. 3): an estimate shrunk towards zero has a small resolution in GeV for free, so estimates are compared on σ/R. Errors from those of σ and R, taken as independent."
+                "Resolutions divided by the bin's response R (CMS DeepMET, arXiv:2509.12012, Fig. 3): an "
+                + "estimate shrunk towards zero has a small resolution in GeV for free, so estimates are "
+                + "compared on σ/R. Errors from those of σ and R, taken as independent."
         ),
         BinnedQuantity(
             id: "corrected_resolution_perpendicular", section: "Response-corrected resolutions",
             title: "σ(u_{⊥}) / R", axis: PlotAxis("σ(u_{⊥}) / R", unit: "GeV"), reference: nil,
             value: { ($0.correctedPerpendicularRMS, $0.correctedPerpendicularRMSError, nil) },
             caption:
-                "Resolutions divided by the bin's response R (CMS DeepMET, arXiv:2509.12012, Fig. 3): an estimate shrunk towards zero has a small resolution in GeV for free, so estimates are compared on σ/R. Errors from those of σ and R, taken as independent."
+                "Resolutions divided by the bin's response R (CMS DeepMET, arXiv:2509.12012, Fig. 3): an "
+                + "estimate shrunk towards zero has a small resolution in GeV for free, so estimates are "
+                + "compared on σ/R. Errors from those of σ and R, taken as independent."
         ),
     ]
 
@@ -555,7 +559,10 @@ public struct RecoilReport: Sendable {
     private func verdictHTML() -> String {
         var html = "<section id=\"verdict\">\n<h2>Verdict: network against the best raw recoil</h2>\n"
         html +=
-            "<p class=\"note\">Per bin, the network's σ/R divided by the smallest σ/R among the compared raw recoils (named), with its statistical error: below 1 the network is better. better/worse: more than 2σ from 1; equal: within 2σ.\(input.evaluation.calibrated ? " The network's response calibration is applied." : "")</p>\n"
+            "<p class=\"note\">Per bin, the network's σ/R divided by the smallest σ/R among the compared raw "
+            + "recoils (named), with its statistical error: below 1 the network is better. better/worse: "
+            + "more than 2σ from 1; equal: within "
+            + "2σ.\(input.evaluation.calibrated ? " The network's response calibration is applied." : "")</p>\n"
         for verdict in input.evaluation.verdicts {
             let variable = verdict.binning.variable
             html += "<table class=\"summary\">\n<thead><tr><th>\(xmlEscaped(variable))</th><th>events</th>"
