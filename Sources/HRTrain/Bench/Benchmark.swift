@@ -139,13 +139,7 @@ public enum Benchmark {
 
         // A resident set of eight batches, gathered in shuffled order as the trainer does.
         let rows = options.batch * 8
-        let features = (0..<rows * spec.inputSize).map { _ in Float(rng.normal()) }
-        let targets = (0..<rows * spec.outputSize).map { _ in Float(10 * rng.normal()) }
-        let identityInputs = StandardScaler(
-            mean: .init(repeating: 0, count: spec.inputSize), scale: .init(repeating: 1, count: spec.inputSize))
-        let data = try DeviceDataset(
-            backend: backend, features: features, targets: targets, rows: rows, featureScaler: identityInputs,
-            targetScaler: nil, residentLimitBytes: .max, chunkRows: rows)
+        let (data, features) = try syntheticResidentSet(backend: backend, spec: spec, rows: rows, using: &rng)
         let losses = try backend.scratch([8])
         let sizes = [Int](repeating: options.batch, count: 8)
         var epoch = 0
@@ -283,27 +277,6 @@ public enum Benchmark {
         return shapes
     }
 
-    /// Wall seconds of one GEMM of `shape` (best of five runs of four calls, after a warm-up call).
-    static func timeGEMM(backend: OpenCLBackend, _ shape: GEMMShape) throws -> Double {
-        let a = try backend.scratch(shape.transposeA ? [shape.k, shape.m] : [shape.m, shape.k])
-        let b = try backend.scratch(shape.transposeB ? [shape.n, shape.k] : [shape.k, shape.n])
-        let c = try backend.scratch([shape.m, shape.n])
-        try backend.fill(a, with: 0.5)
-        try backend.fill(b, with: 0.25)
-        try backend.matmul(a, transposeA: shape.transposeA, b, transposeB: shape.transposeB, into: c)
-        try backend.synchronize()
-        var best = Double.infinity
-        for _ in 0..<5 {
-            let start = DispatchTime.now()
-            for _ in 0..<4 {
-                try backend.matmul(a, transposeA: shape.transposeA, b, transposeB: shape.transposeB, into: c)
-            }
-            try backend.synchronize()
-            best = min(best, elapsed(since: start) / 4)
-        }
-        return best
-    }
-
     /// The kernels CLBlast launches for one GEMM call of `shape` (counted by `CommandCounts`).
     static func gemmKernelsPerCall(backend: OpenCLBackend, _ shape: GEMMShape) throws -> Int {
         let a = try backend.scratch(shape.transposeA ? [shape.k, shape.m] : [shape.m, shape.k])
@@ -399,5 +372,22 @@ public enum Benchmark {
         for b in 0..<count { try once(b) }
         let seconds = elapsed(since: start) / Double(count)
         return Throughput(eventsPerSecond: Double(batch) / seconds, millisecondsPerStep: seconds * 1e3, steps: count)
+    }
+}
+
+extension Benchmark {
+    /// A resident set of `rows` random events (features ~ N(0, 1), targets ~ N(0, 10²), identity scaler): the
+    /// benchmarks gather batches from it in shuffled order, as the trainer does.
+    static func syntheticResidentSet<B: Backend>(
+        backend: B, spec: NetworkSpec, rows: Int, using rng: inout SplitMix64
+    ) throws -> (set: DeviceDataset<B>, features: [Float]) {
+        let features = (0..<rows * spec.inputSize).map { _ in Float(rng.normal()) }
+        let targets = (0..<rows * spec.outputSize).map { _ in Float(10 * rng.normal()) }
+        let identity = StandardScaler(
+            mean: .init(repeating: 0, count: spec.inputSize), scale: .init(repeating: 1, count: spec.inputSize))
+        let set = try DeviceDataset(
+            backend: backend, features: features, targets: targets, rows: rows, featureScaler: identity,
+            targetScaler: nil, residentLimitBytes: .max, chunkRows: rows)
+        return (set, features)
     }
 }

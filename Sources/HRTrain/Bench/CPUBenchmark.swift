@@ -38,13 +38,7 @@ extension Benchmark {
             backend: backend, spec: spec, profile: options.profile, parameters: initial.parameters,
             runningStatistics: initial.runningStatistics)
         let rows = options.batch * 8
-        let features = (0..<rows * spec.inputSize).map { _ in Float(rng.normal()) }
-        let targets = (0..<rows * spec.outputSize).map { _ in Float(10 * rng.normal()) }
-        let identity = StandardScaler(
-            mean: .init(repeating: 0, count: spec.inputSize), scale: .init(repeating: 1, count: spec.inputSize))
-        let data = try DeviceDataset(
-            backend: backend, features: features, targets: targets, rows: rows, featureScaler: identity,
-            targetScaler: nil, residentLimitBytes: .max, chunkRows: rows)
+        let (data, features) = try syntheticResidentSet(backend: backend, spec: spec, rows: rows, using: &rng)
         let losses = try backend.scratch([8])
         var epoch = 0
         func steps(_ count: Int) throws {

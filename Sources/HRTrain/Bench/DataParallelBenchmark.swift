@@ -45,13 +45,7 @@ public enum DataParallelBenchmark {
         let parallel = DataParallel(communicator: communicator, synchronizeBatchNorm: synchronizeBatchNorm)
         // The same resident set of eight global batches on every rank, gathered in shuffled order.
         let rows = options.batch * 8
-        let features = (0..<rows * spec.inputSize).map { _ in Float(rng.normal()) }
-        let targets = (0..<rows * spec.outputSize).map { _ in Float(10 * rng.normal()) }
-        let identity = StandardScaler(
-            mean: .init(repeating: 0, count: spec.inputSize), scale: .init(repeating: 1, count: spec.inputSize))
-        let data = try DeviceDataset(
-            backend: backend, features: features, targets: targets, rows: rows, featureScaler: identity,
-            targetScaler: nil, residentLimitBytes: .max, chunkRows: rows)
+        let (data, _) = try Benchmark.syntheticResidentSet(backend: backend, spec: spec, rows: rows, using: &rng)
         let losses = try backend.scratch([8])
         var epoch = 0
         func steps(_ count: Int) throws {
