@@ -226,7 +226,9 @@ public final class Network<B: Backend> {
 
     /// The weighted MSE of the last forward pass against `target` with one weight per row (see
     /// `Backend.weightedMeanSquaredError`), written to `loss[0]`; also leaves dL/dŷ ready for `backward()`.
-    public func loss(target: B.Tensor, weights: B.Tensor, into loss: B.Tensor) throws {
+    /// Without weights (nil), the plain MSE of `loss(target:into:)`, bitwise.
+    public func loss(target: B.Tensor, weights: B.Tensor?, into loss: B.Tensor) throws {
+        guard let weights else { return try self.loss(target: target, into: loss) }
         guard let ws = lastWorkspace else { throw BackendError("loss() before forward()") }
         try backend.weightedMeanSquaredError(
             prediction: ws.output, target: target, weights: weights, gradient: ws.outputGradient, loss: loss)
@@ -286,11 +288,7 @@ public final class Network<B: Backend> {
         input: B.Tensor, target: B.Tensor, weights: B.Tensor? = nil, learningRate: Double, loss: B.Tensor
     ) throws {
         try forward(input, training: true)
-        if let weights {
-            try self.loss(target: target, weights: weights, into: loss)
-        } else {
-            try self.loss(target: target, into: loss)
-        }
+        try self.loss(target: target, weights: weights, into: loss)
         try backward()
         try applyAdam(learningRate: learningRate)
     }

@@ -231,11 +231,7 @@ public final class Trainer<B: Backend> {
             if dataParallel != nil || gradientHook != nil {
                 dataParallel?.prepareStep(network: network, batchRows: sizes[step])
                 try network.forward(x, training: true)
-                if let w {
-                    try network.loss(target: y, weights: w, into: loss)
-                } else {
-                    try network.loss(target: y, into: loss)
-                }
+                try network.loss(target: y, weights: w, into: loss)
                 try network.backward()
                 try dataParallel?.reduceGradients(network: network, batchRows: sizes[step])
                 try gradientHook?(network)
@@ -278,11 +274,7 @@ public final class Trainer<B: Backend> {
         let losses = try backend.scratch([sizes.count])
         try set.forEachWeightedBatch(sizes: sizes, order: nil) { x, y, w, step in
             try network.forward(x, training: false)
-            if let w {
-                try network.loss(target: y, weights: w, into: backend.view(losses, offset: step, shape: [1]))
-            } else {
-                try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
-            }
+            try network.loss(target: y, weights: w, into: backend.view(losses, offset: step, shape: [1]))
         }
         let values = try backend.read(losses)
         if let sums = validationWeightSums {

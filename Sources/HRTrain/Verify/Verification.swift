@@ -277,7 +277,7 @@ public struct Verification {
         let w = try weights.map { try backend.tensor($0, shape: [batch]) }
         func evaluate() throws -> Double {
             try net.forward(x, training: true)
-            if let w { try net.loss(target: y, weights: w, into: loss) } else { try net.loss(target: y, into: loss) }
+            try net.loss(target: y, weights: w, into: loss)
             return loss[0]
         }
         let baseLoss = try evaluate()
