@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs an hrtrain model file's inference with numpy alone, from what the file says about itself.
 
-    python3 scripts/predict-numpy.py MODEL.safetensors EVENTS OUTPUT
+    python3 scripts/predict-numpy.py [--no-calibration] MODEL.safetensors EVENTS OUTPUT
 
 EVENTS: .csv (header row) or .npy (with its EVENTS.npy.columns, one name per line) or, with h5py installed,
 .h5/.hdf5 (a 2-D dataset "data" with a "columns" attribute); the model's feature columns are picked by name.
@@ -13,10 +13,14 @@ what `hrtrain predict --backend reference` computes:
         BN(t) = bn<l>.gamma * (t - running_mean) / sqrt(running_var + eps) + bn<l>.beta
         dense-tanh-bn:  x = BN(tanh(z))        dense-bn-tanh:  x = tanh(BN(z))
     y = x @ output.weight + output.bias;  with a target scaler: y = y * target_scaler.scale + target_scaler.mean
+    residual models ("baseline": one feature column per target):  y = y + features[:, baseline]   (raw values)
+    calibrated models ("calibration", method isotonic-log-linear or inverted-log-linear, unless --no-calibration):
+        m = |y| (per event, over x and y);  R = interpolation of the knots (magnitudes, responses) linear in ln m,
+        constant beyond the outermost knots;  y = y / R   (events with m = 0 are left as they are)
 
 eps, the activations, the layer order and the weight orientation come from the model's "inference" metadata
 (hrtrain >= the version that writes it); for older files, eps comes from the numerics profile (keras 1e-3,
-pytorch 1e-5). A model whose metadata holds a transform this script does not know (a baseline, a calibration,
+pytorch 1e-5). A model whose metadata holds a transform this script does not know (another calibration method,
 another activation, ...) is refused rather than predicted wrong.
 """
 import json
@@ -27,7 +31,13 @@ from safetensors import safe_open
 
 EPSILON = {"keras": 1e-3, "pytorch": 1e-5}
 KNOWN_KEYS = {"format", "formatVersion", "hrtrainVersion", "spec", "profile", "featureNames", "targetNames",
-              "training", "epochsTrained", "dataFile", "device", "initialization", "inference"}
+              "training", "epochsTrained", "dataFile", "device", "initialization", "inference", "baseline",
+              "calibration"}
+# The stored calibration: method, magnitudes and responses define it; the rest records how it was fitted.
+CALIBRATION_KEYS = {"method", "magnitudes", "responses", "edges", "counts", "measured", "events", "sample",
+                    "cappedKnots", "binning", "iterations", "closure"}
+# Two ways of fitting the knots, one way of applying them.
+CALIBRATION_METHODS = {"isotonic-log-linear", "inverted-log-linear"}
 # What this script computes, in the words of the model file's "inference" conventions.
 CONVENTIONS = {"activation": "tanh", "outputActivation": "linear",
                "weightLayout": "[in, out], row-major: y = x · W + b",
@@ -44,8 +54,14 @@ def load_model(path):
         sys.exit(f"{path}: not an hrtrain model file")
     info = json.loads(meta["hrtrain"])
     unknown = sorted(set(info) - KNOWN_KEYS)
-    if unknown or info.get("formatVersion") != 1:
+    if unknown or info.get("formatVersion") not in (1, 2):
         sys.exit(f"{path}: metadata {unknown or info.get('formatVersion')} not understood by this script; refusing")
+    calibration = info.get("calibration")
+    if calibration is not None:
+        unknown = sorted(set(calibration) - CALIBRATION_KEYS)
+        if unknown or calibration.get("method") not in CALIBRATION_METHODS:
+            sys.exit(f"{path}: calibration {unknown or calibration.get('method')} not understood by this script; "
+                     "refusing")
     stated = info.get("inference")
     if stated is not None:
         expected = dict(CONVENTIONS, layerOrder=LAYER_ORDERS.get(info["spec"]["layerOrder"]))
@@ -96,12 +112,39 @@ def predict(info, t, x):
     return y
 
 
+def add_baseline(info, y, features):
+    """Residual models: the raw baseline columns (one per target) added to the network's prediction."""
+    if info.get("baseline"):
+        y = y + features[:, [info["featureNames"].index(name) for name in info["baseline"]]]
+    return y
+
+
+def calibrate(info, y):
+    """y / R(|y|), R linear in ln|y| between the knots and constant beyond them; |y| = 0 stays 0."""
+    calibration = info.get("calibration")
+    if calibration is None:
+        return y
+    m = np.hypot(y[:, 0], y[:, 1])
+    positive = m > 0
+    response = np.ones_like(m)
+    response[positive] = np.interp(np.log(m[positive]), np.log(calibration["magnitudes"]), calibration["responses"])
+    return y / response[:, None]
+
+
 def main():
-    if len(sys.argv) != 4:
+    arguments = sys.argv[1:]
+    calibrated = "--no-calibration" not in arguments
+    arguments = [a for a in arguments if a != "--no-calibration"]
+    if len(arguments) != 3:
         sys.exit(__doc__)
-    model, events, output = sys.argv[1:]
+    model, events, output = arguments
     info, tensors = load_model(model)
-    y = predict(info, tensors, read_events(events, info["featureNames"])).astype(np.float32)
+    features = read_events(events, info["featureNames"])
+    # hrtrain rounds the network's output to float32 before the baseline and the calibration.
+    y = add_baseline(info, predict(info, tensors, features).astype(np.float32).astype(np.float64), features)
+    if calibrated:
+        y = calibrate(info, y.astype(np.float32).astype(np.float64))
+    y = y.astype(np.float32)
     if output.endswith(".npy"):
         np.save(output, y)
         with open(output + ".columns", "w") as f:

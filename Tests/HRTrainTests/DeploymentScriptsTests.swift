@@ -62,7 +62,15 @@ final class DeploymentScriptsTests: XCTestCase {
         // nothing is written.
         let original = try SafeTensorsFile.read(from: dir.appendingPathComponent("m21.safetensors"))
         for (key, edit) in [
-            ("baseline", { (json: inout [String: Any]) in json["baseline"] = ["hr_all_x", "hr_all_y"] }),
+            ("outputTransform", { (json: inout [String: Any]) in json["outputTransform"] = "exp" }),
+            (
+                "isotonic-spline",
+                { (json: inout [String: Any]) in
+                    json["calibration"] = [
+                        "method": "isotonic-spline", "magnitudes": [1, 10], "responses": [0.5, 0.8],
+                    ]
+                }
+            ),
             (
                 "activation",
                 { (json: inout [String: Any]) in
@@ -84,6 +92,89 @@ final class DeploymentScriptsTests: XCTestCase {
             XCTAssertTrue(
                 run?.output.contains(key) == true && run?.output.contains("refusing") == true, run?.output ?? "")
             XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
+        }
+    }
+
+    /// Residual models (baseline) and calibrated models (hand-made knots, a fit by `hrtrain calibrate`, the
+    /// newer method name with its provenance keys), from their metadata alone, against `hrtrain predict
+    /// --backend reference`, with and without `--no-calibration`.
+    func testNumpyPredictionWithBaselineAndCalibration() throws {
+        try requirePythonModules(["numpy", "safetensors"])
+        let dir = try temporaryDirectory(self)
+        let data = dir.appendingPathComponent("events.npy")
+        let generated = try runHRTrain(["generate", "--events", "300", "--seed", "6", "--output", data.path])
+        XCTAssertEqual(generated.status, 0, generated.err)
+        let table = try readTable(data)
+        let features = table.selecting(try table.indices(of: EventGenerator.featureNames, file: data.path)).values
+        let script = repositoryRoot.appendingPathComponent("scripts/predict-numpy.py")
+        func model(_ profile: NumericsProfile, _ layout: LayerOrder, seed: UInt64) -> Model {
+            ONNXExportTests.randomModel(
+                profile: profile, layout: layout, scaleTargets: true, features: features, rows: 300, seed: seed)
+        }
+        var residual = model(.keras, .denseTanhBatchNorm, seed: 41)
+        residual.metadata.baseline = ["hr_all_x", "hr_all_y"]
+        var calibrated = model(.pytorch, .denseBatchNormTanh, seed: 42)
+        calibrated.metadata.calibration = ResponseCalibration(
+            magnitudes: [2, 4, 7, 11], responses: [0.5, 0.62, 0.8, 0.9], edges: [], counts: [], measured: [],
+            events: 0)
+        var both = model(.pytorch, .denseTanhBatchNorm, seed: 43)
+        both.metadata.baseline = ["hr_charged_x", "hr_charged_y"]
+        both.metadata.calibration = ResponseCalibration(
+            magnitudes: [5, 20, 40], responses: [0.6, 0.85, 0.95], edges: [], counts: [], measured: [], events: 0,
+            cappedKnots: 0)
+        both.metadata.calibration!.method = "inverted-log-linear"
+        var urls: [(String, URL)] = []
+        for (name, m) in [("baseline", residual), ("calibration", calibrated), ("baseline and calibration", both)] {
+            let url = dir.appendingPathComponent("\(urls.count).safetensors")
+            try m.write(to: url)
+            urls.append((name, url))
+        }
+        // The newer fit's provenance keys (notes-calibration.md) in the last file.
+        var file = try SafeTensorsFile.read(from: urls[2].1)
+        var json = try JSONSerialization.jsonObject(with: Data(file.metadata["hrtrain"]!.utf8)) as! [String: Any]
+        var stored = json["calibration"] as! [String: Any]
+        stored["binning"] = "truth"
+        stored["iterations"] = 4
+        json["calibration"] = stored
+        file.metadata["hrtrain"] = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
+        try file.write(to: urls[2].1)
+        let fitted = dir.appendingPathComponent("fitted.safetensors")
+        let calibration = try runHRTrain([
+            "calibrate", "--model", urls[0].1.path, "--data", data.path, "--backend", "reference", "--bins", "6",
+            "--min-events-per-bin", "20", "--output", fitted.path, "--quiet",
+        ])
+        XCTAssertEqual(calibration.status, 0, calibration.err)
+        urls.append(("baseline, `hrtrain calibrate`", fitted))
+        for (index, (name, url)) in urls.enumerated() {
+            for extra in [[], ["--no-calibration"]] {
+                let label = "\(name)\(extra.isEmpty ? "" : ", --no-calibration")"
+                let reference = dir.appendingPathComponent("ref\(index)\(extra.count).npy")
+                let predicted = try runHRTrain(
+                    [
+                        "predict", "--model", url.path, "--data", data.path, "--backend", "reference", "--output",
+                        reference.path, "--quiet",
+                    ] + extra)
+                XCTAssertEqual(predicted.status, 0, predicted.err)
+                let output = dir.appendingPathComponent("numpy\(index)\(extra.count).npy")
+                let run = runPythonFile(script, extra + [url.path, data.path, output.path])
+                XCTAssertEqual(run?.status, 0, run?.output ?? "python did not start")
+                let ours = try predictions(reference)
+                let theirs = try predictions(output)
+                XCTAssertEqual(ours.count, theirs.count, label)
+                let difference = zip(ours, theirs).map { abs($0 - $1) }.max() ?? .nan
+                let norm =
+                    zip(ours, theirs).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+                    / ours.map { $0 * $0 }.reduce(0, +).squareRoot()
+                print(String(format: "numpy vs reference, %@: rel. L2 %.2e, max abs %.2e", label, norm, difference))
+                XCTAssertLessThanOrEqual(norm, 1e-6, label)
+                XCTAssertLessThanOrEqual(difference, 1e-5, label)
+            }
+            // With a calibration, --no-calibration must make a difference (the script does apply it).
+            if name.contains("calibrat") {
+                let with = try predictions(dir.appendingPathComponent("numpy\(index)0.npy"))
+                let without = try predictions(dir.appendingPathComponent("numpy\(index)1.npy"))
+                XCTAssertGreaterThan(zip(with, without).map { abs($0 - $1) }.max() ?? 0, 0.1, name)
+            }
         }
     }
 

@@ -81,14 +81,46 @@ final class ONNXExportTests: XCTestCase {
             def errors(path):
                 ref = np.load(path).astype(np.float64)
                 d = y.astype(np.float64) - ref
-                return float(np.linalg.norm(d) / np.linalg.norm(ref)), float(np.abs(d).max())
+                norm = np.linalg.norm(ref)
+                return float(np.linalg.norm(d) / norm if norm > 0 else np.linalg.norm(d)), float(np.abs(d).max())
             rel, mx = errors(job["reference"])
-            print(json.dumps({"name": job["name"], "rel_l2": rel, "max_abs": mx,
-                "control_rel_l2": errors(job["control"])[0], "single_row_max_abs": float(np.abs(one - y[3:4]).max()),
+            control = errors(job["control"])[0] if "control" in job else None
+            print(json.dumps({"name": job["name"], "rel_l2": rel, "max_abs": mx, "finite": bool(np.isfinite(y).all()),
+                "control_rel_l2": control, "single_row_max_abs": float(np.abs(one - y[3:4]).max()),
                 "max_abs_output": float(np.abs(y).max()), "profile": meta["profile"],
                 "layer_order": meta["layer_order"], "target_scaling": meta["target_scaling"],
-                "hrtrain_version": meta["hrtrain_version"], "targets": json.loads(meta["target_names"])}))
+                "hrtrain_version": meta["hrtrain_version"], "targets": json.loads(meta["target_names"]),
+                "baseline": meta.get("baseline"), "calibration": meta.get("calibration"),
+                "operators": [n.op_type for n in model.graph.node]}))
         """
+
+    /// Runs `runtimeScript` on `jobs`; returns one result per job (failing the test if Python fails).
+    func runRuntimeJobs(_ jobs: [[String: String]], in dir: URL) throws -> [[String: Any]] {
+        let jobsURL = dir.appendingPathComponent("jobs-\(jobs.count).json")
+        try JSONSerialization.data(withJSONObject: jobs).write(to: jobsURL)
+        guard let run = runPython(Self.runtimeScript, [jobsURL.path]) else {
+            XCTFail("python did not start")
+            return []
+        }
+        XCTAssertEqual(run.status, 0, run.output)
+        let results = run.output.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        XCTAssertEqual(results.count, jobs.count, run.output)
+        return results
+    }
+
+    /// Runs `hrtrain predict --backend reference` (with `extra` arguments) and returns the output file.
+    func predictReference(_ model: URL, data: URL, output: URL, _ extra: [String] = []) throws -> URL {
+        let predicted = try runHRTrain(
+            [
+                "predict", "--model", model.path, "--data", data.path, "--backend", "reference", "--output",
+                output.path,
+                "--quiet",
+            ] + extra)
+        XCTAssertEqual(predicted.status, 0, predicted.err)
+        return output
+    }
 
     /// The 8 configurations × 2 batch-norm forms, and a model trained for one epoch, exported with the CLI and
     /// run by ONNX Runtime.
@@ -163,14 +195,8 @@ final class ONNXExportTests: XCTestCase {
             "data": data.path, "reference": dir.appendingPathComponent("trained.npy").path,
             "control": dir.appendingPathComponent("trained-other.npy").path,
         ])
-        let jobsURL = dir.appendingPathComponent("jobs.json")
-        try JSONSerialization.data(withJSONObject: jobs).write(to: jobsURL)
-        guard let run = runPython(Self.runtimeScript, [jobsURL.path]) else { return XCTFail("python did not start") }
-        XCTAssertEqual(run.status, 0, run.output)
-        let results = run.output.split(separator: "\n").compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        }
-        XCTAssertEqual(results.count, 17, run.output)
+        let results = try runRuntimeJobs(jobs, in: dir)
+        XCTAssertEqual(results.count, 17)
         for result in results {
             let name = result["name"] as? String ?? "?"
             let rel = result["rel_l2"] as? Double ?? .nan
@@ -188,6 +214,247 @@ final class ONNXExportTests: XCTestCase {
             XCTAssertEqual(result["targets"] as? [String], ["truth_hr_x", "truth_hr_y"])
             XCTAssertEqual(result["target_scaling"] as? String == "none", !name.contains("scaled-targets"), name)
         }
+    }
+
+    /// A hand-made calibration of five knots (4 to 26 GeV), for the structure and refusal checks.
+    static let handCalibration = ResponseCalibration(
+        magnitudes: [4, 7.5, 12, 19, 26], responses: [0.52, 0.66, 0.8, 0.87, 0.93], edges: [], counts: [],
+        measured: [], events: 0)
+
+    /// Residual models (`--baseline`) and calibrated models (hand-made knots, one knot, and a calibration
+    /// fitted by `hrtrain calibrate`), both layer orders and batch-norm forms, exported and run by ONNX Runtime,
+    /// against `hrtrain predict --backend reference`; `--no-calibration` against `predict --no-calibration`;
+    /// a network whose output is exactly zero stays zero (no NaN) through the calibration.
+    func testONNXRuntimeMatchesReferenceWithBaselineAndCalibration() throws {
+        try requirePythonModules(["numpy", "onnx", "onnxruntime"])
+        let dir = try temporaryDirectory(self)
+        let (data, features) = try generateEvents(300, in: dir)
+        func model(_ profile: NumericsProfile, _ layout: LayerOrder, seed: UInt64) -> Model {
+            Self.randomModel(
+                profile: profile, layout: layout, scaleTargets: true, features: features, rows: 300, seed: seed)
+        }
+        // Knots at the 5, 25, 50, 75 and 95 % quantiles of the model's uncalibrated |y|, so that events fall
+        // below, between and above them.
+        func calibration(for model: Model) throws -> ResponseCalibration {
+            let url = dir.appendingPathComponent("uncalibrated.safetensors")
+            try model.write(to: url)
+            let values = try readTable(
+                try predictReference(url, data: data, output: dir.appendingPathComponent("uncalibrated.npy"))
+            ).values
+            let sorted = (0..<300).map { hypot(Double(values[2 * $0]), Double(values[2 * $0 + 1])) }.sorted()
+            return ResponseCalibration(
+                magnitudes: [15, 75, 150, 225, 285].map { sorted[$0] }, responses: [0.52, 0.66, 0.8, 0.87, 0.93],
+                edges: [], counts: [], measured: [], events: 0)
+        }
+        var models: [(name: String, model: Model, form: ONNXBatchNormForm)] = []
+        var residual = model(.keras, .denseTanhBatchNorm, seed: 31)
+        residual.metadata.baseline = ["hr_all_x", "hr_all_y"]
+        models.append(("keras dense-tanh-bn, baseline", residual, .folded))
+        var swapped = model(.pytorch, .denseBatchNormTanh, seed: 32)
+        swapped.metadata.baseline = ["hr_charged_y", "hr_neutral_x"]
+        models.append(("pytorch dense-bn-tanh, baseline hr_charged_y,hr_neutral_x", swapped, .nodes))
+        var calibrated = model(.pytorch, .denseBatchNormTanh, seed: 33)
+        calibrated.metadata.calibration = try calibration(for: calibrated)
+        models.append(("pytorch dense-bn-tanh, calibration (5 knots)", calibrated, .folded))
+        var single = model(.keras, .denseBatchNormTanh, seed: 34)
+        single.metadata.calibration = ResponseCalibration(
+            magnitudes: [9], responses: [0.8], edges: [], counts: [], measured: [], events: 0)
+        models.append(("keras dense-bn-tanh, calibration (1 knot)", single, .nodes))
+        var both = model(.keras, .denseTanhBatchNorm, seed: 35)
+        both.metadata.baseline = ["hr_all_x", "hr_all_y"]
+        both.metadata.calibration = try calibration(for: both)
+        both.metadata.calibration!.method = "inverted-log-linear"
+        models.append(("keras dense-tanh-bn, baseline and calibration (inverted-log-linear)", both, .nodes))
+        var zero = model(.pytorch, .denseTanhBatchNorm, seed: 36)
+        zero.targetScaler = nil
+        let output = ParameterLayout(zero.metadata.spec).parameters.filter { $0.name.hasPrefix("output.") }
+        for entry in output { for i in entry.offset..<entry.offset + entry.count { zero.parameters[i] = 0 } }
+        zero.metadata.calibration = Self.handCalibration
+        models.append(("pytorch dense-tanh-bn, zero output, calibration", zero, .folded))
+
+        var jobs: [[String: String]] = []
+        for (index, entry) in models.enumerated() {
+            let url = dir.appendingPathComponent("m\(index).safetensors")
+            try entry.model.write(to: url)
+            if entry.model.metadata.calibration?.method == "inverted-log-linear" {
+                // The newer fit's provenance keys (notes-calibration.md), which this branch's struct lacks.
+                var file = try SafeTensorsFile.read(from: url)
+                var json =
+                    try JSONSerialization.jsonObject(with: Data(file.metadata["hrtrain"]!.utf8)) as! [String: Any]
+                var stored = json["calibration"] as! [String: Any]
+                stored["binning"] = "truth"
+                stored["iterations"] = 4
+                stored["closure"] = [1.0, 0.998, 1.003]
+                json["calibration"] = stored
+                file.metadata["hrtrain"] = String(
+                    decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
+                try file.write(to: url)
+            }
+            var other = entry.model
+            other.metadata.profile = entry.model.metadata.profile == .keras ? .pytorch : .keras
+            let otherURL = dir.appendingPathComponent("m\(index)-other.safetensors")
+            try other.write(to: otherURL)
+            let reference = try predictReference(url, data: data, output: dir.appendingPathComponent("m\(index).npy"))
+            let control = try predictReference(
+                otherURL, data: data, output: dir.appendingPathComponent("m\(index)-other.npy"))
+            let onnx = dir.appendingPathComponent("m\(index).onnx")
+            let exported = try runHRTrain([
+                "export", "--model", url.path, "--output", onnx.path, "--batch-norm", entry.form.rawValue,
+            ])
+            XCTAssertEqual(exported.status, 0, exported.err)
+            if let baseline = entry.model.metadata.baseline {
+                XCTAssertTrue(exported.out.contains("baseline \(baseline.joined(separator: ",")) added"), exported.out)
+            }
+            if let calibration = entry.model.metadata.calibration {
+                XCTAssertTrue(
+                    exported.out.contains("response calibration (\(calibration.magnitudes.count) knots) applied"),
+                    exported.out)
+                // The events must reach below the first knot and above the last (the clamped parts).
+                let uncalibrated = try readTable(
+                    try predictReference(
+                        url, data: data, output: dir.appendingPathComponent("m\(index)-uncalibrated.npy"),
+                        ["--no-calibration"])
+                ).values
+                let magnitudes = (0..<300).map { r in
+                    hypot(Double(uncalibrated[2 * r]), Double(uncalibrated[2 * r + 1]))
+                }
+                if !entry.name.contains("zero output") {
+                    XCTAssertGreaterThan(
+                        magnitudes.filter { $0 < calibration.magnitudes[0] }.count, 5, entry.name)
+                    XCTAssertGreaterThan(
+                        magnitudes.filter { $0 > calibration.magnitudes.last! }.count, 5, entry.name)
+                } else {
+                    XCTAssertEqual(magnitudes.max(), 0, entry.name)
+                }
+            }
+            var job = [
+                "name": entry.name + ", batch norm \(entry.form.rawValue)", "onnx": onnx.path,
+                "data": data.path, "reference": reference.path,
+            ]
+            if !entry.name.contains("zero output") { job["control"] = control.path }
+            jobs.append(job)
+        }
+        // A calibration fitted by `hrtrain calibrate` on the residual model, exported with and without it.
+        let fitted = dir.appendingPathComponent("fitted.safetensors")
+        let calibration = try runHRTrain([
+            "calibrate", "--model", dir.appendingPathComponent("m0.safetensors").path, "--data", data.path,
+            "--backend", "reference", "--bins", "6", "--min-events-per-bin", "20", "--output", fitted.path, "--quiet",
+        ])
+        XCTAssertEqual(calibration.status, 0, calibration.err)
+        XCTAssertNotNil(try Model.read(from: fitted).metadata.calibration)
+        let fittedReference = try predictReference(fitted, data: data, output: dir.appendingPathComponent("fitted.npy"))
+        let fittedUncalibrated = try predictReference(
+            fitted, data: data, output: dir.appendingPathComponent("fitted-uncalibrated.npy"), ["--no-calibration"])
+        for (calibrated, name) in [(true, "fitted"), (false, "fitted-left-out")] {
+            let onnx = dir.appendingPathComponent("\(name).onnx")
+            let exported = try runHRTrain(
+                ["export", "--model", fitted.path, "--output", onnx.path] + (calibrated ? [] : ["--no-calibration"]))
+            XCTAssertEqual(exported.status, 0, exported.err)
+            XCTAssertEqual(exported.out.contains("response calibration left out (--no-calibration)"), !calibrated)
+            jobs.append([
+                "name": "keras dense-tanh-bn, baseline, `hrtrain calibrate`" + (calibrated ? "" : ", --no-calibration"),
+                "onnx": onnx.path, "data": data.path,
+                "reference": (calibrated ? fittedReference : fittedUncalibrated).path,
+                "control": (calibrated ? fittedUncalibrated : fittedReference).path,
+            ])
+        }
+
+        let results = try runRuntimeJobs(jobs, in: dir)
+        for result in results {
+            let name = result["name"] as? String ?? "?"
+            let rel = result["rel_l2"] as? Double ?? .nan
+            let maxAbs = result["max_abs"] as? Double ?? .nan
+            let control = result["control_rel_l2"] as? Double
+            print(
+                String(
+                    format: "ONNX Runtime vs reference, %@: rel. L2 %.2e, max abs %.2e GeV (|y| ≤ %.1f; control %.1e)",
+                    name, rel, maxAbs, result["max_abs_output"] as? Double ?? .nan, control ?? .nan))
+            XCTAssertLessThanOrEqual(rel, 1e-5, name)
+            XCTAssertLessThanOrEqual(maxAbs, 1e-4, name)
+            XCTAssertEqual(result["finite"] as? Bool, true, name)
+            if let control { XCTAssertGreaterThan(control, 1e-4, "\(name): the control must differ visibly") }
+            XCTAssertLessThanOrEqual(result["single_row_max_abs"] as? Double ?? .nan, 1e-5, name)
+            let operators = result["operators"] as? [String] ?? []
+            let calibratedJob = name.contains("calibrat") && !name.contains("--no-calibration")
+            XCTAssertEqual(
+                operators.contains("Div") && operators.contains("Sqrt"), calibratedJob, "\(name): \(operators)")
+            XCTAssertEqual(operators.contains("Gather"), name.contains("baseline"), "\(name): \(operators)")
+            XCTAssertEqual(
+                (result["calibration"] as? String)?.contains("-log-linear: y / R(|y|)") == true, calibratedJob, name)
+            XCTAssertEqual(result["baseline"] as? String == "none", !name.contains("baseline"), name)
+            if name.contains("zero output") { XCTAssertEqual(result["max_abs_output"] as? Double, 0, name) }
+        }
+    }
+
+    /// The exported calibration's Double twin equals `ResponseCalibration.apply` on random predictions and
+    /// knots (the form is exact, not approximate), and the exporter refuses a calibration it cannot reproduce:
+    /// another method, an unknown key, knots float32 cannot tell apart.
+    func testCalibrationFormMatchesAppliedCalibration() throws {
+        var rng = SplitMix64(seed: 17)
+        for trial in 0..<20 {
+            let knots = 1 + trial % 6
+            var magnitudes = [rng.uniform(0.5, 5)]
+            for _ in 1..<knots { magnitudes.append(magnitudes.last! * rng.uniform(1.05, 3)) }
+            let responses = (0..<knots).map { _ in rng.uniform(0.3, 1.3) }
+            let calibration = ResponseCalibration(
+                magnitudes: magnitudes, responses: responses, edges: [], counts: [], measured: [], events: 0)
+            let form = try ONNXCalibration(calibration)
+            XCTAssertNoThrow(try form.check(against: calibration))
+            var predictions = (0..<400).map { _ in Float(rng.normal() * magnitudes.last! * 0.8) }
+            predictions += [0, 0, -0.0, 0]
+            var expected = predictions
+            calibration.apply(to: &expected)
+            form.apply(to: &predictions)
+            for i in predictions.indices {
+                XCTAssertEqual(
+                    predictions[i], expected[i], accuracy: 3e-7 * max(abs(expected[i]), 1e-30), "\(trial) \(i)")
+            }
+            for m in magnitudes + [0, magnitudes[0] / 3, magnitudes.last! * 7] {
+                let r = form.response(magnitude: m)
+                XCTAssertEqual(r, calibration.response(magnitude: m), accuracy: 1e-12 * r, "\(trial) |û| = \(m)")
+            }
+        }
+        var other = Self.handCalibration
+        other.method = "isotonic-log-linear-iterated"
+        XCTAssertThrowsError(try ONNXCalibration(other)) { XCTAssertTrue("\($0)".contains("iterated"), "\($0)") }
+        var close = Self.handCalibration
+        close.magnitudes[1] = close.magnitudes[0] * (1 + 1e-9)
+        XCTAssertThrowsError(try ONNXCalibration(close)) { XCTAssertTrue("\($0)".contains("float32"), "\($0)") }
+
+        // Through the model file: the method, and a key the exporter does not know, are refused, naming them;
+        // --no-calibration exports the same file (its calibration left out).
+        let features = (0..<38 * 4).map { Float($0 % 5) }
+        var model = Self.randomModel(
+            profile: .keras, layout: .denseTanhBatchNorm, scaleTargets: true, features: features, rows: 4, seed: 9)
+        model.metadata.calibration = other
+        let file = model.safeTensors()
+        XCTAssertThrowsError(try ONNXExport.checkExportable(file, model: model, path: "m")) {
+            XCTAssertTrue("\($0)".contains("\"isotonic-log-linear-iterated\""), "\($0)")
+            XCTAssertTrue("\($0)".contains("cannot export"), "\($0)")
+        }
+        XCTAssertNoThrow(try ONNXExport.checkExportable(file, model: model, path: "m", calibrated: false))
+        model.metadata.calibration = Self.handCalibration
+        var extraKey = model.safeTensors()
+        var json = try JSONSerialization.jsonObject(with: Data(extraKey.metadata["hrtrain"]!.utf8)) as! [String: Any]
+        var stored = json["calibration"] as! [String: Any]
+        stored["smoothing"] = 3
+        json["calibration"] = stored
+        extraKey.metadata["hrtrain"] = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
+        XCTAssertThrowsError(try ONNXExport.checkExportable(extraKey, model: model, path: "m")) {
+            XCTAssertTrue("\($0)".contains("calibration has the key \"smoothing\""), "\($0)")
+        }
+        // The newer fit's method and provenance keys (notes-calibration.md): same apply rule, exported.
+        model.metadata.calibration!.method = "inverted-log-linear"
+        var newer = model.safeTensors()
+        json = try JSONSerialization.jsonObject(with: Data(newer.metadata["hrtrain"]!.utf8)) as! [String: Any]
+        stored = json["calibration"] as! [String: Any]
+        stored["binning"] = "truth"
+        stored["iterations"] = 3
+        stored["closure"] = [1.0, 0.99, 1.01]
+        json["calibration"] = stored
+        newer.metadata["hrtrain"] = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
+        XCTAssertNoThrow(try ONNXExport.checkExportable(newer, model: model, path: "m"))
+        XCTAssertNoThrow(try ONNXExport.checkExportable(model.safeTensors(), model: model, path: "m"))
     }
 
     /// The graph's structure, decoded with the generated messages (no Python needed).
@@ -245,6 +512,47 @@ final class ONNXExportTests: XCTestCase {
         }
     }
 
+    /// The baseline and calibration steps' nodes and constants, decoded with the generated messages.
+    func testBaselineAndCalibrationGraphStructure() throws {
+        let dir = try temporaryDirectory(self)
+        let features = (0..<38 * 5).map { Float($0 % 7) }
+        var model = Self.randomModel(
+            profile: .keras, layout: .denseTanhBatchNorm, scaleTargets: true, features: features, rows: 5, seed: 4)
+        model.metadata.baseline = ["hr_all_x", "hr_all_y"]
+        model.metadata.calibration = Self.handCalibration
+        let url = dir.appendingPathComponent("m.safetensors")
+        try model.write(to: url)
+        let onnxURL = dir.appendingPathComponent("m.onnx")
+        let summary = try ONNXExport.export(modelFile: url, to: onnxURL)
+        XCTAssertEqual(summary.baseline, ["hr_all_x", "hr_all_y"])
+        XCTAssertEqual(summary.calibrationKnots, 5)
+        let proto = try Onnx_ModelProto(serializedBytes: try Data(contentsOf: onnxURL))
+        XCTAssertEqual(
+            proto.graph.node.map(\.opType).joined(separator: " "),
+            "Sub Div Gemm Tanh Gemm Tanh Gemm Tanh Gemm Mul Add Gather Add "
+                + "Mul ReduceSum Sqrt Max Log Max Min Sub MatMul Add Div")
+        XCTAssertEqual(proto.graph.node.last?.output, ["recoil"])
+        let initializers = Dictionary(uniqueKeysWithValues: proto.graph.initializer.map { ($0.name, $0) })
+        XCTAssertEqual(initializers["baseline.columns"]?.int64Data, [4, 5])
+        XCTAssertEqual(initializers["calibration.slopes"]?.dims, [4, 1])
+        XCTAssertEqual(initializers["calibration.lower_knots"]?.dims, [4])
+        let props = Dictionary(uniqueKeysWithValues: proto.metadataProps.map { ($0.key, $0.value) })
+        XCTAssertEqual(props["baseline"], #"["hr_all_x","hr_all_y"]"#)
+        XCTAssertEqual(props["calibration_magnitudes"], "[4,7.5,12,19,26]")
+        XCTAssertEqual(props["calibration"]?.hasPrefix("isotonic-log-linear: y / R(|y|)"), true)
+        XCTAssertTrue(
+            proto.docString.contains("adds the raw baseline columns hr_all_x, hr_all_y back"), proto.docString)
+        // Without the calibration: the graph ends after the baseline, and the metadata says it was left out.
+        let left = try ONNXExport.export(modelFile: url, to: onnxURL, calibrated: false)
+        XCTAssertEqual(left.operators.suffix(3), ["Add", "Gather", "Add"])
+        XCTAssertTrue(left.calibrationLeftOut)
+        let leftProto = try Onnx_ModelProto(serializedBytes: try Data(contentsOf: onnxURL))
+        let leftProps = Dictionary(uniqueKeysWithValues: leftProto.metadataProps.map { ($0.key, $0.value) })
+        XCTAssertEqual(leftProps["calibration"]?.hasPrefix("none (the model's response calibration was left out"), true)
+        XCTAssertNil(leftProps["calibration_magnitudes"])
+        XCTAssertFalse(leftProps["hrtrain_metadata"]!.contains("isotonic"), leftProps["hrtrain_metadata"]!)
+    }
+
     /// A model file with a metadata key, spec key or tensor the exporter does not know is refused, naming it;
     /// no ONNX file appears and an existing one is left as it was.
     func testRefusesWhatItCannotExport() throws {
@@ -268,12 +576,12 @@ final class ONNXExportTests: XCTestCase {
         extraFileKey.metadata["calibration"] = "isotonic-log-linear"
         let cases: [(SafeTensorsFile, String)] = [
             (
-                try withJSON { $0["calibration"] = ["magnitudes": [1, 10], "responses": [0.5, 0.8]] },
-                "hrtrain metadata has the key \"calibration\""
+                try withJSON { $0["calibrations"] = [["magnitudes": [1, 10], "responses": [0.5, 0.8]]] },
+                "hrtrain metadata has the key \"calibrations\""
             ),
             (
-                try withJSON { $0["baseline"] = ["hr_all_x", "hr_all_y"] },
-                "hrtrain metadata has the key \"baseline\""
+                try withJSON { $0["outputTransform"] = "exp" },
+                "hrtrain metadata has the key \"outputTransform\""
             ),
             (
                 try withJSON { json in
@@ -318,7 +626,7 @@ final class ONNXExportTests: XCTestCase {
             if existing { try Data("previous".utf8).write(to: onnx) }
             let result = try runHRTrain(["export", "--model", modelURL.path, "--output", onnx.path])
             XCTAssertEqual(result.status, 1, result.err)
-            XCTAssertTrue(result.err.contains("\"baseline\""), result.err)
+            XCTAssertTrue(result.err.contains("\"outputTransform\""), result.err)
             XCTAssertTrue(result.err.contains(modelURL.path), result.err)
             XCTAssertEqual(try? Data(contentsOf: onnx), existing ? Data("previous".utf8) : nil)
             XCTAssertEqual(

@@ -23,6 +23,12 @@ public struct ONNXExportSummary: Sendable, Equatable {
     public var byteCount: Int
     /// How batch normalisation was expressed.
     public var batchNorm: ONNXBatchNormForm
+    /// The baseline columns added back to the output (residual models), if any.
+    public var baseline: [String]?
+    /// The knots of the response calibration the graph applies, if it applies one.
+    public var calibrationKnots: Int?
+    /// Whether the model has a response calibration that was left out (`calibrated: false`).
+    public var calibrationLeftOut: Bool
 }
 
 /// Writes a model as ONNX that computes what `Model.predict` computes:
@@ -31,17 +37,21 @@ public struct ONNXExportSummary: Sendable, Equatable {
 /// x      = (features − feature_scaler.mean) / feature_scaler.scale           Sub, Div
 /// block  = dense-tanh-bn:  BN(tanh(x·W + b))    dense-bn-tanh:  tanh(BN(x·W + b))
 /// BN(t)  = γ (t − running_mean) / √(running_var + ε) + β                      (ε from the profile)
-/// recoil = h·W_out + b_out  [· target_scaler.scale + target_scaler.mean]      Gemm [Mul, Add]
+/// y      = h·W_out + b_out  [· target_scaler.scale + target_scaler.mean]      Gemm [Mul, Add]
+/// y      = y + features[:, baseline columns]       (residual models)          Gather, Add
+/// recoil = y / R(|y|)                              (calibrated models)        see `ONNXCalibration`
 /// ```
 ///
 /// One input `features` `[N, F]` float32 (raw, unscaled, in `featureNames` order; N dynamic), one output
 /// `recoil` `[N, outputs]` float32 (in `targetNames` order). Batch norm is folded into the Gemm weights
-/// (`ONNXBatchNormForm.folded`, computed in Double) or kept as `BatchNormalization` nodes.
+/// (`ONNXBatchNormForm.folded`, computed in Double) or kept as `BatchNormalization` nodes. The order of the
+/// last steps is `Model.predict`'s: target scaler, then the baseline's raw columns, then the calibration.
 ///
-/// A model whose file holds anything this exporter does not reproduce — a metadata key, a `spec` key or a
-/// tensor it does not know (a newer hrtrain's baseline or calibration, say) — is refused with an error
-/// naming it rather than exported wrong. Whoever adds an inference step to the model must add it here (or
-/// leave it refused).
+/// A model whose file holds anything this exporter does not reproduce — a metadata key, a `spec` key, a
+/// calibration key or method, or a tensor it does not know — is refused with an error naming it rather than
+/// exported wrong; so is a calibration whose applied correction (`ResponseCalibration.apply`) differs from
+/// the exported form on probe values. Whoever adds an inference step to the model must add it here (or leave
+/// it refused).
 public enum ONNXExport {
     /// The ONNX IR version written (8: ONNX ≥ 1.10, ONNX Runtime ≥ 1.10).
     public static let irVersion: Int64 = 8
@@ -57,7 +67,7 @@ public enum ONNXExport {
     /// computation; `inference` states the conventions, which must be the ones of `spec` and `profile`.
     static let understoodMetadataKeys: Set<String> = [
         "format", "formatVersion", "hrtrainVersion", "spec", "profile", "featureNames", "targetNames", "training",
-        "epochsTrained", "dataFile", "device", "initialization", "inference",
+        "epochsTrained", "dataFile", "device", "initialization", "inference", "baseline", "calibration",
     ]
     /// The keys of the metadata's `spec` this exporter reproduces.
     static let understoodSpecKeys: Set<String> = ["inputSize", "hiddenSizes", "outputSize", "layerOrder"]
@@ -68,18 +78,22 @@ public enum ONNXExport {
     ]
 
     /// Reads the model file at `modelURL`, checks that it can be exported faithfully, and writes its ONNX
-    /// graph to `outputURL` atomically (an existing file is replaced only by a complete new one).
-    public static func export(modelFile modelURL: URL, to outputURL: URL, batchNorm: ONNXBatchNormForm = .folded)
-        throws -> ONNXExportSummary
-    {
+    /// graph to `outputURL` atomically (an existing file is replaced only by a complete new one). With
+    /// `calibrated: false` a calibrated model's graph stops before the calibration (as `hrtrain predict
+    /// --no-calibration`), and its metadata says so.
+    public static func export(
+        modelFile modelURL: URL, to outputURL: URL, batchNorm: ONNXBatchNormForm = .folded, calibrated: Bool = true
+    ) throws -> ONNXExportSummary {
         let file: SafeTensorsFile
         do { file = try SafeTensorsFile.read(from: modelURL) } catch var error as DataError {
             error.field = error.field ?? .model
             throw error
         }
         let model = try Model(file: file, path: modelURL.path, field: .model)
-        try checkExportable(file, model: model, path: modelURL.path)
-        let proto = try modelProto(for: model, batchNorm: batchNorm, source: modelURL.lastPathComponent)
+        try checkExportable(file, model: model, path: modelURL.path, calibrated: calibrated)
+        let proto = try modelProto(
+            for: model, batchNorm: batchNorm, calibrated: calibrated, source: modelURL.lastPathComponent,
+            path: modelURL.path)
         let bytes: [UInt8] = try proto.serializedBytes()
         do { try AtomicFile.write(to: outputURL) { try $0.write(bytes) } } catch var error as DataError {
             error.field = error.field ?? .output
@@ -87,13 +101,19 @@ public enum ONNXExport {
         }
         return ONNXExportSummary(
             irVersion: proto.irVersion, opsetVersion: opsetVersion, operators: proto.graph.node.map(\.opType),
-            byteCount: bytes.count, batchNorm: batchNorm)
+            byteCount: bytes.count, batchNorm: batchNorm, baseline: model.metadata.baseline,
+            calibrationKnots: calibrated ? model.metadata.calibration?.magnitudes.count : nil,
+            calibrationLeftOut: !calibrated && model.metadata.calibration != nil)
     }
 
     /// Throws, naming the item, unless everything in the model file is something the exported graph
-    /// reproduces: the metadata keys (top level, `spec` and `inference`), the stated inference conventions and
-    /// the safetensors metadata (each must be what hrtrain writes for this network), and the tensors.
-    public static func checkExportable(_ file: SafeTensorsFile, model: Model, path: String) throws {
+    /// reproduces: the metadata keys (top level, `spec`, `inference` and `calibration`), the stated inference
+    /// conventions and the safetensors metadata (each must be what hrtrain writes for this network), the
+    /// calibration's method and applied function, and the tensors.
+    /// With `calibrated: false` the calibration is not checked (it is left out of the graph).
+    public static func checkExportable(_ file: SafeTensorsFile, model: Model, path: String, calibrated: Bool = true)
+        throws
+    {
         func refuse(_ what: String) -> DataError {
             DataError(
                 "\(what), which this version of hrtrain (\(HRTrainVersion.string)) cannot export: it may change what "
@@ -111,6 +131,19 @@ public enum ONNXExport {
             throw refuse("the model's network spec has the key \"\(key)\"")
         }
         let metadata = model.metadata
+        if calibrated, let stored = top["calibration"] {
+            guard let keys = (stored as? [String: Any])?.keys else {
+                throw refuse("the model's \"calibration\" is not an object")
+            }
+            if let key = Set(keys).subtracting(ONNXCalibration.understoodKeys).sorted().first {
+                throw refuse("the model's response calibration has the key \"\(key)\"")
+            }
+        }
+        if calibrated, let calibration = metadata.calibration {
+            do { try ONNXCalibration(calibration).check(against: calibration) } catch let error as BackendError {
+                throw refuse(error.description)
+            }
+        }
         let conventions = InferenceConventions(spec: metadata.spec, profile: metadata.profile)
         if let stated = top["inference"] {
             guard let keys = (stated as? [String: Any])?.keys else {
@@ -146,11 +179,14 @@ public enum ONNXExport {
         }
     }
 
-    /// The ONNX model of `model` (see the type's description). `source` names the model file in the
-    /// metadata.
-    static func modelProto(for model: Model, batchNorm: ONNXBatchNormForm, source: String?) throws
-        -> Onnx_ModelProto
-    {
+    /// The ONNX model of `model` (see the type's description), with its calibration unless `calibrated` is
+    /// false. `source` names the model file in the metadata, `path` in errors.
+    static func modelProto(
+        for model: Model, batchNorm: ONNXBatchNormForm, calibrated: Bool = true, source: String?, path: String
+    ) throws -> Onnx_ModelProto {
+        var model = model
+        let leftOut = !calibrated && model.metadata.calibration != nil
+        if !calibrated { model.metadata.calibration = nil }
         let metadata = model.metadata
         let spec = metadata.spec
         try spec.validate()
@@ -207,16 +243,36 @@ public enum ONNXExport {
         let (weights, bias) = foldPending(
             pending, weights: graph.values("output.weight"), bias: graph.values("output.bias"), fanIn: last,
             width: spec.outputSize)
-        let scaled = model.targetScaler != nil
-        let prediction = graph.gemm(
+        var prediction = graph.gemm(
             h, pending == nil ? "output" : "bn\(spec.hiddenSizes.count)_output", weights, [last, spec.outputSize], bias,
-            output: scaled ? "scaled_prediction" : outputName)
+            output: "network_output")
         if let target = model.targetScaler {
             let product = graph.add(
                 "Mul", [prediction, graph.constant("target_scaler.scale", target.scale)], "rescaled_prediction")
-            graph.add("Add", [product, graph.constant("target_scaler.mean", target.mean)], outputName)
+            prediction = graph.add(
+                "Add", [product, graph.constant("target_scaler.mean", target.mean)], "unscaled_prediction")
         }
-
+        if let baseline = metadata.baseline {
+            // The raw (unscaled) baseline columns of the input, added as `Model.predict` adds them.
+            let indices = try baseline.map { name in
+                guard let index = metadata.featureNames.firstIndex(of: name) else {
+                    throw DataError("the baseline column \(name) is not a feature", file: path, field: .model)
+                }
+                return Int64(index)
+            }
+            let columns = graph.add(
+                "Gather", [inputName, graph.int64Constant("baseline.columns", indices)], "baseline",
+                intAttributes: ["axis": 1])
+            prediction = graph.add("Add", [prediction, columns], "prediction_with_baseline")
+        }
+        if let calibration = metadata.calibration {
+            let form: ONNXCalibration
+            do { form = try ONNXCalibration(calibration) } catch let error as BackendError {
+                throw DataError(error.description, file: path, field: .model)
+            }
+            prediction = graph.calibrate(prediction, form)
+        }
+        graph.renameFinalOutput(to: outputName)
         var proto = Onnx_ModelProto()
         proto.irVersion = irVersion
         proto.opsetImport = [
@@ -228,8 +284,9 @@ public enum ONNXExport {
         proto.producerName = "hrtrain"
         proto.producerVersion = HRTrainVersion.string
         proto.modelVersion = 1
-        proto.docString = documentation(model, batchNorm: batchNorm, source: source)
-        proto.metadataProps = try properties(model, batchNorm: batchNorm, source: source).map { key, value in
+        proto.docString = documentation(model, batchNorm: batchNorm, source: source, calibrationLeftOut: leftOut)
+        let props = try properties(model, batchNorm: batchNorm, source: source, calibrationLeftOut: leftOut)
+        proto.metadataProps = props.map { key, value in
             Onnx_StringStringEntryProto.with {
                 $0.key = key
                 $0.value = value
@@ -277,9 +334,9 @@ public enum ONNXExport {
     }
 
     /// The `metadata_props` of the exported model, in a fixed order.
-    private static func properties(_ model: Model, batchNorm: ONNXBatchNormForm, source: String?) throws
-        -> [(String, String)]
-    {
+    private static func properties(
+        _ model: Model, batchNorm: ONNXBatchNormForm, source: String?, calibrationLeftOut: Bool
+    ) throws -> [(String, String)] {
         let metadata = model.metadata
         func json<T: Encodable>(_ value: T) throws -> String { try JSON.string(value) }
         var props: [(String, String)] = [
@@ -293,16 +350,35 @@ public enum ONNXExport {
             ("batch_norm_epsilon", "\(metadata.profile.batchNorm.epsilon)"),
             ("feature_scaling", "(x - mean) / scale"),
             ("target_scaling", model.targetScaler == nil ? "none" : "y * scale + mean"),
-            ("hrtrain_metadata", try json(metadata)),
+            ("baseline", try metadata.baseline.map { try json($0) } ?? "none"),
+            ("calibration", calibrationDescription(model, leftOut: calibrationLeftOut)),
         ]
+        if let calibration = metadata.calibration {
+            props += [
+                ("calibration_magnitudes", try json(calibration.magnitudes)),
+                ("calibration_responses", try json(calibration.responses)),
+            ]
+        }
+        props.append(("hrtrain_metadata", try json(metadata)))
         if let source { props.append(("source_model", source)) }
         return props
     }
 
+    /// The calibration step in words, for the metadata and the description.
+    private static func calibrationDescription(_ model: Model, leftOut: Bool) -> String {
+        if leftOut { return "none (the model's response calibration was left out: exported with --no-calibration)" }
+        guard let calibration = model.metadata.calibration else { return "none" }
+        return "\(calibration.method): y / R(|y|), R linear in ln|y| between the calibration_magnitudes (GeV) and "
+            + "calibration_responses, constant beyond the outermost knots; |y| = 0 stays 0"
+    }
+
     /// The human-readable description stored as the model's and the graph's `doc_string`.
-    private static func documentation(_ model: Model, batchNorm: ONNXBatchNormForm, source: String?) -> String {
+    private static func documentation(
+        _ model: Model, batchNorm: ONNXBatchNormForm, source: String?, calibrationLeftOut: Bool
+    ) -> String {
         let m = model.metadata
         let spec = m.spec
+        let calibration = calibrationDescription(model, leftOut: false)
         let bn =
             batchNorm == .folded
             ? "batch normalisation (inference mode) folded into the Gemm weights"
@@ -315,7 +391,10 @@ public enum ONNXExport {
             (\(spec.layerOrder.rawValue): \
             \(spec.layerOrder == .denseTanhBatchNorm ? "Dense, tanh, BatchNorm" : "Dense, BatchNorm, tanh")), \
             \(m.profile.rawValue) profile, ε = \(m.profile.batchNorm.epsilon), \(bn), then a linear output \
-            layer\(model.targetScaler == nil ? "" : " and the inverse target scaling (y * scale + mean)"). \
+            layer\(model.targetScaler == nil ? "" : " and the inverse target scaling (y * scale + mean)")\
+            \(m.baseline.map { ", adds the raw baseline columns \($0.joined(separator: ", ")) back" } ?? "")\
+            \(m.calibration == nil ? "" : ", applies the response calibration (\(calibration))")\
+            \(calibrationLeftOut ? ", without the model's response calibration (left out at export)" : ""). \
             Output "\(outputName)" [N, \(spec.outputSize)] float32: \(m.targetNames.joined(separator: ", ")) \
             (GeV for the generated sample).
             """
@@ -360,23 +439,75 @@ private struct GraphBuilder {
         return name
     }
 
+    /// Adds an int64 initialiser; returns its name.
+    mutating func int64Constant(_ name: String, _ values: [Int64], shape: [Int]? = nil) -> String {
+        var tensor = Onnx_TensorProto()
+        tensor.name = name
+        tensor.dims = (shape ?? [values.count]).map(Int64.init)
+        tensor.dataType = Int32(Onnx_TensorProto.DataType.int64.rawValue)
+        tensor.int64Data = values
+        initializers.append(tensor)
+        return name
+    }
+
+    /// Adds the response calibration (`ONNXCalibration`) of the `[N, 2]` tensor `input`; returns its output.
+    mutating func calibrate(_ input: String, _ form: ONNXCalibration) -> String {
+        let squares = add("Mul", [input, input], "calibration.squares")
+        let sum = add(
+            "ReduceSum", [squares, int64Constant("calibration.axes", [1])], "calibration.squared_magnitude",
+            intAttributes: ["keepdims": 1])
+        let magnitude = add("Sqrt", [sum], "calibration.magnitude")
+        var response = constant("calibration.base_response", [form.baseResponse])
+        if !form.slopes.isEmpty {
+            let floored = add(
+                "Max", [magnitude, constant("calibration.floor_magnitude", [form.floorMagnitude])],
+                "calibration.floored_magnitude")
+            let logarithm = add("Log", [floored], "calibration.log_magnitude")
+            let lower = constant("calibration.lower_knots", form.lowerKnots)
+            let above = add("Max", [logarithm, lower], "calibration.above_lower_knots")
+            let upper = constant("calibration.upper_knots", form.upperKnots)
+            let clamped = add("Min", [above, upper], "calibration.clamped")
+            let offsets = add("Sub", [clamped, lower], "calibration.segment_offsets")
+            let rise = add(
+                "MatMul", [offsets, constant("calibration.slopes", form.slopes, shape: [form.slopes.count, 1])],
+                "calibration.rise")
+            response = add("Add", [rise, response], "calibration.response")
+        }
+        return add("Div", [input, response], "calibrated_prediction")
+    }
+
+    /// Renames the last node's output (and the node) to `name`, the graph's output.
+    mutating func renameFinalOutput(to name: String) {
+        nodes[nodes.count - 1].output = [name]
+        nodes[nodes.count - 1].name = name
+    }
+
     /// Adds a node; returns its output's name.
     @discardableResult
-    mutating func add(_ op: String, _ inputs: [String], _ output: String, floatAttributes: [String: Float] = [:])
-        -> String
-    {
+    mutating func add(
+        _ op: String, _ inputs: [String], _ output: String, floatAttributes: [String: Float] = [:],
+        intAttributes: [String: Int64] = [:]
+    ) -> String {
         var node = Onnx_NodeProto()
         node.opType = op
         node.name = output
         node.input = inputs
         node.output = [output]
-        node.attribute = floatAttributes.sorted { $0.key < $1.key }.map { name, value in
-            Onnx_AttributeProto.with {
-                $0.name = name
-                $0.type = .float
-                $0.f = value
+        node.attribute =
+            floatAttributes.sorted { $0.key < $1.key }.map { name, value in
+                Onnx_AttributeProto.with {
+                    $0.name = name
+                    $0.type = .float
+                    $0.f = value
+                }
             }
-        }
+            + intAttributes.sorted { $0.key < $1.key }.map { name, value in
+                Onnx_AttributeProto.with {
+                    $0.name = name
+                    $0.type = .int
+                    $0.i = value
+                }
+            }
         nodes.append(node)
         return output
     }
