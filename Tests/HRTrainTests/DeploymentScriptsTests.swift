@@ -114,14 +114,10 @@ final class DeploymentScriptsTests: XCTestCase {
         var residual = model(.keras, .denseTanhBatchNorm, seed: 41)
         residual.metadata.baseline = ["hr_all_x", "hr_all_y"]
         var calibrated = model(.pytorch, .denseBatchNormTanh, seed: 42)
-        calibrated.metadata.calibration = ResponseCalibration(
-            magnitudes: [2, 4, 7, 11], responses: [0.5, 0.62, 0.8, 0.9], edges: [], counts: [], measured: [],
-            events: 0)
+        calibrated.metadata.calibration = ONNXExportTests.calibration([2, 4, 7, 11], [0.5, 0.62, 0.8, 0.9])
         var both = model(.pytorch, .denseTanhBatchNorm, seed: 43)
         both.metadata.baseline = ["hr_charged_x", "hr_charged_y"]
-        both.metadata.calibration = ResponseCalibration(
-            magnitudes: [5, 20, 40], responses: [0.6, 0.85, 0.95], edges: [], counts: [], measured: [], events: 0,
-            cappedKnots: 0)
+        both.metadata.calibration = ONNXExportTests.calibration([5, 20, 40], [0.6, 0.85, 0.95])
         both.metadata.calibration!.method = "inverted-log-linear"
         var urls: [(String, URL)] = []
         for (name, m) in [("baseline", residual), ("calibration", calibrated), ("baseline and calibration", both)] {

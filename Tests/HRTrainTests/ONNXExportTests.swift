@@ -216,10 +216,14 @@ final class ONNXExportTests: XCTestCase {
         }
     }
 
+    /// A calibration of the given knots without provenance (every test builds its calibrations here).
+    static func calibration(_ magnitudes: [Double], _ responses: [Double]) -> ResponseCalibration {
+        ResponseCalibration(
+            magnitudes: magnitudes, responses: responses, edges: [], counts: [], measured: [], events: 0)
+    }
+
     /// A hand-made calibration of five knots (4 to 26 GeV), for the structure and refusal checks.
-    static let handCalibration = ResponseCalibration(
-        magnitudes: [4, 7.5, 12, 19, 26], responses: [0.52, 0.66, 0.8, 0.87, 0.93], edges: [], counts: [],
-        measured: [], events: 0)
+    static let handCalibration = calibration([4, 7.5, 12, 19, 26], [0.52, 0.66, 0.8, 0.87, 0.93])
 
     /// Residual models (`--baseline`) and calibrated models (hand-made knots, one knot, and a calibration
     /// fitted by `hrtrain calibrate`), both layer orders and batch-norm forms, exported and run by ONNX Runtime,
@@ -242,9 +246,7 @@ final class ONNXExportTests: XCTestCase {
                 try predictReference(url, data: data, output: dir.appendingPathComponent("uncalibrated.npy"))
             ).values
             let sorted = (0..<300).map { hypot(Double(values[2 * $0]), Double(values[2 * $0 + 1])) }.sorted()
-            return ResponseCalibration(
-                magnitudes: [15, 75, 150, 225, 285].map { sorted[$0] }, responses: [0.52, 0.66, 0.8, 0.87, 0.93],
-                edges: [], counts: [], measured: [], events: 0)
+            return Self.calibration([15, 75, 150, 225, 285].map { sorted[$0] }, [0.52, 0.66, 0.8, 0.87, 0.93])
         }
         var models: [(name: String, model: Model, form: ONNXBatchNormForm)] = []
         var residual = model(.keras, .denseTanhBatchNorm, seed: 31)
@@ -257,8 +259,7 @@ final class ONNXExportTests: XCTestCase {
         calibrated.metadata.calibration = try calibration(for: calibrated)
         models.append(("pytorch dense-bn-tanh, calibration (5 knots)", calibrated, .folded))
         var single = model(.keras, .denseBatchNormTanh, seed: 34)
-        single.metadata.calibration = ResponseCalibration(
-            magnitudes: [9], responses: [0.8], edges: [], counts: [], measured: [], events: 0)
+        single.metadata.calibration = Self.calibration([9], [0.8])
         models.append(("keras dense-bn-tanh, calibration (1 knot)", single, .nodes))
         var both = model(.keras, .denseTanhBatchNorm, seed: 35)
         both.metadata.baseline = ["hr_all_x", "hr_all_y"]
@@ -396,8 +397,7 @@ final class ONNXExportTests: XCTestCase {
             var magnitudes = [rng.uniform(0.5, 5)]
             for _ in 1..<knots { magnitudes.append(magnitudes.last! * rng.uniform(1.05, 3)) }
             let responses = (0..<knots).map { _ in rng.uniform(0.3, 1.3) }
-            let calibration = ResponseCalibration(
-                magnitudes: magnitudes, responses: responses, edges: [], counts: [], measured: [], events: 0)
+            let calibration = Self.calibration(magnitudes, responses)
             let form = try ONNXCalibration(calibration)
             XCTAssertNoThrow(try form.check(against: calibration))
             var predictions = (0..<400).map { _ in Float(rng.normal() * magnitudes.last! * 0.8) }

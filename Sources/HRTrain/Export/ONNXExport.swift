@@ -392,9 +392,9 @@ public enum ONNXExport {
             \(spec.layerOrder == .denseTanhBatchNorm ? "Dense, tanh, BatchNorm" : "Dense, BatchNorm, tanh")), \
             \(m.profile.rawValue) profile, ε = \(m.profile.batchNorm.epsilon), \(bn), then a linear output \
             layer\(model.targetScaler == nil ? "" : " and the inverse target scaling (y * scale + mean)")\
-            \(m.baseline.map { ", adds the raw baseline columns \($0.joined(separator: ", ")) back" } ?? "")\
-            \(m.calibration == nil ? "" : ", applies the response calibration (\(calibration))")\
-            \(calibrationLeftOut ? ", without the model's response calibration (left out at export)" : ""). \
+            \(m.baseline.map { "; then it adds the raw baseline columns \($0.joined(separator: ", ")) back" } ?? "")\
+            \(m.calibration == nil ? "" : "; then it applies the response calibration (\(calibration))")\
+            \(calibrationLeftOut ? "; the model's response calibration is not applied (left out at export)" : ""). \
             Output "\(outputName)" [N, \(spec.outputSize)] float32: \(m.targetNames.joined(separator: ", ")) \
             (GeV for the generated sample).
             """
