@@ -56,8 +56,14 @@ def load_model(path):
     unknown = sorted(set(info) - KNOWN_KEYS)
     if unknown or info.get("formatVersion") not in (1, 2):
         sys.exit(f"{path}: metadata {unknown or info.get('formatVersion')} not understood by this script; refusing")
+    baseline = info.get("baseline")
+    if baseline is not None and (not isinstance(baseline, list) or len(baseline) != len(info["targetNames"])
+                                 or any(name not in info["featureNames"] for name in baseline)):
+        sys.exit(f"{path}: baseline {baseline} must name one feature column per target; refusing")
     calibration = info.get("calibration")
     if calibration is not None:
+        if not isinstance(calibration, dict) or len(info["targetNames"]) != 2:
+            sys.exit(f"{path}: calibration {calibration!r:.60} is not one of the recoil's (x, y); refusing")
         unknown = sorted(set(calibration) - CALIBRATION_KEYS)
         if unknown or calibration.get("method") not in CALIBRATION_METHODS:
             sys.exit(f"{path}: calibration {unknown or calibration.get('method')} not understood by this script; "
@@ -151,7 +157,12 @@ def main():
             f.write("".join(name + "\n" for name in info["targetNames"]))
     else:
         np.savetxt(output, y, delimiter=",", header=",".join(info["targetNames"]), comments="", fmt="%.9g")
-    print(f"predicted {len(y)} events with {model} ({info['profile']}, {info['spec']['layerOrder']}) -> {output}")
+    steps = [info["profile"], info["spec"]["layerOrder"]]
+    if info.get("baseline"):
+        steps.append("baseline " + ",".join(info["baseline"]) + " added")
+    if info.get("calibration") is not None:
+        steps.append("response calibration " + ("applied" if calibrated else "left out (--no-calibration)"))
+    print(f"predicted {len(y)} events with {model} ({', '.join(steps)}) -> {output}")
 
 
 if __name__ == "__main__":
