@@ -294,7 +294,8 @@ struct HDF5File {
         let count = try bounded {
             try SizeLimits.requireHostArray(
                 shape: [selected, shape[1]], elementSize: 4,
-                what: "dataset \"\(name)\" of shape (\(shape[0]), \(shape[1])), \(selected) rows of it as Float32")
+                what: "dataset \"\(name)\" of shape (\(shape[0]), \(shape[1]))"
+                    + (rows == nil ? "" : ", \(selected) rows of it,") + " as Float32")
         }
         var values: [Float]
         if let rows {
@@ -371,7 +372,8 @@ struct HDF5File {
         let count = try bounded {
             try SizeLimits.requireHostArray(
                 shape: [rows, columns.count], elementSize: 4,
-                what: "the table in group \"\(group)\" (\(columns.count) columns, \(rows) of \(total) rows) as Float32")
+                what: "the table in group \"\(group)\" (\(columns.count) columns of \(total) rows"
+                    + (selection == nil ? "" : ", \(rows) of them") + ") as Float32")
         }
         var values = [Float](repeating: 0, count: count)
         for (index, column) in columns.enumerated() {
