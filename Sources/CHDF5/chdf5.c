@@ -195,6 +195,55 @@ int chdf5_read_floats(int64_t file, const char *name, float *out, char *err, siz
     return 0;
 }
 
+int chdf5_read_float_rows(int64_t file, const char *name, uint64_t first, uint64_t count, float *out, char *err,
+                          size_t errlen) {
+    quiet();
+    int status = -1;
+    hid_t dataset = -1, space = -1, memory = -1;
+    if ((dataset = H5Dopen2((hid_t)file, name, H5P_DEFAULT)) < 0) {
+        fail(err, errlen, "H5Dopen2(\"%s\")", name);
+        goto done;
+    }
+    if ((space = H5Dget_space(dataset)) < 0) {
+        fail(err, errlen, "H5Dget_space(\"%s\")", name);
+        goto done;
+    }
+    int rank = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[2] = {0, 1};
+    if (rank < 1 || rank > 2 || H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
+        fail(err, errlen, "dataset \"%s\" is not 1-D or 2-D", name);
+        goto done;
+    }
+    if (first > dims[0] || count > dims[0] - first) {
+        fail(err, errlen, "rows %llu..<%llu are outside dataset \"%s\" of %llu rows", (unsigned long long)first,
+             (unsigned long long)(first + count), name, (unsigned long long)dims[0]);
+        goto done;
+    }
+    if (count == 0) {
+        status = 0;
+        goto done;
+    }
+    hsize_t start[2] = {(hsize_t)first, 0};
+    hsize_t block[2] = {(hsize_t)count, rank == 2 ? dims[1] : 1};
+    if (H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, block, NULL) < 0 ||
+        (memory = H5Screate_simple(rank, block, NULL)) < 0) {
+        fail(err, errlen, "H5Sselect_hyperslab(\"%s\", rows %llu..<%llu)", name, (unsigned long long)first,
+             (unsigned long long)(first + count));
+        goto done;
+    }
+    if (H5Dread(dataset, H5T_NATIVE_FLOAT, memory, space, H5P_DEFAULT, out) < 0) {
+        fail(err, errlen, "H5Dread(\"%s\", rows %llu..<%llu) as float", name, (unsigned long long)first,
+             (unsigned long long)(first + count));
+        goto done;
+    }
+    status = 0;
+done:
+    if (memory >= 0) H5Sclose(memory);
+    if (space >= 0) H5Sclose(space);
+    if (dataset >= 0) H5Dclose(dataset);
+    return status;
+}
+
 int chdf5_read_strings(int64_t file, const char *object, const char *attribute, char **buffer, size_t *length,
                        size_t *count, char *err, size_t errlen) {
     quiet();

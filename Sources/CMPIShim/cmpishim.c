@@ -14,6 +14,8 @@ static int (*p_comm_rank)(handle, int *);
 static int (*p_comm_size)(handle, int *);
 static int (*p_allreduce)(const void *, void *, int, handle, handle, handle);
 static int (*p_bcast)(void *, int, handle, int, handle);
+static int (*p_alltoallv)(const void *, const int *, const int *, handle, void *, const int *, const int *, handle,
+                          handle);
 static int (*p_barrier)(handle);
 static int (*p_abort)(handle, int);
 static int (*p_error_string)(int, char *, int *);
@@ -56,6 +58,7 @@ int cmpi_load(const char *path, char *err, size_t errlen) {
         {(void **)&p_comm_size, "MPI_Comm_size"},
         {(void **)&p_allreduce, "MPI_Allreduce"},
         {(void **)&p_bcast, "MPI_Bcast"},
+        {(void **)&p_alltoallv, "MPI_Alltoallv"},
         {(void **)&p_barrier, "MPI_Barrier"},
         {(void **)&p_abort, "MPI_Abort"},
         {(void **)&p_error_string, "MPI_Error_string"},
@@ -101,6 +104,13 @@ int cmpi_allreduce_sum_double(double *values, int count) {
 
 int cmpi_allreduce_max_double(double *values, int count) {
     return library == NULL ? -1 : p_allreduce(CMPI_IN_PLACE, values, count, type_double, op_max, comm_world);
+}
+
+int cmpi_alltoallv_float(const float *send, const int *send_counts, const int *send_offsets, float *receive,
+                         const int *receive_counts, const int *receive_offsets) {
+    if (library == NULL) return -1;
+    return p_alltoallv(send, send_counts, send_offsets, type_float, receive, receive_counts, receive_offsets,
+                       type_float, comm_world);
 }
 
 int cmpi_broadcast_bytes(void *bytes, int count, int root) {

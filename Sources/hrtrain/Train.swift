@@ -146,7 +146,6 @@ extension HRTrainCommand {
             let leader = communicator.rank == 0  // writes the checkpoints, the metrics and the model, and prints
             var log = verbosity.log
             if !leader { log = Log(quiet: true, verbose: false, muted: true) }
-            let modelURL = URL(fileURLWithPath: model)
             // Outputs against inputs and each other. The checkpoint may be the one --resume continues from (it
             // is read first, then replaced atomically), so it is planned without --resume, and --resume with the
             // other outputs.
@@ -197,53 +196,23 @@ extension HRTrainCommand {
                 log.warn("--resume: --sync-batchnorm comes from the checkpoint, which was written without it")
             }
 
-            // Data.
+            // Data: one process reads the whole file; each rank of a data-parallel job only its own rows.
             let start = DispatchTime.now()
-            let read = try readTableWithReport(
-                URL(fileURLWithPath: data), options: ReadOptions(dropNonFinite: dropNonfinite, field: .data))
-            warnDroppedRows(read.droppedRowCount, from: data, log: log)
-            let testTable = try testFile.map { file in
-                let test = try readTableWithReport(
-                    URL(fileURLWithPath: file), options: ReadOptions(dropNonFinite: dropNonfinite, field: .testFile))
-                warnDroppedRows(test.droppedRowCount, from: file, log: log)
-                return test.table
-            }
-            var prepared = try PreparedData.prepare(
-                table: read.table, file: data,
-                features: try resumed?.model.metadata.featureNames ?? features.map(parseColumnList),
-                targets: resumed?.model.metadata.targetNames ?? parseList(targets), testTable: testTable,
-                testFile: testFile, testFraction: options.testFraction, validationSplit: options.validationSplit,
-                scaleTargets: options.scaleTargets,
-                scalers: resumed.map { ($0.model.featureScaler, $0.model.targetScaler) },
-                weightColumn: options.weightColumn, flattening: options.flattening, baseline: options.baseline)
+            let sample = try readSample(communicator, options: options, resumed: resumed, log: log)
+            let prepared = sample.prepared
             for warning in prepared.warnings { log.warn(warning) }
-            if options.batchSize > prepared.train.rows {
+            if options.batchSize > prepared.totalTrainingRows {
                 log.warn(
-                    "--batch-size \(options.batchSize) is larger than the \(prepared.train.rows) training rows: "
-                        + "each epoch is one batch of \(prepared.train.rows) rows")
+                    "--batch-size \(options.batchSize) is larger than the \(prepared.totalTrainingRows) training rows: "
+                        + "each epoch is one batch of \(prepared.totalTrainingRows) rows")
             }
             log.detail(
-                "read \(read.table.rowCount) rows × \(read.table.columnCount) columns from \(data) in "
-                    + "\(String(format: "%.2f", elapsed(since: start))) s: \(prepared.train.rows) training, "
-                    + "\(prepared.validation.rows) validation, \(prepared.test?.rows ?? 0) test rows")
-
-            if communicator.size > 1 && resumed == nil {
-                // Each rank sums its part of the non-test rows; the sums are all-reduced (two passes, Double).
-                let usable = prepared.train.rows + prepared.validation.rows
-                let mine = Sharding.range(count: usable, parts: communicator.size, index: communicator.rank)
-                let reduce: SynchronizedBatchNorm.Reduction = { try communicator.allReduceSum(&$0) }
-                prepared.featureScaler = try StandardScaler.fit(
-                    prepared.train.features + prepared.validation.features, columns: prepared.featureNames.count,
-                    rows: mine, reduce: reduce)
-                if prepared.targetScaler != nil {
-                    prepared.targetScaler = try StandardScaler.fit(
-                        prepared.train.targets + prepared.validation.targets, columns: prepared.targetNames.count,
-                        rows: mine, reduce: reduce)
-                }
-            }
+                "read \(sample.description) from \(data) in "
+                    + "\(String(format: "%.2f", elapsed(since: start))) s: \(prepared.totalTrainingRows) training, "
+                    + "\(prepared.totalValidationRows) validation, \(prepared.test?.rows ?? 0) test rows")
 
             // Backend and session.
-            let fingerprint = DataFingerprint(read.table)
+            let fingerprint = sample.fingerprint
             switch try backendOptions.resolved(deviceRequested: deviceOptions.device != nil) {
             case .cpu:
                 let backend = try backendOptions.cpuBackend()
@@ -263,7 +232,7 @@ extension HRTrainCommand {
                 fullSpec.inputSize = prepared.featureNames.count
                 fullSpec.outputSize = prepared.targetNames.count
                 try SizeLimits.requireNetwork(
-                    fullSpec, batch: min(options.batchSize, prepared.train.rows), on: context.device)
+                    fullSpec, batch: min(options.batchSize, prepared.totalTrainingRows), on: context.device)
                 log.detail(
                     "device: \(context.device.name) (\(context.device.platform)); kernel program "
                         + "\(context.programBuild.origin) in \(String(format: "%.2f", context.programBuild.seconds)) s")
@@ -274,6 +243,73 @@ extension HRTrainCommand {
                     prepared: prepared, options: options, resumed: resumed, initial: initial, log: log,
                     communicator: communicator, fingerprint: fingerprint)
             }
+        }
+
+        /// Reads and prepares the sample. One process: the whole file (`PreparedData.prepare`). Several ranks:
+        /// each reads only its part of the training and validation rows (rank 0 also the test rows) — HDF5
+        /// hyperslabs and `.npy` offsets — and the scalers and the flattening are fitted over all ranks' rows
+        /// (`PreparedData.prepareShard`); CSV, and any file with --drop-nonfinite (which rows remain depends on
+        /// all of them), is read whole by every rank, which then keeps only its part.
+        private func readSample(_ communicator: Communicator, options: TrainingOptions, resumed: Checkpoint?, log: Log)
+            throws -> (prepared: PreparedData, fingerprint: DataFingerprint, description: String)
+        {
+            let url = URL(fileURLWithPath: data)
+            let featureNames = try resumed?.model.metadata.featureNames ?? self.features.map(parseColumnList)
+            let targetNames = resumed?.model.metadata.targetNames ?? parseList(self.targets)
+            let scalers = resumed.map { ($0.model.featureScaler, $0.model.targetScaler) }
+            func readTest(_ file: String) throws -> Table {
+                let test = try readTableWithReport(
+                    URL(fileURLWithPath: file), options: ReadOptions(dropNonFinite: dropNonfinite, field: .testFile))
+                warnDroppedRows(test.droppedRowCount, from: file, log: log)
+                return test.table
+            }
+            guard communicator.size > 1 else {
+                let read = try readTableWithReport(
+                    url, options: ReadOptions(dropNonFinite: dropNonfinite, field: .data))
+                warnDroppedRows(read.droppedRowCount, from: data, log: log)
+                let prepared = try PreparedData.prepare(
+                    table: read.table, file: data, features: featureNames, targets: targetNames,
+                    testTable: try testFile.map(readTest), testFile: testFile, testFraction: options.testFraction,
+                    validationSplit: options.validationSplit, scaleTargets: options.scaleTargets, scalers: scalers,
+                    weightColumn: options.weightColumn, flattening: options.flattening, baseline: options.baseline)
+                return (
+                    prepared, DataFingerprint(read.table),
+                    "\(read.table.rowCount) rows × \(read.table.columnCount) columns"
+                )
+            }
+            let rankLocal = try TableFormat(url: url, field: .data).readsRowRanges && !dropNonfinite
+            let readOptions = ReadOptions(dropNonFinite: dropNonfinite, field: .data)
+            var whole: Table?
+            let totalRows: Int
+            if rankLocal {
+                totalRows = try readTableRows(url, rows: [], options: readOptions).totalRows
+            } else {
+                let read = try readTableWithReport(url, options: readOptions)
+                warnDroppedRows(read.droppedRowCount, from: data, log: log)
+                whole = read.table
+                totalRows = read.table.rowCount
+            }
+            var part: Table?
+            let prepared = try PreparedData.prepareShard(
+                totalRows: totalRows, file: data, rank: communicator.rank, ranks: communicator.size,
+                reduce: { try communicator.allReduceSum(&$0) },
+                readRows: { ranges in
+                    let rows = try whole?.rows(ranges) ?? readTableRows(url, rows: ranges, options: readOptions).table
+                    part = rows
+                    return rows
+                },
+                features: featureNames, targets: targetNames,
+                testTable: communicator.rank == 0 ? try testFile.map(readTest) : nil, separateTest: testFile != nil,
+                testFile: testFile, testFraction: options.testFraction, validationSplit: options.validationSplit,
+                scaleTargets: options.scaleTargets, scalers: scalers, weightColumn: options.weightColumn,
+                flattening: options.flattening, baseline: options.baseline)
+            guard let part else { throw CommandError("no rows were read from \(data)") }
+            let fingerprint = try DataFingerprint.ofParts(part, totalRows: totalRows, communicator: communicator)
+            let how = rankLocal ? "only its rows" : "the whole file (CSV or --drop-nonfinite)"
+            return (
+                prepared, fingerprint,
+                "\(part.rowCount) of the \(totalRows) rows × \(part.columnCount) columns on rank 0, which read \(how)"
+            )
         }
 
         /// Trains on `backend` (`device` names it in the model's metadata and the log).
@@ -288,11 +324,12 @@ extension HRTrainCommand {
                 resumed.map { .resume($0, file: resume) } ?? initial.map { .initFrom($0, file: initFrom) }
                 ?? .fresh(seed: options.seed)
             let checkpointURL = URL(fileURLWithPath: checkpoint ?? model + ".checkpoint")
-            let parallel = (resumed?.metadata.options ?? options).ranks.map { _ in
-                DataParallel(
+            let distributed = communicator.size > 1 || (resumed?.metadata.options ?? options).ranks != nil
+            let parallel =
+                distributed
+                ? DataParallel(
                     communicator: communicator,
-                    synchronizeBatchNorm: (resumed?.metadata.options ?? options).synchronizedBatchNorm == true)
-            }
+                    synchronizeBatchNorm: (resumed?.metadata.options ?? options).synchronizedBatchNorm == true) : nil
             let session = try TrainingSession(
                 backend: backend, data: prepared, options: options, start: startingPoint,
                 settings: .init(
@@ -302,14 +339,6 @@ extension HRTrainCommand {
                     device: device, dataFingerprint: fingerprint),
                 dataParallel: parallel)
             options = session.options
-            session.afterEpoch = { _, state in
-                try testFailure(communicator, afterEpoch: state.epoch) {
-                    var values = try backend.readFloats(session.network.parameters)
-                    values[0] = values[0].nextUp
-                    try backend.write(values, to: session.network.parameters)
-                }
-                return .proceed
-            }
             if let resumed {
                 log.info("resuming after epoch \(resumed.metadata.state.epoch) of \(options.epochs) from \(resume!)")
             }
@@ -318,7 +347,7 @@ extension HRTrainCommand {
                     ? "training set resident on the device"
                     : "training set streamed in chunks (it exceeds \(formatBytes(residentLimit)) of device memory)")
             let progress = ProgressPrinter(
-                log: log, epochs: options.epochs, batchSize: options.batchSize, rows: prepared.train.rows)
+                log: log, epochs: options.epochs, batchSize: options.batchSize, rows: prepared.totalTrainingRows)
             progress.trainer = { try session.trainer.latestLoss() }
             if leader { session.observer = progress }
             if let ranks = options.ranks {
@@ -330,7 +359,7 @@ extension HRTrainCommand {
             let hiddenSizes = options.spec.hiddenSizes.map(String.init).joined(separator: ",")
             log.info(
                 "training \(hiddenSizes) \(options.spec.layerOrder.rawValue) (\(options.profile.rawValue) profile) "
-                    + "on \(prepared.train.rows) events, batch \(options.batchSize), \(device)")
+                    + "on \(prepared.totalTrainingRows) events, batch \(options.batchSize), \(device)")
 
             let result = try session.run()
             if let parallel, parallel.reducedSteps > 0 {
@@ -354,22 +383,6 @@ extension HRTrainCommand {
             }
             log.result("model written to \(model) (checkpoint: \(checkpointURL.path))")
         }
-    }
-}
-
-/// For the failure tests, `HRTRAIN_TEST_RANK_FAILURE=MODE:R:K` makes rank R (not 0) fail after epoch K: `kill`
-/// (SIGKILL, no clean-up), `error` (an error), `hang` (sleeps for an hour), `perturb` (changes one parameter by
-/// one ulp, so the ranks diverge).
-private func testFailure(_ communicator: Communicator, afterEpoch epoch: Int, perturb: () throws -> Void) throws {
-    guard let text = ProcessInfo.processInfo.environment["HRTRAIN_TEST_RANK_FAILURE"] else { return }
-    let parts = text.split(separator: ":").map(String.init)
-    guard parts.count == 3, let rank = Int(parts[1]), let after = Int(parts[2]) else { return }
-    guard rank == communicator.rank, after == epoch, rank != 0 else { return }  // rank 0 writes the checkpoints
-    switch parts[0] {
-    case "kill": kill(getpid(), SIGKILL)
-    case "hang": Thread.sleep(forTimeInterval: 3600)
-    case "perturb": try perturb()
-    default: throw CommandError("a test asked this rank to fail after epoch \(epoch)")
     }
 }
 

@@ -63,6 +63,9 @@ final class DistributedTests: XCTestCase {
                 XCTAssertEqual(ranges.first?.lowerBound, 0)
                 XCTAssertEqual(ranges.last?.upperBound, count)
                 for i in 1..<parts { XCTAssertEqual(ranges[i].lowerBound, ranges[i - 1].upperBound) }
+                for (part, range) in ranges.enumerated() {
+                    for item in range { XCTAssertEqual(Sharding.part(of: item, count: count, parts: parts), part) }
+                }
                 let sizes = ranges.map(\.count)
                 XCTAssertLessThanOrEqual(sizes.max()! - sizes.min()!, 1, "\(count) rows over \(parts) ranks")
                 let weights = (0..<parts).map { Sharding.gradientWeight(rows: max(count, 1), ranks: parts, rank: $0) }
@@ -157,6 +160,121 @@ final class DistributedTests: XCTestCase {
             assertClose(scaler.scale, single.scale, limit: 1e-12, "scale")
             XCTAssertEqual(scaler.constantColumns, [2])
         }
+    }
+
+    /// A table of `rows` random rows: features a, b, c; targets tx, ty; a positive weight column w.
+    func weightedTable(rows: Int, seed: UInt64) -> Table {
+        let names = ["a", "b", "c", "tx", "ty", "w"]
+        var values = randomValues(rows * names.count, seed: seed, scale: 20).map { Float($0) }
+        for r in 0..<rows { values[r * names.count + 5] = 0.25 + abs(values[r * names.count + 5]) / 20 }
+        return Table(columnNames: names, rowCount: rows, values: values)
+    }
+
+    /// Rank-local reading: the rows a rank asks for from a `.npy` file (offsets) or an HDF5 file (hyperslabs of a
+    /// 2-D dataset or of a group's 1-D columns) are those of the whole read; the other rows are not needed (a
+    /// NaN outside the ranges goes unseen, inside them it is an error naming the row of the file).
+    func testRowRangesOfNPYAndHDF5FilesAreTheRowsOfTheWholeRead() throws {
+        let dir = try temporaryDirectory(self)
+        let table = weightedTable(rows: 37, seed: 5)
+        let npy = dir.appendingPathComponent("t.npy")
+        let matrix = dir.appendingPathComponent("t.h5")
+        let columns = dir.appendingPathComponent("columns.h5")
+        try writeTable(table, to: npy)
+        try writeTable(table, to: matrix)
+        try HDF5Format.locked {
+            let file = try HDF5File(creating: columns, reportingAs: columns)
+            for (c, name) in table.columnNames.enumerated() {
+                try file.writeFloats("/events/\(name)", shape: [table.rowCount], table.column(c))
+            }
+            try file.close()
+        }
+        let selections: [[Range<Int>]] = [[3..<10, 20..<25], [], [0..<37], [36..<37, 0..<1], [5..<5]]
+        for (url, dataset) in [(npy, nil), (matrix, nil), (columns, "events")] as [(URL, String?)] {
+            for ranges in selections {
+                let read = try readTableRows(url, rows: ranges, options: ReadOptions(dataset: dataset))
+                XCTAssertEqual(read.totalRows, 37, url.lastPathComponent)
+                XCTAssertEqual(read.table, table.rows(ranges), "\(url.lastPathComponent) \(ranges)")
+            }
+            XCTAssertThrowsError(try readTableRows(url, rows: [30..<40], options: ReadOptions(dataset: dataset))) {
+                XCTAssertTrue("\($0)".contains("holds 37 rows"), "\($0)")
+            }
+        }
+        var damaged = table
+        damaged.values[12 * table.columnCount + 2] = .nan
+        try writeTable(damaged, to: npy)
+        XCTAssertEqual(try readTableRows(npy, rows: [0..<12, 13..<37]).table.rowCount, 36)
+        XCTAssertThrowsError(try readTableRows(npy, rows: [20..<30, 10..<15])) {
+            XCTAssertTrue("\($0)".contains("row 13 holds nan"), "\($0)")
+        }
+        XCTAssertThrowsError(try readTableRows(dir.appendingPathComponent("t.csv"), rows: [0..<1]))
+    }
+
+    /// Three ranks each preparing only their rows (`prepareShard`, fits all-reduced in process) hold, together,
+    /// what one process prepares from the whole table: the same training and validation rows (targets minus
+    /// the baseline, bitwise), the same event weights (weight column × |target| flattening fitted on the summed
+    /// histogram, bitwise), the test rows on rank 0, and the scalers within 1e-12.
+    func testRanksPreparingTheirShardsHoldWhatOneProcessPrepares() throws {
+        let table = weightedTable(rows: 203, seed: 8)
+        let flattening = FlatteningRequest(edges: [0, 10, 20, 40], power: 0.5)
+        func prepare(_ whole: Table) throws -> PreparedData {
+            try PreparedData.prepare(
+                table: whole, file: "t", features: ["a", "b", "c"], targets: ["tx", "ty"], testFraction: 0.1,
+                validationSplit: 0.2, scaleTargets: true, weightColumn: "w", flattening: flattening,
+                baseline: ["a", "b"])
+        }
+        let single = try prepare(table)
+        let ranks = 3
+        let reduction = InProcessReduction(parts: ranks)
+        let results = ResultSlots<PreparedData>(count: ranks)
+        let asked = ResultSlots<[Range<Int>]>(count: ranks)
+        try reduction.run { rank in
+            results[rank] = try PreparedData.prepareShard(
+                totalRows: table.rowCount, file: "t", rank: rank, ranks: ranks,
+                reduce: { reduction.reduce(rank: rank, &$0) },
+                readRows: { ranges in
+                    asked[rank] = ranges
+                    return table.rows(ranges)
+                }, features: ["a", "b", "c"], targets: ["tx", "ty"], testFraction: 0.1, validationSplit: 0.2,
+                scaleTargets: true, weightColumn: "w", flattening: flattening, baseline: ["a", "b"])
+        }
+        let parts = try (0..<ranks).map { try XCTUnwrap(results[$0]) }
+        // 203 rows: 20 test, 183 usable, 36 validation, 147 training (49 per rank), 12 validation per rank.
+        XCTAssertEqual(asked[1], [49..<98, 147 + 12..<147 + 24])
+        XCTAssertEqual(asked[0], [0..<49, 147..<159, 183..<203])
+        for (rank, part) in parts.enumerated() {
+            XCTAssertEqual(part.shard, RowShard(trainingRows: 147, validationRows: 36, rank: rank, ranks: ranks))
+            XCTAssertEqual(part.totalTrainingRows, single.train.rows)
+            XCTAssertEqual(part.flattening, single.flattening, "flattening on rank \(rank)")
+            assertClose(part.featureScaler.mean, single.featureScaler.mean, limit: 1e-12, "feature means")
+            assertClose(part.featureScaler.scale, single.featureScaler.scale, limit: 1e-12, "feature scales")
+            assertClose(
+                try XCTUnwrap(part.targetScaler).scale, try XCTUnwrap(single.targetScaler).scale, limit: 1e-12,
+                "target scales")
+            XCTAssertEqual(part.test?.rows, rank == 0 ? 20 : nil)
+        }
+        XCTAssertEqual(parts.flatMap(\.train.features), single.train.features)
+        XCTAssertEqual(parts.flatMap(\.train.targets), single.train.targets)
+        XCTAssertEqual(parts.flatMap { $0.train.weights! }, single.train.weights)
+        XCTAssertEqual(parts.flatMap(\.validation.targets), single.validation.targets)
+        XCTAssertEqual(parts.flatMap { $0.validation.weights! }, single.validation.weights)
+        XCTAssertEqual(parts[0].test?.targets, single.test?.targets)
+    }
+
+    /// One rank: the exchange of an epoch's rows hands back the rank's rows in the order of the batches' shares.
+    func testTheEpochExchangeOnOneRankGathersTheRowsInBatchOrder() throws {
+        let parallel = DataParallel(communicator: .single(), synchronizeBatchNorm: false)
+        parallel.shard = RowShard(trainingRows: 10, validationRows: 0, rank: 0, ranks: 1)
+        let features = (0..<30).map { Float($0) }
+        let targets = (0..<10).map { Float(100 + $0) }
+        let weights = (0..<10).map { Float($0) / 10 }
+        let order = Trainer<ReferenceBackend>.permutation(rows: 10, seed: 3, epoch: 2)
+        let rows = try parallel.exchangeRows(
+            sizes: [4, 6], order: order, features: features, targets: targets, weights: weights, featureCount: 3,
+            targetCount: 1)
+        XCTAssertEqual(rows.features, order.flatMap { r in (0..<3).map { Float(Int(r) * 3 + $0) } })
+        XCTAssertEqual(rows.targets, order.map { Float(100 + Int($0)) })
+        XCTAssertEqual(rows.weights, order.map { Float($0) / 10 })
+        XCTAssertEqual(try parallel.stepWeights(sizes: [4, 6], shares: [4, 6], weights: rows.weights), [1, 1])
     }
 
     /// One rank (reduction a no-op, weight 1): the host-side synchronised batch norm computes what the

@@ -59,6 +59,12 @@ int chdf5_describe_dataset(int64_t file, const char *name, chdf5_dataset_info *i
 /// Reads the whole numeric dataset `name`, converted to native float, into `out`; 0 or -1.
 int chdf5_read_floats(int64_t file, const char *name, float *out, char *err, size_t errlen);
 
+/// Reads rows [first, first + count) of the 1-D or 2-D numeric dataset `name` (a 2-D dataset's rows of every
+/// column) through a hyperslab selection, converted to native float, into `out` (count × columns floats): only
+/// those rows are read from the file. 0, or -1 (also when the rows lie outside the dataset).
+int chdf5_read_float_rows(int64_t file, const char *name, uint64_t first, uint64_t count, float *out, char *err,
+                          size_t errlen);
+
 /// Reads a scalar or 1-D string array: attribute `attribute` of object `object`, or the dataset `object`
 /// itself when `attribute` is NULL. On success (0) `*buffer` holds `*count` NUL-terminated strings back to
 /// back (`*length` bytes, free with chdf5_free). Returns 1 if the attribute or dataset does not exist,

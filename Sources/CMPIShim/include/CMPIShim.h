@@ -41,6 +41,11 @@ int cmpi_allreduce_sum_double(double *values, int count);
 /// The same with MPI_MAX (doubles).
 int cmpi_allreduce_max_double(double *values, int count);
 
+/// MPI_Alltoallv(send, send_counts, send_offsets, MPI_FLOAT, receive, receive_counts, receive_offsets, MPI_FLOAT,
+/// MPI_COMM_WORLD): counts and offsets in floats, one entry per rank.
+int cmpi_alltoallv_float(const float *send, const int *send_counts, const int *send_offsets, float *receive,
+                         const int *receive_counts, const int *receive_offsets);
+
 /// MPI_Bcast(bytes, count, MPI_BYTE, root, MPI_COMM_WORLD).
 int cmpi_broadcast_bytes(void *bytes, int count, int root);
 

@@ -10,9 +10,32 @@ public struct DataFingerprint: Codable, Sendable, Equatable {
 
     /// The fingerprint of `table`.
     public init(_ table: Table) {
-        columnNames = table.columnNames
-        rowCount = table.rowCount
-        let hash = table.values.withUnsafeBufferPointer { values in
+        self.init(columnNames: table.columnNames, rowCount: table.rowCount, hash: Self.hash(of: table.values))
+    }
+
+    /// The fingerprint of a table of `rowCount` rows read in parts (the ranks of a data-parallel job, each
+    /// reading its rows): `partHashes` are the parts' `hash(of:)`, in rank order, hashed once more (FNV-1a
+    /// over the 64-bit words). It identifies the data for a resume on as many ranks (which the checkpoint
+    /// requires); it differs from the one-process fingerprint of the same file.
+    public init(columnNames: [String], rowCount: Int, partHashes: [UInt64]) {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for part in partHashes {
+            hash ^= part
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        self.init(columnNames: columnNames, rowCount: rowCount, hash: hash)
+    }
+
+    private init(columnNames: [String], rowCount: Int, hash: UInt64) {
+        self.columnNames = columnNames
+        self.rowCount = rowCount
+        let hex = String(hash, radix: 16)
+        valueHash = String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// FNV-1a (per 32-bit word) over the values' bit patterns.
+    public static func hash(of values: [Float]) -> UInt64 {
+        values.withUnsafeBufferPointer { values in
             var hash: UInt64 = 0xcbf2_9ce4_8422_2325
             for value in values {
                 hash ^= UInt64(value.bitPattern)
@@ -20,8 +43,6 @@ public struct DataFingerprint: Codable, Sendable, Equatable {
             }
             return hash
         }
-        let hex = String(hash, radix: 16)
-        valueHash = String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     /// What differs between `self` (the data now) and `recorded` (the checkpoint's), in words; nil if nothing.

@@ -32,6 +32,43 @@ public struct TargetMagnitudeFlattening: Codable, Sendable, Equatable {
         magnitudes: [Double], edges: [Double], power: Double, maximumWeight: Double = defaultMaximumWeight,
         file: String
     ) throws -> TargetMagnitudeFlattening {
+        try validate(edges: edges, power: power, maximumWeight: maximumWeight, file: file)
+        return try fit(
+            counts: counts(magnitudes: magnitudes, edges: edges), edges: edges, power: power,
+            maximumWeight: maximumWeight, file: file)
+    }
+
+    /// The training events per bin of `edges` (the histogram `fit` starts from; summed over the ranks of a
+    /// data-parallel job, each counting its own rows).
+    public static func counts(magnitudes: [Double], edges: [Double]) -> [Int] {
+        let binner = TargetMagnitudeFlattening(
+            edges: edges, power: 0, maximumWeight: 1, trainingCounts: [], binWeights: [])
+        var counts = [Int](repeating: 0, count: max(edges.count - 1, 0))
+        for m in magnitudes { counts[binner.bin(of: m)] += 1 }
+        return counts
+    }
+
+    /// Fits the bin weights to the training events' histogram `counts` (one count per bin of `edges`).
+    public static func fit(
+        counts: [Int], edges: [Double], power: Double, maximumWeight: Double = defaultMaximumWeight, file: String
+    ) throws -> TargetMagnitudeFlattening {
+        try validate(edges: edges, power: power, maximumWeight: maximumWeight, file: file)
+        guard counts.count == edges.count - 1, counts.reduce(0, +) > 0 else {
+            throw DataError("no training events", file: file, field: .flattening)
+        }
+        var flattening = TargetMagnitudeFlattening(
+            edges: edges, power: power, maximumWeight: maximumWeight, trainingCounts: counts, binWeights: [])
+        let n = Double(counts.reduce(0, +))
+        let binCount = Double(edges.count - 1)
+        let raw = flattening.trainingCounts.map { count -> Double in
+            count == 0 ? maximumWeight : min(pow(n / binCount / Double(count), power), maximumWeight)
+        }
+        let mean = zip(raw, flattening.trainingCounts).reduce(0) { $0 + $1.0 * Double($1.1) } / n
+        flattening.binWeights = raw.map { $0 / mean }
+        return flattening
+    }
+
+    private static func validate(edges: [Double], power: Double, maximumWeight: Double, file: String) throws {
         guard edges.count >= 2, zip(edges, edges.dropFirst()).allSatisfy({ $0 < $1 }), edges.allSatisfy(\.isFinite)
         else {
             throw DataError(
@@ -45,21 +82,6 @@ public struct TargetMagnitudeFlattening: Codable, Sendable, Equatable {
             throw DataError(
                 "must be a finite number ≥ 1, got \(maximumWeight)", file: file, field: .flattening)
         }
-        guard !magnitudes.isEmpty else {
-            throw DataError("no training events", file: file, field: .flattening)
-        }
-        var flattening = TargetMagnitudeFlattening(
-            edges: edges, power: power, maximumWeight: maximumWeight,
-            trainingCounts: [Int](repeating: 0, count: edges.count - 1), binWeights: [])
-        for m in magnitudes { flattening.trainingCounts[flattening.bin(of: m)] += 1 }
-        let n = Double(magnitudes.count)
-        let binCount = Double(edges.count - 1)
-        let raw = flattening.trainingCounts.map { count -> Double in
-            count == 0 ? maximumWeight : min(pow(n / binCount / Double(count), power), maximumWeight)
-        }
-        let mean = zip(raw, flattening.trainingCounts).reduce(0) { $0 + $1.0 * Double($1.1) } / n
-        flattening.binWeights = raw.map { $0 / mean }
-        return flattening
     }
 
     /// The bin of magnitude `m`: `edges[k] ≤ m < edges[k+1]`, the first bin below `e₀`, the last at or above `e_K`.

@@ -35,7 +35,7 @@ public enum HDF5Format {
     public static func read(from url: URL, dataset: String? = nil) throws -> Table {
         try InputFile.requireRegularFile(url)
         let bytes = try IsolatedReader.run(url: url, library: "HDF5", lock: lock) {
-            try readInThisProcess(from: url, dataset: dataset).serialized()
+            try readInThisProcess(from: url, dataset: dataset).table.serialized()
         }
         guard let table = Table(serialized: bytes) else {
             throw DataError("the HDF5 reader process sent an inconsistent table", url: url)
@@ -43,8 +43,30 @@ public enum HDF5Format {
         return table
     }
 
-    /// Reads a table in this process (the caller holds the lock, or is the isolated child).
-    static func readInThisProcess(from url: URL, dataset: String?) throws -> Table {
+    /// Reads only the rows `rows` (half-open ranges of 0-based rows, concatenated in the order given) of the
+    /// table `dataset` through hyperslab selections: the other rows are never read from the file (what each
+    /// rank of a data-parallel job does). Returns them and the table's total row count; `rows: []` reads only
+    /// the shape and the column names. Runs in a child process, as `read` does.
+    public static func readRows(from url: URL, dataset: String? = nil, rows: [Range<Int>]) throws
+        -> (table: Table, totalRows: Int)
+    {
+        try InputFile.requireRegularFile(url)
+        let bytes = try IsolatedReader.run(url: url, library: "HDF5", lock: lock) {
+            let read = try readInThisProcess(from: url, dataset: dataset, rows: rows)
+            return withUnsafeBytes(of: UInt64(read.totalRows)) { Array($0) } + read.table.serialized()
+        }
+        guard bytes.count >= 8, let table = Table(serialized: Array(bytes[8...])) else {
+            throw DataError("the HDF5 reader process sent an inconsistent table", url: url)
+        }
+        let total = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        return (table, Int(total))
+    }
+
+    /// Reads a table in this process (the caller holds the lock, or is the isolated child): the rows `rows`
+    /// (all when nil) and the total row count.
+    static func readInThisProcess(from url: URL, dataset: String?, rows: [Range<Int>]? = nil) throws
+        -> (table: Table, totalRows: Int)
+    {
         do {
             switch chdf5_is_hdf5(url.path) {
             case 0: throw DataError("not an HDF5 file (no HDF5 signature found)", url: url)
@@ -55,8 +77,9 @@ public enum HDF5Format {
             defer { try? file.close() }
             let name = dataset ?? defaultDataset
             switch try file.kind(name) {
-            case CHDF5_KIND_DATASET: return try file.readMatrix(name)
-            case CHDF5_KIND_GROUP: return try file.readColumns(group: name, file.columnLayout(group: name))
+            case CHDF5_KIND_DATASET: return try file.readMatrix(name, rows: rows)
+            case CHDF5_KIND_GROUP:
+                return try file.readColumns(group: name, file.columnLayout(group: name), rows: rows)
             case CHDF5_KIND_MISSING:
                 if dataset == nil {
                     // No `data`: read the root as a table when it holds 1-D datasets, and say why it cannot be
@@ -68,7 +91,7 @@ public enum HDF5Format {
                             + error.message
                         throw error
                     }
-                    if !columns.isEmpty { return try file.readColumns(group: "/", columns) }
+                    if !columns.isEmpty { return try file.readColumns(group: "/", columns, rows: rows) }
                 }
                 let members = try file.strings { chdf5_list_members(file.handle, "/", $0, $1, $2, $3, $4) } ?? []
                 let listing =
@@ -213,6 +236,29 @@ struct HDF5File {
         }
     }
 
+    /// Reads the rows `range` of the 1-D or 2-D dataset `name` (`columns` floats per row) through a hyperslab.
+    func readFloatRows(_ name: String, _ range: Range<Int>, columns: Int) throws -> [Float] {
+        let count = range.count * columns
+        return try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            _ = try check {
+                chdf5_read_float_rows(
+                    handle, name, UInt64(range.lowerBound), UInt64(range.count), buffer.baseAddress, $0, $1)
+            }
+            initialized = count
+        }
+    }
+
+    /// The number of rows `rows` selects (all `total` when nil), checked to lie within the table.
+    func selectedRows(_ rows: [Range<Int>]?, of total: Int, in name: String) throws -> Int {
+        guard let rows else { return total }
+        for range in rows where range.lowerBound < 0 || range.upperBound > total {
+            throw DataError(
+                "rows \(range.lowerBound + 1)–\(range.upperBound) asked for, but \"\(name)\" holds \(total) rows",
+                url: url)
+        }
+        return rows.reduce(0) { $0 + $1.count }
+    }
+
     /// Collects the strings from a chdf5 call using the string-list convention; nil when it answers 1 (absent).
     func strings(
         _ call: (
@@ -232,8 +278,8 @@ struct HDF5File {
         }
     }
 
-    /// Reads a 2-D dataset and its column names.
-    func readMatrix(_ name: String) throws -> Table {
+    /// Reads a 2-D dataset's rows `rows` (all when nil) and its column names; also returns its row count.
+    func readMatrix(_ name: String, rows: [Range<Int>]? = nil) throws -> (table: Table, totalRows: Int) {
         let info = try describe(name)
         guard isNumeric(info) else { throw DataError("dataset \"\(name)\" does not hold numbers", url: url) }
         let shape = dimensions(info)
@@ -244,14 +290,23 @@ struct HDF5File {
                 "dataset \"\(name)\" has rank \(shape.count) (shape \(shape)); expected 2 (rows × columns)\(hint)",
                 url: url)
         }
+        let selected = try selectedRows(rows, of: shape[0], in: name)
         let count = try bounded {
             try SizeLimits.requireHostArray(
-                shape: shape, elementSize: 4, what: "dataset \"\(name)\" of shape (\(shape[0]), \(shape[1])) as Float32"
-            )
+                shape: [selected, shape[1]], elementSize: 4,
+                what: "dataset \"\(name)\" of shape (\(shape[0]), \(shape[1]))"
+                    + (rows == nil ? "" : ", \(selected) rows of it,") + " as Float32")
         }
-        let values = try readFloats(name, count: count)
+        var values: [Float]
+        if let rows {
+            values = []
+            values.reserveCapacity(count)
+            for range in rows { values += try readFloatRows(name, range, columns: shape[1]) }
+        } else {
+            values = try readFloats(name, count: count)
+        }
         let names = try columnNames(forMatrix: name, columns: shape[1])
-        return Table(columnNames: names, rowCount: shape[0], values: values)
+        return (Table(columnNames: names, rowCount: selected, values: values), shape[0])
     }
 
     /// Names for the 2-D dataset `name`: its `columns` attribute, `<name>_columns`, a sibling `columns`, or `c0…`.
@@ -304,22 +359,33 @@ struct HDF5File {
         do { return try body() } catch let error as SizeLimitError { throw DataError(error.description, url: url) }
     }
 
-    /// Reads the columns found by columnLayout(group:) into a row-major table.
-    func readColumns(group: String, _ columns: [(name: String, length: Int)]) throws -> Table {
-        guard let rows = columns.first?.length else {
+    /// Reads the columns found by columnLayout(group:) into a row-major table: the rows `selection` (all when
+    /// nil, hyperslabs of each column otherwise), and the table's row count.
+    func readColumns(group: String, _ columns: [(name: String, length: Int)], rows selection: [Range<Int>]? = nil)
+        throws -> (table: Table, totalRows: Int)
+    {
+        guard let total = columns.first?.length else {
             throw DataError("group \"\(group)\" holds no 1-D numeric datasets (columns)", url: url)
         }
         let prefix = group.hasSuffix("/") ? group : group + "/"
+        let rows = try selectedRows(selection, of: total, in: group)
         let count = try bounded {
             try SizeLimits.requireHostArray(
                 shape: [rows, columns.count], elementSize: 4,
-                what: "the table in group \"\(group)\" (\(columns.count) columns of \(rows) rows) as Float32")
+                what: "the table in group \"\(group)\" (\(columns.count) columns of \(total) rows"
+                    + (selection == nil ? "" : ", \(rows) of them") + ") as Float32")
         }
         var values = [Float](repeating: 0, count: count)
         for (index, column) in columns.enumerated() {
-            let data = try readFloats(prefix + column.name, count: rows)
+            var data: [Float]
+            if let selection {
+                data = []
+                for range in selection { data += try readFloatRows(prefix + column.name, range, columns: 1) }
+            } else {
+                data = try readFloats(prefix + column.name, count: rows)
+            }
             for row in 0..<rows { values[row * columns.count + index] = data[row] }
         }
-        return Table(columnNames: columns.map(\.name), rowCount: rows, values: values)
+        return (Table(columnNames: columns.map(\.name), rowCount: rows, values: values), total)
     }
 }

@@ -24,7 +24,13 @@ public enum NPYFormat {
     }
 
     /// Reads a 2-D `<f4` or `<f8` array and its column names.
-    public static func read(from url: URL) throws -> Table {
+    public static func read(from url: URL) throws -> Table { try read(from: url, rows: nil).table }
+
+    /// Reads only the rows `rows` (half-open ranges of 0-based rows, concatenated in the order given; all rows
+    /// when nil) and returns them with the array's total row count: the file is mapped and only the bytes at
+    /// the rows' offsets (`header + row × columns × itemsize`) are read (what each rank of a data-parallel job
+    /// does); `rows: []` reads only the header and the column names.
+    public static func read(from url: URL, rows selection: [Range<Int>]?) throws -> (table: Table, totalRows: Int) {
         let file = try MappedFile(url)
         let bytes = UnsafeBufferPointer(start: file.bytes, count: file.count)
         guard bytes.count >= 10, Array(bytes[0..<6]) == magic else {
@@ -70,30 +76,44 @@ public enum NPYFormat {
                     + "\(header.columns))",
                 url: url)
         }
+        let ranges = selection ?? [0..<header.rows]
+        for range in ranges where range.lowerBound < 0 || range.upperBound > header.rows {
+            throw DataError(
+                "rows \(range.lowerBound + 1)–\(range.upperBound) asked for, but the array holds \(header.rows) rows",
+                url: url)
+        }
+        let selected = ranges.reduce(0) { $0 + $1.count }
         do {
             try SizeLimits.requireHostArray(
-                shape: [header.rows, header.columns], elementSize: 4,
-                what: "the array of shape (\(header.rows), \(header.columns)) as Float32")
+                shape: [selected, header.columns], elementSize: 4,
+                what: "the array of shape (\(header.rows), \(header.columns))"
+                    + (selected == header.rows ? "" : ", \(selected) rows of it,") + " as Float32")
         } catch let error as SizeLimitError {
             throw DataError(error.description, url: url)
         }
         let raw = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[dataStart...])
-        let values = [Float](unsafeUninitializedCapacity: elements) { buffer, initialized in
-            for index in 0..<elements {
-                if header.isDouble {
-                    buffer[index] = Float(
-                        Double(
-                            bitPattern: UInt64(
-                                littleEndian: raw.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self))))
-                } else {
-                    buffer[index] = Float(
-                        bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
+        let count = selected * header.columns
+        let values = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            var out = 0
+            for range in ranges {
+                for index in range.lowerBound * header.columns..<range.upperBound * header.columns {
+                    if header.isDouble {
+                        buffer[out] = Float(
+                            Double(
+                                bitPattern: UInt64(
+                                    littleEndian: raw.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self))))
+                    } else {
+                        buffer[out] = Float(
+                            bitPattern: UInt32(
+                                littleEndian: raw.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
+                    }
+                    out += 1
                 }
             }
-            initialized = elements
+            initialized = count
         }
         let names = try readColumnNames(for: url, count: header.columns)
-        return Table(columnNames: names, rowCount: header.rows, values: values)
+        return (Table(columnNames: names, rowCount: selected, values: values), header.rows)
     }
 
     /// Writes `table` as a version 1.0 `<f4` array plus the `.columns` sidecar, both atomically.

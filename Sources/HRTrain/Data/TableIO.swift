@@ -18,6 +18,64 @@ public enum TableFormat: String, Sendable, CaseIterable {
     }
 }
 
+extension TableFormat {
+    /// Whether a range of rows can be read without reading the others: HDF5 (hyperslab selections) and `.npy`
+    /// (rows at fixed offsets), not CSV (a row's place is known only after reading the rows before it).
+    public var readsRowRanges: Bool { self != .csv }
+}
+
+/// Reads only the rows `rows` (half-open ranges of 0-based rows, concatenated in the order given) of a `.npy`
+/// or HDF5 file, and returns them with the file's total row count; `rows: []` reads only the shape and the
+/// column names. A non-finite value is an error naming its row in the file (rows cannot be dropped here: which
+/// rows remain would depend on the rows not read). CSV is refused (`TableFormat.readsRowRanges`).
+public func readTableRows(_ url: URL, rows: [Range<Int>], options: ReadOptions = ReadOptions()) throws
+    -> (table: Table, totalRows: Int)
+{
+    do {
+        let format = try TableFormat(url: url)
+        let read: (table: Table, totalRows: Int)
+        switch format {
+        case .csv:
+            throw DataError("a CSV file cannot be read by row ranges; read it whole", url: url)
+        case .npy: read = try NPYFormat.read(from: url, rows: rows)
+        case .hdf5: read = try HDF5Format.readRows(from: url, dataset: options.dataset, rows: rows)
+        }
+        guard read.totalRows > 0 else { throw DataError("the table has no rows", url: url) }
+        let table = read.table
+        if let first = table.values.firstIndex(where: { !$0.isFinite }) {
+            let column = first % table.columnCount
+            var local = first / table.columnCount
+            var row = local
+            for range in rows {
+                if local < range.count {
+                    row = range.lowerBound + local
+                    break
+                }
+                local -= range.count
+            }
+            throw DataError(
+                "row \(row + 1) holds \(table.values[first]) (as Float32), which is not finite (use the option to drop "
+                    + "such rows)", url: url, column: column + 1, columnName: table.columnNames[column])
+        }
+        return read
+    } catch var error as DataError {
+        error.field = error.field ?? options.field
+        throw error
+    } catch let error as SizeLimitError {
+        throw DataError(error.description, file: url.path, field: options.field)
+    }
+}
+
+extension Table {
+    /// The rows `ranges` (concatenated in the order given) as a new table.
+    public func rows(_ ranges: [Range<Int>]) -> Table {
+        var values: [Float] = []
+        values.reserveCapacity(ranges.reduce(0) { $0 + $1.count } * columnCount)
+        for range in ranges { values += self.values[range.lowerBound * columnCount..<range.upperBound * columnCount] }
+        return Table(columnNames: columnNames, rowCount: values.count / max(columnCount, 1), values: values)
+    }
+}
+
 /// How readTable reads a file.
 public struct ReadOptions: Sendable {
     /// Drop rows holding NaN or ±Inf in any column (and count them) instead of failing.

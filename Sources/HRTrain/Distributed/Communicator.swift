@@ -194,6 +194,40 @@ public final class Communicator: @unchecked Sendable {
         return slots
     }
 
+    /// Exchanges floats between all ranks (MPI_Alltoallv): `send` holds `sendCounts[q]` floats for each rank q in
+    /// rank order; the result holds `receiveCounts[q]` floats from each rank q, in rank order (every rank must
+    /// know what it receives). With one rank, `send` comes back.
+    public func allToAll(_ send: [Float], sendCounts: [Int], receiveCounts: [Int]) throws -> [Float] {
+        try require(sendCounts.count == size && receiveCounts.count == size, "allToAll: one count per rank")
+        try require(sendCounts.reduce(0, +) == send.count, "allToAll: the send counts do not add up")
+        guard usesMPI else { return send }
+        let limit = Int(Int32.max)
+        guard send.count <= limit, receiveCounts.reduce(0, +) <= limit else {
+            throw CommunicatorError(
+                "\(label)an exchange of more than \(limit) floats at once (MPI's int counts); use more ranks")
+        }
+        func offsets(_ counts: [Int]) -> [Int32] {
+            var running = 0
+            return counts.map { count in
+                defer { running += count }
+                return Int32(running)
+            }
+        }
+        let (sendCounts32, sendOffsets) = (sendCounts.map { Int32($0) }, offsets(sendCounts))
+        let (receiveCounts32, receiveOffsets) = (receiveCounts.map { Int32($0) }, offsets(receiveCounts))
+        var received = [Float](repeating: 0, count: receiveCounts.reduce(0, +))
+        try send.withUnsafeBufferPointer { source in
+            try received.withUnsafeMutableBufferPointer { target in
+                try collective("MPI_Alltoallv of \(send.count) floats") {
+                    cmpi_alltoallv_float(
+                        source.baseAddress, sendCounts32, sendOffsets, target.baseAddress, receiveCounts32,
+                        receiveOffsets)
+                }
+            }
+        }
+        return received
+    }
+
     /// Replaces `values` on every rank by rank `root`'s (MPI_Bcast of the bytes; the count must agree).
     public func broadcast(_ values: inout [Double], root: Int = 0) throws {
         guard usesMPI else { return }

@@ -10,6 +10,14 @@ public enum Sharding {
         return lower..<lower + base + (index < extra ? 1 : 0)
     }
 
+    /// The part (of `range(count:parts:index:)`'s) that holds item `item`.
+    public static func part(of item: Int, count: Int, parts: Int) -> Int {
+        let base = count / parts
+        let extra = count % parts
+        let boundary = extra * (base + 1)
+        return item < boundary ? item / (base + 1) : extra + (item - boundary) / max(base, 1)
+    }
+
     /// The batch sizes of one training pass for a job of `ranks` ranks: `batchSizes(rows:batchSize:training:)`,
     /// except that a last partial batch smaller than `2·ranks` rows joins the batch before it, so every rank's
     /// share of every batch holds at least two rows (batch normalisation needs two). With one rank this is
@@ -31,6 +39,37 @@ public enum Sharding {
     /// to the gradient of the mean loss over the whole batch of `rows` rows (summed over ranks).
     public static func gradientWeight(rows: Int, ranks: Int, rank: Int) -> Double {
         Double(range(count: rows, parts: ranks, index: rank).count) / Double(rows)
+    }
+}
+
+/// The rows of a sample one rank of a data-parallel job holds: its contiguous part (`Sharding.range`) of the
+/// training rows and of the validation rows.
+public struct RowShard: Sendable, Equatable {
+    /// The training rows of the whole sample.
+    public var trainingRows: Int
+    /// The validation rows of the whole sample.
+    public var validationRows: Int
+    /// This rank's training rows (indices among the training rows).
+    public var training: Range<Int>
+    /// This rank's validation rows (indices among the validation rows).
+    public var validation: Range<Int>
+
+    /// Rank `rank`'s parts of `split`'s rows among `ranks` ranks.
+    public init(split: SampleSplit, rank: Int, ranks: Int) {
+        self.init(trainingRows: split.trainingRows, validationRows: split.validationRows, rank: rank, ranks: ranks)
+    }
+
+    /// Rank `rank`'s parts of `trainingRows` training and `validationRows` validation rows.
+    public init(trainingRows: Int, validationRows: Int, rank: Int, ranks: Int) {
+        self.trainingRows = trainingRows
+        self.validationRows = validationRows
+        training = Sharding.range(count: trainingRows, parts: ranks, index: rank)
+        validation = Sharding.range(count: validationRows, parts: ranks, index: rank)
+    }
+
+    /// The rank holding training row `row`.
+    public func owner(ofTrainingRow row: Int, ranks: Int) -> Int {
+        Sharding.part(of: row, count: trainingRows, parts: ranks)
     }
 }
 
@@ -109,5 +148,17 @@ extension Communicator {
                     + "\(differing.map(String.init).joined(separator: ", ")) hold different values "
                     + "(the ranks diverged; the last checkpoint is the state before)")
         }
+    }
+}
+
+extension DataFingerprint {
+    /// The fingerprint of the table whose parts the ranks of `communicator` read (`part` on this rank; every
+    /// rank gets the same fingerprint).
+    public static func ofParts(_ part: Table, totalRows: Int, communicator: Communicator) throws -> DataFingerprint {
+        let hash = DataFingerprint.hash(of: part.values)
+        let high = try communicator.allGather(Double(hash >> 32))
+        let low = try communicator.allGather(Double(hash & 0xFFFF_FFFF))
+        let hashes = zip(high, low).map { UInt64($0) << 32 | UInt64($1) }
+        return DataFingerprint(columnNames: part.columnNames, rowCount: totalRows, partHashes: hashes)
     }
 }

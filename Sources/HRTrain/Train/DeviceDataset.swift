@@ -8,10 +8,11 @@ final class DeviceDataset<B: Backend> {
     let rows: Int
     let featureCount: Int
     let targetCount: Int
-    private let features: [Float]
-    private let targets: [Float]
+    /// The raw rows on the host, `[rows, featureCount]` and `[rows, targetCount]`.
+    let features: [Float]
+    let targets: [Float]
     /// One loss weight per row, if the training is weighted.
-    private let weights: [Float]?
+    let weights: [Float]?
     private let featureMean, featureScale: B.Tensor
     private let targetMean, targetScale: B.Tensor?
     /// Resident mode: the whole (standardised) set on the device.

@@ -88,6 +88,10 @@ public final class Trainer<B: Backend> {
     public let network: Network<B>
     public private(set) var state: TrainerState
     private let training: DeviceDataset<B>
+    private let featureScaler: StandardScaler
+    private let targetScaler: StandardScaler?
+    private let residentLimitBytes: Int
+    private let chunkRows: Int
     private let validation: DeviceDataset<B>?
     private var bestParameters: B.Tensor?
     private var bestRunning: B.Tensor?
@@ -116,22 +120,24 @@ public final class Trainer<B: Backend> {
         residentLimitBytes: Int, state: TrainerState? = nil, best: (parameters: [Float], running: [Float])? = nil,
         dataParallel: DataParallel? = nil, trainingWeights: [Float]? = nil, validationWeights: [Float]? = nil
     ) throws {
-        if dataParallel != nil && (trainingWeights != nil || validationWeights != nil) {
-            throw BackendError(
-                "event weights (weights, flattening) are not supported in data-parallel training yet: "
-                    + "train them in one process")
-        }
         self.dataParallel = dataParallel
+        self.featureScaler = featureScaler
+        self.targetScaler = targetScaler
+        self.residentLimitBytes = residentLimitBytes
+        let sharded = dataParallel?.shard != nil
         self.backend = backend
         self.options = options
         self.network = network
         self.state = state ?? TrainerState(learningRate: options.learningRate)
         let chunk = max(options.batchSize * 8, 1)
+        chunkRows = chunk
+        // Sharded (each rank holds its part of the training rows): they stay on the host, and every epoch the
+        // rows of this rank's shares are exchanged between the ranks and go to the device.
         training = try DeviceDataset(
             backend: backend, features: train.features, targets: train.targets, weights: trainingWeights,
             rows: train.rows,
-            featureScaler: featureScaler, targetScaler: targetScaler, residentLimitBytes: residentLimitBytes,
-            chunkRows: chunk)
+            featureScaler: featureScaler, targetScaler: targetScaler,
+            residentLimitBytes: sharded ? 0 : residentLimitBytes, chunkRows: chunk)
         if let v = validation, v.rows > 0 {
             self.validation = try DeviceDataset(
                 backend: backend, features: v.features, targets: v.targets, weights: validationWeights, rows: v.rows,
@@ -162,8 +168,19 @@ public final class Trainer<B: Backend> {
         }
     }
 
-    /// Whether the training rows live on the device (false: streamed in chunks).
-    public var trainingSetIsResident: Bool { training.isResident }
+    /// Whether the training rows live on the device (false: streamed in chunks). Sharded data-parallel training:
+    /// whether an epoch's rows of this rank do.
+    public var trainingSetIsResident: Bool {
+        guard let dataParallel, let shard = dataParallel.shard else { return training.isResident }
+        let sizes = dataParallel.batchSizes(rows: shard.trainingRows, batchSize: options.batchSize)
+        let (ranks, rank) = (dataParallel.communicator.size, dataParallel.communicator.rank)
+        let rows = sizes.reduce(0) { $0 + Sharding.range(count: $1, parts: ranks, index: rank).count }
+        let width = training.featureCount + training.targetCount + (training.weights == nil ? 0 : 1)
+        return rows * width * 4 <= residentLimitBytes
+    }
+
+    /// The training rows of the whole sample (all ranks').
+    private var totalTrainingRows: Int { dataParallel?.shard?.trainingRows ?? training.rows }
 
     /// The permutation of epoch `epoch` (1-based): Fisher–Yates driven by SplitMix64 seeded from (seed, epoch).
     public static func permutation(rows: Int, seed: UInt64, epoch: Int) -> [Int32] {
@@ -214,26 +231,50 @@ public final class Trainer<B: Backend> {
     private func runEpoch() throws {
         let epoch = state.epoch + 1
         let start = DispatchTime.now()
+        let rows = totalTrainingRows
         let sizes =
-            dataParallel?.batchSizes(rows: training.rows, batchSize: options.batchSize)
-            ?? batchSizes(rows: training.rows, batchSize: options.batchSize, training: true)
+            dataParallel?.batchSizes(rows: rows, batchSize: options.batchSize)
+            ?? batchSizes(rows: rows, batchSize: options.batchSize, training: true)
         try require(!sizes.isEmpty, "no training rows")
         let losses = try backend.scratch([sizes.count])
         lossBuffer = losses
         lastQueuedStep = -1
-        let order = options.shuffle ? Self.permutation(rows: training.rows, seed: options.seed, epoch: epoch) : nil
+        let order = options.shuffle ? Self.permutation(rows: rows, seed: options.seed, epoch: epoch) : nil
         let lr = state.learningRate
-        // With several ranks, each trains on its share of every global batch (same permutation everywhere).
+        // With several ranks, each trains on its share of every global batch (same permutation everywhere);
+        // with sharded rows, the rows of those shares are first fetched from the ranks holding them.
         let local = try dataParallel.map { try $0.localBatches(sizes: sizes, order: order) }
-        try training.forEachWeightedBatch(sizes: local?.sizes ?? sizes, order: local?.order ?? order) {
+        var epochRows = training
+        var epochOrder = local?.order ?? order
+        var stepWeights: [Double]?
+        if let dataParallel, let local {
+            var weights: [Float]?
+            if dataParallel.shard != nil {
+                let fetched = try dataParallel.exchangeRows(
+                    sizes: sizes, order: order, features: training.features, targets: training.targets,
+                    weights: training.weights, featureCount: training.featureCount,
+                    targetCount: training.targetCount)
+                epochRows = try DeviceDataset(
+                    backend: backend, features: fetched.features, targets: fetched.targets,
+                    weights: fetched.weights, rows: local.order.count, featureScaler: featureScaler,
+                    targetScaler: targetScaler, residentLimitBytes: residentLimitBytes, chunkRows: chunkRows)
+                epochOrder = nil
+                weights = fetched.weights
+            } else {
+                weights = training.weights.map { w in local.order.map { w[Int($0)] } }
+            }
+            stepWeights = try dataParallel.stepWeights(sizes: sizes, shares: local.sizes, weights: weights)
+        }
+        try epochRows.forEachWeightedBatch(sizes: local?.sizes ?? sizes, order: epochOrder) {
             x, y, w, step in
             let loss = backend.view(losses, offset: step, shape: [1])
             if dataParallel != nil || gradientHook != nil {
-                dataParallel?.prepareStep(network: network, batchRows: sizes[step])
+                let weight = stepWeights?[step] ?? 1
+                dataParallel?.prepareStep(network: network, batchRows: sizes[step], gradientWeight: weight)
                 try network.forward(x, training: true)
                 try network.loss(target: y, weights: w, into: loss)
                 try network.backward()
-                try dataParallel?.reduceGradients(network: network, batchRows: sizes[step])
+                try dataParallel?.reduceGradients(network: network, gradientWeight: weight)
                 try gradientHook?(network)
                 try network.applyAdam(learningRate: lr)
             } else {
@@ -248,7 +289,7 @@ public final class Trainer<B: Backend> {
         }
         let trainSeconds = elapsed(since: start)
         if let dataParallel {
-            stepLosses = try dataParallel.batchLosses(stepLosses, sizes: sizes)
+            stepLosses = try dataParallel.batchLosses(stepLosses, weights: stepWeights ?? [])
             try dataParallel.finishEpoch(network: network)
         }
         let trainLoss = stepLosses.reduce(0, +) / Double(stepLosses.count)
@@ -258,7 +299,7 @@ public final class Trainer<B: Backend> {
         }
         let record = EpochRecord(
             epoch: epoch, trainLoss: trainLoss, validationLoss: validationLoss, learningRate: lr,
-            seconds: elapsed(since: start), eventsPerSecond: Double(training.rows) / trainSeconds)
+            seconds: elapsed(since: start), eventsPerSecond: Double(rows) / trainSeconds)
         state.epoch = epoch
         state.history.append(record)
         try updateCallbacks(monitor: validationLoss ?? trainLoss)
@@ -283,22 +324,35 @@ public final class Trainer<B: Backend> {
         return zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(set.rows)
     }
 
-    /// Data-parallel validation: each rank evaluates its part of the rows and the sums are all-reduced.
+    /// Data-parallel validation: each rank evaluates its part of the rows (sharded: the rows it holds) and the
+    /// sums (Σ loss·n, or Σ loss·Σw when weighted) are all-reduced.
     private func evaluateAcrossRanks(_ set: DeviceDataset<B>, _ dataParallel: DataParallel) throws -> Double {
-        let mine = dataParallel.validationRows(set.rows)
+        let mine = dataParallel.shard != nil ? 0..<set.rows : dataParallel.validationRows(set.rows)
         let sizes = batchSizes(rows: mine.count, batchSize: options.batchSize, training: false)
         var sum = 0.0
+        var total = Double(mine.count)
         if !sizes.isEmpty {
             let losses = try backend.scratch([sizes.count])
             let order = mine.map { Int32($0) }
-            try set.forEachBatch(sizes: sizes, order: order) { x, y, step in
+            try set.forEachWeightedBatch(sizes: sizes, order: order) { x, y, w, step in
                 try network.forward(x, training: false)
-                try network.loss(target: y, into: backend.view(losses, offset: step, shape: [1]))
+                try network.loss(target: y, weights: w, into: backend.view(losses, offset: step, shape: [1]))
             }
             let values = try backend.read(losses)
-            sum = zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) }
+            if let weights = set.weights {
+                var start = mine.lowerBound
+                total = 0
+                for (value, n) in zip(values, sizes) {
+                    let batch = weights[start..<start + n].reduce(0.0) { $0 + Double($1) }
+                    sum += value * batch
+                    total += batch
+                    start += n
+                }
+            } else {
+                sum = zip(values, sizes).reduce(0) { $0 + $1.0 * Double($1.1) }
+            }
         }
-        return try dataParallel.mean(sum: sum, rows: mine.count)
+        return try dataParallel.mean(sum: sum, weight: total)
     }
 
     /// Applies the callbacks to the epoch's monitored loss; keeps the best weights when they improved.

@@ -16,7 +16,8 @@ import Foundation
 /// ```
 ///
 /// Seams for what comes next: `gradientHook` runs between the backward pass and Adam (a gradient
-/// all-reduce); `data` may hold one process' shard of the rows; `afterEpoch` sees every epoch's record (a
+/// all-reduce); `data` may hold one rank's shard of the rows (`PreparedData.prepareShard`, with
+/// `dataParallel`); `afterEpoch` sees every epoch's record (a
 /// divergence check) and can stop the run, leaving a resumable checkpoint; the options are `Codable`
 /// (stored in checkpoints and model files) and validated in `TrainingOptions.validate()`.
 public final class TrainingSession<B: Backend> {
@@ -174,20 +175,7 @@ public final class TrainingSession<B: Backend> {
                     "the checkpoint was written for other feature/target columns than the ones selected from "
                         + "\(settings.dataFile ?? "the data")", file: place, field: .checkpoint)
             }
-            if let recorded = saved.dataFingerprint, let current = settings.dataFingerprint,
-                let difference = current.difference(from: recorded)
-            {
-                throw DataError(
-                    "the checkpoint was written for other data: \(difference); resume on the same data",
-                    file: place, field: .checkpoint)
-            }
-            guard saved.trainingRows == data.train.rows, saved.validationRows == data.validation.rows else {
-                throw DataError(
-                    "the checkpoint was written for \(saved.trainingRows) training and \(saved.validationRows) "
-                        + "validation rows, but \(settings.dataFile ?? "the data") gives \(data.train.rows) and "
-                        + "\(data.validation.rows): use the same data and split",
-                    file: place, field: .checkpoint)
-            }
+            // The ranks first: a data-parallel run's fingerprint combines the ranks' parts.
             let ranks = saved.options.ranks ?? 1
             let size = dataParallel?.communicator.size ?? 1
             guard ranks == size else {
@@ -197,6 +185,21 @@ public final class TrainingSession<B: Backend> {
                         + (ranks == 1 ? "(without mpirun)" : "(mpirun -np \(ranks))")
                         + " — each rank's share of the batches, and without synchronised batch norm the batch "
                         + "statistics, depend on it", file: place, field: .checkpoint)
+            }
+            if let recorded = saved.dataFingerprint, let current = settings.dataFingerprint,
+                let difference = current.difference(from: recorded)
+            {
+                throw DataError(
+                    "the checkpoint was written for other data: \(difference); resume on the same data",
+                    file: place, field: .checkpoint)
+            }
+            guard saved.trainingRows == data.totalTrainingRows, saved.validationRows == data.totalValidationRows
+            else {
+                throw DataError(
+                    "the checkpoint was written for \(saved.trainingRows) training and \(saved.validationRows) "
+                        + "validation rows, but \(settings.dataFile ?? "the data") gives \(data.totalTrainingRows) "
+                        + "and \(data.totalValidationRows): use the same data and split",
+                    file: place, field: .checkpoint)
             }
             data.featureScaler = checkpoint.model.featureScaler
             data.targetScaler = checkpoint.model.targetScaler
@@ -208,6 +211,14 @@ public final class TrainingSession<B: Backend> {
             state = saved.state
             best = checkpoint.best
             initialization = saved.model.initialization
+        }
+        if let shard = data.shard {
+            guard let dataParallel else {
+                throw DataError(
+                    "the data holds one rank's rows, but the run is not data-parallel",
+                    file: settings.dataFile ?? "data", field: .data)
+            }
+            dataParallel.shard = shard
         }
         self.backend = backend
         self.options = options
@@ -261,7 +272,7 @@ public final class TrainingSession<B: Backend> {
         return Checkpoint(
             metadata: .init(
                 model: metadata, options: options, state: trainer.state, adamStep: network.step,
-                trainingRows: data.train.rows, validationRows: data.validation.rows,
+                trainingRows: data.totalTrainingRows, validationRows: data.totalValidationRows,
                 dataFingerprint: settings.dataFingerprint),
             model: try currentModel(), firstMoment: moments.first, secondMoment: moments.second,
             best: try trainer.bestWeights())
