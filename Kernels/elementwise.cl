@@ -59,6 +59,35 @@ __kernel void kernel_gather_rows_f32(__global const float *src, const int src_of
     out[out_off + i] = src[src_off + s];
 }
 
+// The same rows of up to three sources in one launch (a batch's features, targets and weights):
+//   out_j[r, c] = src_j[idx[idx_off + r], c]   for j = 0, 1, 2 with cols_j columns (cols_j = 0: slot unused).
+// One work-item per (row, column of the three side by side).
+__kernel void kernel_gather_rows3_f32(__global const float *src0, const int src0_off,
+                                      __global float *out0, const int out0_off, const int cols0,
+                                      __global const float *src1, const int src1_off,
+                                      __global float *out1, const int out1_off, const int cols1,
+                                      __global const float *src2, const int src2_off,
+                                      __global float *out2, const int out2_off, const int cols2,
+                                      __global const int *idx, const int idx_off, const int rows) {
+    const int width = cols0 + cols1 + cols2;
+    const int i = get_global_id(0);
+    if (i >= rows * width) return;
+    const int r = i / width;
+    int c = i - r * width;
+    const long s = (long)idx[idx_off + r];
+    if (c < cols0) {
+        out0[out0_off + r * cols0 + c] = src0[src0_off + s * cols0 + c];
+        return;
+    }
+    c -= cols0;
+    if (c < cols1) {
+        out1[out1_off + r * cols1 + c] = src1[src1_off + s * cols1 + c];
+        return;
+    }
+    c -= cols1;
+    out2[out2_off + r * cols2 + c] = src2[src2_off + s * cols2 + c];
+}
+
 // StandardScaler: out[r, c] = (x[r, c] - mean[c]) / scale[c]   (scikit-learn divides; so do we)
 __kernel void kernel_standard_scale_f32(__global const float *x, const int x_off,
                                         __global const float *mean, const int mean_off,

@@ -32,6 +32,52 @@ __kernel void kernel_mse_loss_grad_f32(__global const float *p, const int p_off,
     if (l == 0) loss[loss_off] = partial[0] / (float)n;
 }
 
+// The output layer's bias, the MSE and the output bias gradient of a training step in one launch:
+//
+//   p = z + b (row-wise; p may be z),   loss and grad as kernel_mse_loss_grad_f32,   bias_grad[c] = sum_r grad[r, c]
+//
+// One work-group of LOSS_LANES work-items: the loss as above (same lanes, same tree), then per column the lanes
+// take rows l, l + LOSS_LANES, ... of the gradient the group has just written (after a barrier) and a fixed tree
+// combines them: deterministic. Launch: global = local = LOSS_LANES.
+__kernel void kernel_bias_mse_loss_grad_f32(__global const float *z, const int z_off,
+                                            __global const float *b, const int b_off,
+                                            __global const float *t, const int t_off,
+                                            __global float *p, const int p_off,
+                                            __global float *grad, const int grad_off,
+                                            __global float *bias_grad, const int bias_grad_off,
+                                            __global float *loss, const int loss_off,
+                                            const int rows, const int cols) {
+    __local float partial[LOSS_LANES];
+    const int l = get_local_id(0);
+    const int n = rows * cols;
+    const float scale = 2.0f / (float)n;
+    float acc = 0.0f;
+    for (int i = l; i < n; i += LOSS_LANES) {
+        const float prediction = z[z_off + i] + b[b_off + i % cols];
+        p[p_off + i] = prediction;
+        const float d = prediction - t[t_off + i];
+        grad[grad_off + i] = scale * d;
+        acc += d * d;
+    }
+    partial[l] = acc;
+    for (int stride = LOSS_LANES / 2; stride > 0; stride >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < stride) partial[l] += partial[l + stride];
+    }
+    if (l == 0) loss[loss_off] = partial[0] / (float)n;
+    for (int c = 0; c < cols; ++c) {
+        barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+        float sum = 0.0f;
+        for (int r = l; r < rows; r += LOSS_LANES) sum += grad[grad_off + r * cols + c];
+        partial[l] = sum;
+        for (int stride = LOSS_LANES / 2; stride > 0; stride >>= 1) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (l < stride) partial[l] += partial[l + stride];
+        }
+        if (l == 0) bias_grad[bias_grad_off + c] = partial[0];
+    }
+}
+
 // Weighted mean squared error of a [rows, cols] prediction with one weight per row:
 //
 //   W = sum_r w_r,   loss = sum_r w_r sum_c (p_rc - t_rc)^2 / (cols W),   grad_rc = 2 w_r (p_rc - t_rc) / (cols W)

@@ -21,6 +21,59 @@ final class CommandCountTests: XCTestCase {
         XCTAssertEqual(wait.synchronisations, 1)
     }
 
+    /// `GEMMKernelPlan` predicts the kernels CLBlast launches for a GEMM, indirect (the size rule alone) and routed
+    /// (`maximumIndirectHelpers`), and routing changes which kernel runs, not the product.
+    func testGEMMKernelPlanMatchesCLBlastsLaunches() throws {
+        let device = try SharedDevice.backend()
+        guard let parameters = device.context.gemmParameters, parameters.maximumIndirectHelpers != nil else {
+            throw XCTSkip("no hrtrain GEMM parameters with a helper limit on \(device.context.device.name)")
+        }
+        // m·n·k just above XGEMM_MIN_INDIRECT_SIZE³ of the built-in parameters (339³), so CLBlast's size rule says
+        // indirect; tile multiples (256, 640) or not (200), transposed operands, an operand at an offset.
+        let side = parameters.minIndirectSize
+        let k = ((side * side * side) / (256 * 256) / 128 + 1) * 128  // a multiple of the tiles
+        let cases: [(m: Int, n: Int, k: Int, ta: Bool, tb: Bool, offset: Int)] = [
+            (256, 256, k, true, false, 0),  // hᵀ·dz
+            (k, 256, 256, false, false, 0),  // h·W
+            (k, 256, 256, false, false, 24),  // h·W with W inside the parameter buffer
+            (k, 256, 256, false, true, 0),  // dz·Wᵀ
+            (200, 256, k + 200, true, false, 0),  // padded: 200 is no multiple of MWG
+        ]
+        for (i, c) in cases.enumerated() {
+            let aShape = c.ta ? [c.k, c.m] : [c.m, c.k]
+            let bShape = c.tb ? [c.n, c.k] : [c.k, c.n]
+            let a = try device.tensor(randomValues(c.m * c.k, seed: UInt64(40 + i)), shape: aShape)
+            let bWhole = try device.tensor(
+                randomValues(c.offset + c.n * c.k, seed: UInt64(50 + i)), shape: [c.offset + c.n * c.k])
+            let b = bWhole.view(offset: c.offset, shape: bShape)
+            let routed = try device.scratch([c.m, c.n])
+            let unrouted = try device.scratch([c.m, c.n])
+            let plan = try XCTUnwrap(
+                device.gemmPlan(
+                    .init(
+                        m: c.m, n: c.n, k: c.k, transposeA: c.ta, transposeB: c.tb, offsets: [0, c.offset, 0],
+                        leading: [aShape[1], bShape[1], c.n])))
+            XCTAssertTrue(plan.sizeRuleIndirect, "case \(i)")
+            try device.synchronize()
+            let what = "\(c.m)x\(c.n)x\(c.k) ta=\(c.ta) tb=\(c.tb) offset \(c.offset)"
+            let withRouting = try CommandCounts.during {
+                try device.matmul(a, transposeA: c.ta, b, transposeB: c.tb, into: routed)
+            }
+            let indirect = plan.routedIndirect(parameters)
+            XCTAssertEqual(withRouting.kernels, plan.kernels(indirect: indirect), "routed: \(what)")
+            XCTAssertLessThanOrEqual(withRouting.kernels, 1 + parameters.maximumIndirectHelpers!, what)
+            // The same call with CLBlast's size rule alone: indirect, with the predicted helpers.
+            device.context.gemmParameters?.maximumIndirectHelpers = nil
+            defer { device.context.gemmParameters?.maximumIndirectHelpers = parameters.maximumIndirectHelpers }
+            try CLBlastParameters.setMinIndirectSize(parameters.minIndirectSize, device: device.context.deviceID)
+            let sizeRule = try CommandCounts.during {
+                try device.matmul(a, transposeA: c.ta, b, transposeB: c.tb, into: unrouted)
+            }
+            XCTAssertEqual(sizeRule.kernels, plan.kernels(indirect: true), "indirect: \(what)")
+            assertClose(try device.read(routed), try device.read(unrouted), limit: 1e-5, "routed product, \(what)")
+        }
+    }
+
     func testTrainingStepCommandsPerVariant() throws {
         for device in try SharedDevice.variants() {
             for order in LayerOrder.allCases {
@@ -43,8 +96,8 @@ final class CommandCountTests: XCTestCase {
                 let gemmKernels = device.gemmKernelLaunches - gemmBefore
                 XCTAssertGreaterThanOrEqual(gemmKernels, 11, "11 GEMM calls, each at least one kernel")
                 let what = "\(device.variant) \(order.rawValue)"
-                // 3 fused forward + output bias + loss + output bias gradient + 3 fused backward + Adam.
-                XCTAssertEqual(step.kernels - gemmKernels, 10, "hrtrain's own launches per step, \(what)")
+                // 3 fused forward + output bias with loss and output bias gradient + 3 fused backward + Adam.
+                XCTAssertEqual(step.kernels - gemmKernels, 8, "hrtrain's own launches per step, \(what)")
                 XCTAssertEqual(step.transfers, 0, what)
                 XCTAssertEqual(step.synchronisations, 0, "a training step must not wait for the device, \(what)")
             }

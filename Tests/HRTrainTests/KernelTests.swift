@@ -259,6 +259,51 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The fused output bias + MSE + output bias gradient against the reference's composition of the three
+    /// primitives, in place (prediction = z, as a training step calls it) and into a separate tensor.
+    func testBiasMeanSquaredError() throws {
+        let device = try SharedDevice.backend()
+        for (n, (rows, cols)) in (shapes + [(4000, 2), (300, 3)]).enumerated() {
+            let z = randomValues(rows * cols, seed: UInt64(1700 + n), scale: 5)
+            let b = randomValues(cols, seed: UInt64(1800 + n))
+            let t = randomValues(rows * cols, seed: UInt64(1900 + n), scale: 5)
+            let pr = try reference.tensor(z, shape: [rows, cols])
+            let (gr, bgr, lr) = (
+                try reference.scratch([rows, cols]), try reference.scratch([cols]), try reference.scratch([1])
+            )
+            try reference.biasMeanSquaredError(
+                pr, bias: try reference.tensor(b, shape: [cols]), target: try reference.tensor(t, shape: [rows, cols]),
+                prediction: pr, gradient: gr, biasGradient: bgr, loss: lr)
+            for inPlace in [true, false] {
+                let zd = try GuardedTensor(device, shape: [rows, cols], contents: z)
+                let pd = inPlace ? zd : try GuardedTensor(device, shape: [rows, cols])
+                let gd = try GuardedTensor(device, shape: [rows, cols])
+                let bgd = try GuardedTensor(device, shape: [cols])
+                let ld = try GuardedTensor(device, shape: [1])
+                let counts = try CommandCounts.during {
+                    try device.biasMeanSquaredError(
+                        zd.tensor, bias: try device.tensor(b, shape: [cols]),
+                        target: try device.tensor(t, shape: [rows, cols]), prediction: pd.tensor, gradient: gd.tensor,
+                        biasGradient: bgd.tensor, loss: ld.tensor)
+                }
+                let what = "\(rows)×\(cols)\(inPlace ? " in place" : "")"
+                XCTAssertEqual(counts.kernels, 1, "one launch, \(what)")
+                assertClose(try device.read(pd.tensor), try reference.read(pr), limit: limit, "prediction \(what)")
+                assertClose(try device.read(gd.tensor), try reference.read(gr), limit: limit, "gradient \(what)")
+                let terms = try reference.read(gr).reduce(0) { $0 + $1 * $1 }.squareRoot()  // what the sums cancel
+                assertClose(
+                    try device.read(bgd.tensor), try reference.read(bgr), limit: 1e-5, floor: terms,
+                    "bias gradient \(what)")
+                assertClose(try device.read(ld.tensor), try reference.read(lr), limit: 1e-5, "loss \(what)")
+                for (guarded, name) in [
+                    (zd, "z"), (pd, "prediction"), (gd, "gradient"), (bgd, "bias gradient"), (ld, "loss"),
+                ] {
+                    try guarded.checkGuards(device, "biasMeanSquaredError \(name), \(what)")
+                }
+            }
+        }
+    }
+
     func testWeightedMeanSquaredError() throws {
         let device = try SharedDevice.backend()
         for (n, (rows, cols)) in (shapes + [(4000, 2), (257, 3)]).enumerated() {
@@ -386,6 +431,41 @@ final class KernelTests: XCTestCase {
             assertClose(
                 try device.read(sd.tensor), try reference.read(sr), limit: limit, "standardScale \(rows)×\(cols)")
             try sd.checkGuards(device, "standardScale")
+        }
+    }
+
+    func testGatherRowsOfSeveralSourcesInOneLaunch() throws {
+        let device = try SharedDevice.backend()
+        for (n, (rows, cols)) in shapes.enumerated() {
+            // Features, targets and (for the three-source case) weights of the same rows, odd widths.
+            let widths = [cols, 2 + n % 3, 1]
+            let sources = widths.enumerated().map { j, w in
+                randomValues(rows * w, seed: UInt64(1500 + 10 * n + j), scale: 3)
+            }
+            var rng = SplitMix64(seed: UInt64(1600 + n))
+            let idx = (0..<(rows + 5)).map { _ in Int32(rng.next() % UInt64(rows)) }
+            let out = rows + 2
+            for count in 2...3 {
+                let expected = try (0..<count).map { j -> [Double] in
+                    let r = try reference.scratch([out, widths[j]])
+                    try reference.gatherRows(
+                        try reference.tensor(sources[j], shape: [rows, widths[j]]), indices: idx, indexOffset: 3,
+                        into: r)
+                    return try reference.read(r).map { Double(Float($0)) }
+                }
+                let outputs = try (0..<count).map { try GuardedTensor(device, shape: [out, widths[$0]]) }
+                let counts = try CommandCounts.during {
+                    try device.gatherRows(
+                        try (0..<count).map { try device.tensor(sources[$0], shape: [rows, widths[$0]]) },
+                        indices: try device.indices(idx), indexOffset: 3, into: outputs.map(\.tensor))
+                }
+                XCTAssertEqual(counts.kernels, 1, "\(count) sources gathered in one launch")
+                for j in 0..<count {
+                    XCTAssertEqual(
+                        try device.read(outputs[j].tensor), expected[j], "gather \(j) of \(count) is a copy: exact")
+                    try outputs[j].checkGuards(device, "gather \(j) of \(count)")
+                }
+            }
         }
     }
 

@@ -98,6 +98,13 @@ public protocol Backend: AnyObject {
 
     /// Mean squared error over all elements: writes `loss[0]` and `gradient = 2(p − t)/n`.
     func meanSquaredError(prediction: Tensor, target: Tensor, gradient: Tensor, loss: Tensor) throws
+    /// The output layer's bias and the plain MSE in one operation, for a training step: `prediction = z + bias`
+    /// (row-wise, may be `z` itself), then `loss[0]` and `gradient` as `meanSquaredError`, and `biasGradient =
+    /// Σ_rows gradient` (the output bias gradient of `backward`). Defined by `biasAdd`, `meanSquaredError` and
+    /// `columnSums` (the default implementation).
+    func biasMeanSquaredError(
+        _ z: Tensor, bias: Tensor, target: Tensor, prediction: Tensor, gradient: Tensor, biasGradient: Tensor,
+        loss: Tensor) throws
     /// Weighted mean squared error of a `[rows, C]` prediction with one weight `w_r > 0` per row:
     /// ```
     /// W = Σ_r w_r,   loss[0] = Σ_r w_r Σ_c (p_rc − t_rc)² / (C·W),   gradient_rc = 2 w_r (p_rc − t_rc) / (C·W)
@@ -110,6 +117,10 @@ public protocol Backend: AnyObject {
         throws
     /// `out[r, :] = source[indices[indexOffset + r], :]` for every row of `out`.
     func gatherRows(_ source: Tensor, indices: Indices, indexOffset: Int, into out: Tensor) throws
+    /// `gatherRows` of the same rows from each of `sources` into the matching output (a batch's features, targets
+    /// and weights), in one operation where the backend can. Defined by one `gatherRows` per source (the default
+    /// implementation).
+    func gatherRows(_ sources: [Tensor], indices: Indices, indexOffset: Int, into outputs: [Tensor]) throws
     /// StandardScaler: `out[r, j] = (x[r, j] − mean[j]) / scale[j]`.
     func standardScale(_ x: Tensor, mean: Tensor, scale: Tensor, into out: Tensor) throws
 }
@@ -121,6 +132,23 @@ extension Backend {
     public func hiddenBlockInference(_ block: HiddenBlock<Tensor>) throws { try block.composedInference(on: self) }
     /// The composition of the primitive operations (`HiddenBlock.composedBackward`).
     public func hiddenBlockBackward(_ block: HiddenBlock<Tensor>) throws { try block.composedBackward(on: self) }
+    /// `biasAdd`, `meanSquaredError` and `columnSums`.
+    public func biasMeanSquaredError(
+        _ z: Tensor, bias: Tensor, target: Tensor, prediction: Tensor, gradient: Tensor, biasGradient: Tensor,
+        loss: Tensor
+    ) throws {
+        try biasAdd(z, bias: bias, into: prediction)
+        try meanSquaredError(prediction: prediction, target: target, gradient: gradient, loss: loss)
+        try columnSums(gradient, into: biasGradient)
+    }
+    /// One `gatherRows` per source.
+    public func gatherRows(_ sources: [Tensor], indices: Indices, indexOffset: Int, into outputs: [Tensor]) throws {
+        try require(
+            sources.count == outputs.count, "gatherRows: \(sources.count) sources for \(outputs.count) outputs")
+        for (source, output) in zip(sources, outputs) {
+            try gatherRows(source, indices: indices, indexOffset: indexOffset, into: output)
+        }
+    }
 }
 
 /// The batch-normalisation constants of a numerics profile.

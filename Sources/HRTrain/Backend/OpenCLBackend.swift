@@ -42,7 +42,7 @@ public final class OpenCLBackend: Backend {
     static let elementwiseGroup = 256
 
     /// The arguments that decide the size of CLBlast's temporary GEMM buffer.
-    private struct GEMMCall: Hashable {
+    struct GEMMCall: Hashable {
         var m, n, k: Int
         var transposeA, transposeB: Bool
         var offsets: [Int]
@@ -80,6 +80,30 @@ public final class OpenCLBackend: Backend {
         if let buffer = gemmTemporaryBuffer, buffer.byteCount >= size { return buffer }
         gemmTemporaryBuffer = try CLBuffer(context: context, byteCount: size)
         return gemmTemporaryBuffer
+    }
+
+    /// The kernel plan of `call` under the context's GEMM parameters (nil with CLBlast's defaults).
+    func gemmPlan(_ call: GEMMCall) -> GEMMKernelPlan? {
+        context.gemmParameters.map {
+            GEMMKernelPlan(
+                m: call.m, n: call.n, k: call.k, transposeA: call.transposeA, transposeB: call.transposeB,
+                offsets: call.offsets, leading: call.leading, parameters: $0)
+        }
+    }
+
+    /// Prepares CLBlast for `call`: with parameters that limit the helpers of an indirect GEMM
+    /// (`GEMMParameters.maximumIndirectHelpers`), sets `XGEMM_MIN_INDIRECT_SIZE` so that CLBlast runs the call
+    /// the way `GEMMKernelPlan.routedIndirect` says. Returns whether the call may run indirect (and so needs the
+    /// temporary buffer).
+    private func routeGEMM(_ call: GEMMCall) throws -> Bool {
+        guard let parameters = context.gemmParameters, parameters.maximumIndirectHelpers != nil,
+            let plan = gemmPlan(call)
+        else { return true }
+        guard plan.sizeRuleIndirect else { return false }  // direct under either threshold
+        let indirect = plan.routedIndirect(parameters)
+        try CLBlastParameters.setMinIndirectSize(
+            indirect ? parameters.minIndirectSize : CLBlastParameters.neverIndirect, device: context.deviceID)
+        return indirect
     }
 
     /// The kernels CLBlast has launched for this backend's GEMMs so far (its padding and transposition
@@ -162,10 +186,10 @@ public final class OpenCLBackend: Backend {
         let bytes = Double(4 * (m * k + k * n + m * n))
         let ta = transposeA ? CLBlastTransposeYes : CLBlastTransposeNo
         let tb = transposeB ? CLBlastTransposeYes : CLBlastTransposeNo
-        let temp = try gemmTemporary(
-            GEMMCall(
-                m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                offsets: [a.offset, b.offset, c.offset], leading: [a.columns, b.columns, c.columns]))
+        let call = GEMMCall(
+            m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
+            offsets: [a.offset, b.offset, c.offset], leading: [a.columns, b.columns, c.columns])
+        let temp = try routeGEMM(call) ? try gemmTemporary(call) : nil
         let before = CommandCounts.current().kernels
         defer { gemmKernelLaunches += CommandCounts.current().kernels - before }
         let status = context.recordingEvent(label, flops: 2 * Double(m) * Double(n) * Double(k), bytes: bytes) {
@@ -389,6 +413,24 @@ public final class OpenCLBackend: Backend {
         try context.launch(kernel, global: [Self.lossLanes], local: [Self.lossLanes], bytes: 12 * p.count)
     }
 
+    /// One launch (`kernel_bias_mse_loss_grad_f32`).
+    public func biasMeanSquaredError(
+        _ z: DeviceTensor, bias: DeviceTensor, target t: DeviceTensor, prediction p: DeviceTensor,
+        gradient g: DeviceTensor, biasGradient: DeviceTensor, loss: DeviceTensor
+    ) throws {
+        try require(
+            z.count == p.count && p.count == t.count && g.count == t.count && loss.count >= 1
+                && bias.count == z.columns && biasGradient.count == z.columns,
+            "biasMeanSquaredError: z \(z.shape), bias \(bias.shape), target \(t.shape), prediction \(p.shape), "
+                + "gradient \(g.shape), bias gradient \(biasGradient.shape)")
+        let kernel = try context.kernel("kernel_bias_mse_loss_grad_f32")
+        try kernel.setArguments([
+            .tensor(z), .tensor(bias), .tensor(t), .tensor(p), .tensor(g), .tensor(biasGradient), .tensor(loss),
+            .int(Int32(z.rows)), .int(Int32(z.columns)),
+        ])
+        try context.launch(kernel, global: [Self.lossLanes], local: [Self.lossLanes], bytes: 20 * p.count)
+    }
+
     public func weightedMeanSquaredError(
         prediction p: DeviceTensor, target t: DeviceTensor, weights w: DeviceTensor, gradient g: DeviceTensor,
         loss: DeviceTensor
@@ -439,6 +481,34 @@ public final class OpenCLBackend: Backend {
                 .int(Int32(indexOffset)),
                 .tensor(out), .int(Int32(out.rows)), .int(Int32(out.columns)),
             ], count: out.count, traffic: 3)
+    }
+
+    /// One launch (`kernel_gather_rows3_f32`) for up to three sources.
+    public func gatherRows(
+        _ sources: [DeviceTensor], indices: DeviceIndices, indexOffset: Int, into outputs: [DeviceTensor]
+    ) throws {
+        try require(
+            sources.count == outputs.count && (1...3).contains(sources.count),
+            "gatherRows: 1 to 3 sources with one output each, got \(sources.count) and \(outputs.count)")
+        if sources.count == 1 {
+            return try gatherRows(sources[0], indices: indices, indexOffset: indexOffset, into: outputs[0])
+        }
+        let rows = outputs[0].rows
+        for (source, output) in zip(sources, outputs) {
+            try require(
+                output.columns == source.columns && output.rows == rows,
+                "gatherRows: source has \(source.columns) columns, output \(output.shape) (\(rows) rows expected)")
+        }
+        try require(indexOffset >= 0 && indexOffset + rows <= indices.count, "gatherRows: index range out of bounds")
+        var arguments: [Kernel.Argument] = []
+        for slot in 0..<3 {
+            let used = slot < sources.count
+            let (source, output) = used ? (sources[slot], outputs[slot]) : (sources[0], outputs[0])
+            arguments += [.tensor(source), .tensor(output), .int(used ? Int32(source.columns) : 0)]
+        }
+        arguments += [.buffer(indices.buffer.mem), .int(Int32(indexOffset)), .int(Int32(rows))]
+        let width = sources.reduce(0) { $0 + $1.columns }
+        try run("kernel_gather_rows3_f32", arguments, count: rows * width, traffic: 2)
     }
 
     public func standardScale(_ x: DeviceTensor, mean: DeviceTensor, scale: DeviceTensor, into out: DeviceTensor) throws

@@ -125,6 +125,16 @@ public final class TimedBackend<Base: Backend>: Backend {
             try base.hiddenBlockBackward(block)
         }
     }
+    public func biasMeanSquaredError(
+        _ z: Tensor, bias: Tensor, target: Tensor, prediction: Tensor, gradient: Tensor, biasGradient: Tensor,
+        loss: Tensor
+    ) throws {
+        try timed("output bias + MSE + bias gradient") {
+            try base.biasMeanSquaredError(
+                z, bias: bias, target: target, prediction: prediction, gradient: gradient, biasGradient: biasGradient,
+                loss: loss)
+        }
+    }
     public func meanSquaredError(prediction: Tensor, target: Tensor, gradient: Tensor, loss: Tensor) throws {
         try timed("mse loss + gradient") {
             try base.meanSquaredError(prediction: prediction, target: target, gradient: gradient, loss: loss)
@@ -147,6 +157,11 @@ public final class TimedBackend<Base: Backend>: Backend {
     }
     public func gatherRows(_ source: Tensor, indices: Indices, indexOffset: Int, into out: Tensor) throws {
         try timed("gather rows") { try base.gatherRows(source, indices: indices, indexOffset: indexOffset, into: out) }
+    }
+    public func gatherRows(_ sources: [Tensor], indices: Indices, indexOffset: Int, into outputs: [Tensor]) throws {
+        try timed("gather rows") {
+            try base.gatherRows(sources, indices: indices, indexOffset: indexOffset, into: outputs)
+        }
     }
     public func standardScale(_ x: Tensor, mean: Tensor, scale: Tensor, into out: Tensor) throws {
         try timed("standard scale") { try base.standardScale(x, mean: mean, scale: scale, into: out) }

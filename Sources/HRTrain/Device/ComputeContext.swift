@@ -24,6 +24,9 @@ public final class ComputeContext {
     /// Which GEMM parameters CLBlast runs with: "tuned" (stored by `hrtrain tune`), "built-in" (hrtrain's
     /// defaults for the device, see `CLBlastParameters.builtIn`) or "CLBlast's defaults".
     public private(set) var gemmParametersOrigin = "CLBlast's defaults"
+    /// The GEMM parameters applied when the context opened (stored or built-in; nil: CLBlast's defaults), by
+    /// which `OpenCLBackend.matmul` routes each call (see `GEMMKernelPlan`).
+    public internal(set) var gemmParameters: GEMMParameters?
     /// When non-nil, every launch records its profiling event here (see `bench`).
     public var profiler: KernelProfiler?
     /// Device memory held by this context's buffers.
@@ -71,11 +74,13 @@ public final class ComputeContext {
             if let directory = cache.directory {
                 gemmTuning = try CLBlastParameters.applyStored(for: self, cache: directory)
             }
-            if gemmTuning != nil {
+            if let gemmTuning {
                 gemmParametersOrigin = "tuned (stored by hrtrain tune)"
+                gemmParameters = gemmTuning.parameters
             } else if let builtIn = CLBlastParameters.builtIn(for: device) {
                 try CLBlastParameters.apply(builtIn.parameters, to: self)
                 gemmParametersOrigin = "built-in (\(builtIn.source))"
+                gemmParameters = builtIn.parameters
             }
         }
     }

@@ -186,6 +186,12 @@ public final class Network<B: Backend> {
     /// (training mode updates the running statistics).
     @discardableResult
     public func forward(_ input: B.Tensor, training: Bool) throws -> B.Tensor {
+        try forward(input, training: training, addingOutputBias: true)
+    }
+
+    /// `forward`; without `addingOutputBias` the output is the output layer's `h·W` alone (a training step adds
+    /// the bias in its loss operation, `Backend.biasMeanSquaredError`).
+    private func forward(_ input: B.Tensor, training: Bool, addingOutputBias: Bool) throws -> B.Tensor {
         let shape = backend.shape(of: input)
         try require(
             shape.count == 2 && shape[1] == spec.inputSize, "input has shape \(shape), expected [N, \(spec.inputSize)]")
@@ -213,7 +219,7 @@ public final class Network<B: Backend> {
         }
         try backend.matmul(
             ws.blocks.last!.output, transposeA: false, parameter("output.weight"), transposeB: false, into: ws.output)
-        try backend.biasAdd(ws.output, bias: parameter("output.bias"), into: ws.output)
+        if addingOutputBias { try backend.biasAdd(ws.output, bias: parameter("output.bias"), into: ws.output) }
         return ws.output
     }
 
@@ -238,12 +244,15 @@ public final class Network<B: Backend> {
     /// ```
     /// dense:  dW = hᵀ·dz,  db = Σ_rows dz,  dh = dz·Wᵀ (skipped for the first layer)
     /// ```
-    public func backward() throws {
+    public func backward() throws { try backward(outputBiasGradientDone: false) }
+
+    /// `backward`; `outputBiasGradientDone`: the loss operation has already written the output bias gradient.
+    private func backward(outputBiasGradientDone: Bool) throws {
         guard let ws = lastWorkspace else { throw BackendError("backward() before forward()") }
         let last = ws.blocks.last!
         try backend.matmul(
             last.output, transposeA: true, ws.outputGradient, transposeB: false, into: gradient("output.weight"))
-        try backend.columnSums(ws.outputGradient, into: gradient("output.bias"))
+        if !outputBiasGradientDone { try backend.columnSums(ws.outputGradient, into: gradient("output.bias")) }
         try backend.matmul(
             ws.outputGradient, transposeA: false, parameter("output.weight"), transposeB: true,
             into: last.outputGradient)
@@ -283,13 +292,23 @@ public final class Network<B: Backend> {
     }
 
     /// One full training step on a batch: forward (training mode), loss into `loss[0]`, backward, Adam.
-    /// With `weights` (one per row) the loss is the weighted MSE; without, the plain MSE.
+    /// With `weights` (one per row) the loss is the weighted MSE; without, the plain MSE, where the output bias,
+    /// the loss and the output bias gradient are one backend operation (`Backend.biasMeanSquaredError`).
     public func trainStep(
         input: B.Tensor, target: B.Tensor, weights: B.Tensor? = nil, learningRate: Double, loss: B.Tensor
     ) throws {
-        try forward(input, training: true)
-        try self.loss(target: target, weights: weights, into: loss)
-        try backward()
+        if let weights {
+            try forward(input, training: true)
+            try self.loss(target: target, weights: weights, into: loss)
+            try backward()
+        } else {
+            let z = try forward(input, training: true, addingOutputBias: false)
+            try backend.biasMeanSquaredError(
+                z, bias: parameter("output.bias"), target: target, prediction: z,
+                gradient: lastWorkspace!.outputGradient,
+                biasGradient: gradient("output.bias"), loss: loss)
+            try backward(outputBiasGradientDone: true)
+        }
         try applyAdam(learningRate: learningRate)
     }
 

@@ -92,11 +92,13 @@ final class DeviceDataset<B: Backend> {
                     )
                 }
                 let (x, y, w) = buffers[n]!
-                try backend.gatherRows(residentFeatures, indices: indices, indexOffset: start, into: x)
-                try backend.gatherRows(residentTargets, indices: indices, indexOffset: start, into: y)
+                // One launch for the batch's features, targets and weights.
+                var (sources, outputs) = ([residentFeatures, residentTargets], [x, y])
                 if let residentWeights, let w {
-                    try backend.gatherRows(residentWeights, indices: indices, indexOffset: start, into: w)
+                    sources.append(residentWeights)
+                    outputs.append(w)
                 }
+                try backend.gatherRows(sources, indices: indices, indexOffset: start, into: outputs)
                 try body(x, y, w.map { backend.view($0, offset: 0, shape: [n]) }, step)
                 start += n
             }
