@@ -75,13 +75,15 @@ typedef struct {
 /// The 13 Float constants of CPUKernels.tanh: limit, p0…p6, q0…q3, tiny. Call once before the kernels.
 void cpushim_set_tanh_constants(const float *constants);
 
-/// CPUKernels.hiddenBlockForward on the strip of n ≤ 16 columns from c0 (training mode).
-void cpushim_block_forward_strip(int level, int tanh_first, const float *z, const float *bias, int rows, int cols,
-                                 int c0, int n, const cpushim_batch_norm *bn, float *saved, float *y);
+/// CPUKernels.hiddenBlockForward, the whole operation on up to `threads` threads: the same results bitwise, row
+/// by row instead of strip by strip (whole rows stream through the cache; a 16-column strip of a 256-wide
+/// matrix walks 1 KiB strides, which map to an eighth of the L2 cache's sets).
+void cpushim_hidden_block_forward(int level, int threads, int tanh_first, const float *z, const float *bias, int rows,
+                           int cols, const cpushim_batch_norm *bn, float *saved, float *y);
 
-/// CPUKernels.batchNormBackward on the strip of n ≤ 16 columns from c0.
-void cpushim_block_backward_strip(int level, const cpushim_block_backward *arguments, int rows, int cols, int c0,
-                                  int n);
+/// CPUKernels.batchNormBackward, the whole operation on up to `threads` threads, row by row (bitwise the same).
+void cpushim_hidden_block_backward(int level, int threads, const cpushim_block_backward *arguments, int rows,
+                                   int cols);
 
 /// CPUKernels.hiddenBlockInference on rows r0..<r1.
 void cpushim_block_inference_rows(int level, int tanh_first, const float *z, const float *bias, int r0, int r1,

@@ -41,99 +41,6 @@ static inline __attribute__((always_inline)) v16 KERNEL(tanh)(v16 x) {
     return select((x < tiny) & (x > negative_tiny), x, t);
 }
 
-/// CPUKernels.hiddenBlockForward for the strip of n ≤ 16 columns from c0 (training mode). The mean is summed
-/// while `saved` is written (the same values, in the same blocks and order as a separate pass would sum them).
-static void KERNEL(block_forward_strip)(int tanh_first, const float *z, const float *bias, long rows, long cols,
-                                        long c0, int n, const cpushim_batch_norm *bn, float *saved, float *y) {
-    v16 b = KERNEL(load)(bias + c0, n);
-    v16 total = splat(0);
-    long r = 0;
-    while (r < rows) {
-        v16 block = splat(0);
-        long end = rows < r + SUM_BLOCK ? rows : r + SUM_BLOCK;
-        for (; r < end; ++r) {
-            v16 u = KERNEL(load)(z + r * cols + c0, n) + b;
-            v16 s = tanh_first ? KERNEL(tanh)(u) : u;
-            KERNEL(store)(s, saved + r * cols + c0, n);
-            block += s;
-        }
-        total += block;
-    }
-    float count = (float)rows;
-    v16 mean = total / splat(count);
-    total = splat(0);
-    r = 0;
-    while (r < rows) {
-        v16 block = splat(0);
-        long end = rows < r + SUM_BLOCK ? rows : r + SUM_BLOCK;
-        for (; r < end; ++r) {
-            v16 d = KERNEL(load)(saved + r * cols + c0, n) - mean;
-            block += d * d;
-        }
-        total += block;
-    }
-    v16 variance = total / splat(count);
-    v16 inverse_std = splat(1) / vsqrt(variance + splat(bn->epsilon));
-    KERNEL(store)(mean, bn->saved_mean + c0, n);
-    KERNEL(store)(inverse_std, bn->saved_inverse_std + c0, n);
-    float f = bn->update_factor;
-    v16 stored = bn->unbiased ? variance * splat(count / (float)(rows - 1)) : variance;
-    v16 keep = splat(1 - f);
-    KERNEL(store)(keep * KERNEL(load)(bn->running_mean + c0, n) + splat(f) * mean, bn->running_mean + c0, n);
-    KERNEL(store)(keep * KERNEL(load)(bn->running_variance + c0, n) + splat(f) * stored, bn->running_variance + c0,
-                  n);
-    v16 g = KERNEL(load)(bn->gamma + c0, n) * inverse_std;
-    v16 shift = KERNEL(load)(bn->beta + c0, n);
-    for (r = 0; r < rows; ++r) {
-        v16 v = g * (KERNEL(load)(saved + r * cols + c0, n) - mean) + shift;
-        KERNEL(store)(tanh_first ? v : KERNEL(tanh)(v), y + r * cols + c0, n);
-    }
-}
-
-/// CPUKernels.batchNormBackward for the strip of n ≤ 16 columns from c0.
-static void KERNEL(block_backward_strip)(const cpushim_block_backward *a, long rows, long cols, long c0, int n) {
-    const float *dy = a->output_gradient, *x = a->input, *ty = a->tanh_output;
-#define GRADIENT(r)                                                                                                \
-    (ty ? KERNEL(load)(dy + (r) * cols + c0, n) *                                                                 \
-              (splat(1) - KERNEL(load)(ty + (r) * cols + c0, n) * KERNEL(load)(ty + (r) * cols + c0, n))          \
-        : KERNEL(load)(dy + (r) * cols + c0, n))
-    v16 m = KERNEL(load)(a->saved_mean + c0, n);
-    v16 s = KERNEL(load)(a->saved_inverse_std + c0, n);
-    v16 sum_g = splat(0), sum_g_xhat = splat(0);
-    long r = 0;
-    while (r < rows) {
-        v16 block_g = splat(0), block_g_xhat = splat(0);
-        long end = rows < r + SUM_BLOCK ? rows : r + SUM_BLOCK;
-        for (; r < end; ++r) {
-            v16 gv = GRADIENT(r);
-            block_g += gv;
-            block_g_xhat += gv * ((KERNEL(load)(x + r * cols + c0, n) - m) * s);
-        }
-        sum_g += block_g;
-        sum_g_xhat += block_g_xhat;
-    }
-    KERNEL(store)(sum_g, a->beta_gradient + c0, n);
-    KERNEL(store)(sum_g_xhat, a->gamma_gradient + c0, n);
-    float count = (float)rows;
-    v16 k = KERNEL(load)(a->gamma + c0, n) * s / splat(count);
-    v16 total = splat(0);
-    r = 0;
-    while (r < rows) {
-        v16 block = splat(0);
-        long end = rows < r + SUM_BLOCK ? rows : r + SUM_BLOCK;
-        for (; r < end; ++r) {
-            v16 xv = KERNEL(load)(x + r * cols + c0, n);
-            v16 d = k * (splat(count) * GRADIENT(r) - sum_g - (xv - m) * s * sum_g_xhat);
-            if (a->tanh_input) d *= splat(1) - xv * xv;
-            KERNEL(store)(d, a->input_gradient + r * cols + c0, n);
-            block += d;
-        }
-        total += block;
-    }
-    if (a->bias_gradient) KERNEL(store)(total, a->bias_gradient + c0, n);
-#undef GRADIENT
-}
-
 /// CPUKernels.hiddenBlockInference for rows r0..<r1, all columns.
 static void KERNEL(block_inference_rows)(int tanh_first, const float *z, const float *bias, long r0, long r1,
                                          long cols, const cpushim_batch_norm *bn, float *norm_input, float *y) {
@@ -150,6 +57,106 @@ static void KERNEL(block_inference_rows)(int tanh_first, const float *z, const f
             KERNEL(store)(t, norm_input + r * cols + c0, n);
             v16 v = s * (t - m) + shift;
             KERNEL(store)(tanh_first ? v : KERNEL(tanh)(v), y + r * cols + c0, n);
+        }
+    }
+}
+
+// MARK: row-major passes (the fused training forward and backward, in parallel over fixed row chunks)
+//
+// The same per-column sequences as the Swift strips of CPUKernels.swift, walked row by row: each 64-row
+// block's sum of a column is accumulated in `sums[block · cols + c]` (0 + row r0 + row r0+1 + …, in row
+// order) while whole rows stream through the cache; the caller adds the block sums in block order. A
+// column's blocks are those of the Swift strips, so the totals are bitwise theirs, for any chunking and
+// thread count.
+
+/// saved = act(z + b) (tanh when tanh_first) for rows r0..<r1; sums[block] = Σ saved over each 64-row block.
+static void KERNEL(forward_rows)(int tanh_first, const float *z, const float *bias, long r0, long r1, long cols,
+                                 float *saved, float *sums) {
+    for (long r = r0; r < r1; ++r) {
+        float *acc = sums + (r / SUM_BLOCK) * cols;
+        if (r % SUM_BLOCK == 0) memset(acc, 0, (size_t)cols * sizeof(float));
+        for (long c0 = 0; c0 < cols; c0 += 16) {
+            int n = cols - c0 < 16 ? (int)(cols - c0) : 16;
+            v16 u = KERNEL(load)(z + r * cols + c0, n) + KERNEL(load)(bias + c0, n);
+            v16 s = tanh_first ? KERNEL(tanh)(u) : u;
+            KERNEL(store)(s, saved + r * cols + c0, n);
+            KERNEL(store)(KERNEL(load)(acc + c0, n) + s, acc + c0, n);
+        }
+    }
+}
+
+/// sums[block] = Σ (saved − mean)² over each 64-row block of rows r0..<r1.
+static void KERNEL(variance_rows)(const float *saved, const float *mean, long r0, long r1, long cols, float *sums) {
+    for (long r = r0; r < r1; ++r) {
+        float *acc = sums + (r / SUM_BLOCK) * cols;
+        if (r % SUM_BLOCK == 0) memset(acc, 0, (size_t)cols * sizeof(float));
+        for (long c0 = 0; c0 < cols; c0 += 16) {
+            int n = cols - c0 < 16 ? (int)(cols - c0) : 16;
+            v16 d = KERNEL(load)(saved + r * cols + c0, n) - KERNEL(load)(mean + c0, n);
+            KERNEL(store)(KERNEL(load)(acc + c0, n) + d * d, acc + c0, n);
+        }
+    }
+}
+
+/// y = g (saved − mean) + shift, then tanh unless tanh_first, for rows r0..<r1.
+static void KERNEL(output_rows)(int tanh_first, const float *saved, const float *mean, const float *g,
+                                const float *shift, long r0, long r1, long cols, float *y) {
+    for (long r = r0; r < r1; ++r) {
+        for (long c0 = 0; c0 < cols; c0 += 16) {
+            int n = cols - c0 < 16 ? (int)(cols - c0) : 16;
+            v16 v = KERNEL(load)(g + c0, n) * (KERNEL(load)(saved + r * cols + c0, n) - KERNEL(load)(mean + c0, n)) +
+                    KERNEL(load)(shift + c0, n);
+            KERNEL(store)(tanh_first ? v : KERNEL(tanh)(v), y + r * cols + c0, n);
+        }
+    }
+}
+
+/// The gradient the batch norm sees at row r: dy, or dy (1 − y²) behind a tanh with output y.
+static inline __attribute__((always_inline)) v16 KERNEL(gradient)(const cpushim_block_backward *a, long r,
+                                                                  long cols, long c0, int n) {
+    v16 d = KERNEL(load)(a->output_gradient + r * cols + c0, n);
+    if (!a->tanh_output) return d;
+    v16 y = KERNEL(load)(a->tanh_output + r * cols + c0, n);
+    return d * (splat(1) - y * y);
+}
+
+/// sums_g[block] = Σ g, sums_gx[block] = Σ g (x − m) s over each 64-row block of rows r0..<r1.
+static void KERNEL(backward_sums_rows)(const cpushim_block_backward *a, long r0, long r1, long cols, float *sums_g,
+                                       float *sums_gx) {
+    for (long r = r0; r < r1; ++r) {
+        float *acc_g = sums_g + (r / SUM_BLOCK) * cols, *acc_gx = sums_gx + (r / SUM_BLOCK) * cols;
+        if (r % SUM_BLOCK == 0) {
+            memset(acc_g, 0, (size_t)cols * sizeof(float));
+            memset(acc_gx, 0, (size_t)cols * sizeof(float));
+        }
+        for (long c0 = 0; c0 < cols; c0 += 16) {
+            int n = cols - c0 < 16 ? (int)(cols - c0) : 16;
+            v16 gv = KERNEL(gradient)(a, r, cols, c0, n);
+            v16 xhat = (KERNEL(load)(a->input + r * cols + c0, n) - KERNEL(load)(a->saved_mean + c0, n)) *
+                       KERNEL(load)(a->saved_inverse_std + c0, n);
+            KERNEL(store)(KERNEL(load)(acc_g + c0, n) + gv, acc_g + c0, n);
+            KERNEL(store)(KERNEL(load)(acc_gx + c0, n) + gv * xhat, acc_gx + c0, n);
+        }
+    }
+}
+
+/// dz = k (N g − Σg − (x − m) s Σgx), times (1 − x²) when tanh_input, for rows r0..<r1; sums[block] = Σ dz.
+static void KERNEL(backward_rows)(const cpushim_block_backward *a, const float *k, const float *sum_g,
+                                  const float *sum_gx, long rows, long r0, long r1, long cols, float *sums) {
+    float count = (float)rows;
+    for (long r = r0; r < r1; ++r) {
+        float *acc = sums + (r / SUM_BLOCK) * cols;
+        if (r % SUM_BLOCK == 0) memset(acc, 0, (size_t)cols * sizeof(float));
+        for (long c0 = 0; c0 < cols; c0 += 16) {
+            int n = cols - c0 < 16 ? (int)(cols - c0) : 16;
+            v16 xv = KERNEL(load)(a->input + r * cols + c0, n);
+            v16 m = KERNEL(load)(a->saved_mean + c0, n), s = KERNEL(load)(a->saved_inverse_std + c0, n);
+            v16 gv = KERNEL(gradient)(a, r, cols, c0, n);
+            v16 sg = KERNEL(load)(sum_g + c0, n), sgx = KERNEL(load)(sum_gx + c0, n);
+            v16 d = KERNEL(load)(k + c0, n) * (splat(count) * gv - sg - (xv - m) * s * sgx);
+            if (a->tanh_input) d *= splat(1) - xv * xv;
+            KERNEL(store)(d, a->input_gradient + r * cols + c0, n);
+            KERNEL(store)(KERNEL(load)(acc + c0, n) + d, acc + c0, n);
         }
     }
 }

@@ -183,11 +183,8 @@ enum CPUKernels {
         let tanhFirst = order == .denseTanhBatchNorm
         if let shim = level.shim {
             var vectors = bn.shim(settings: settings)
-            forEachStrip(cols: cols, parallel: parallel) { c0, n in
-                cpushim_block_forward_strip(
-                    shim, tanhFirst ? 1 : 0, z, bias, Int32(rows), Int32(cols), Int32(c0), Int32(n), &vectors, saved,
-                    y)
-            }
+            cpushim_hidden_block_forward(
+                shim, Int32(parallel.threads), tanhFirst ? 1 : 0, z, bias, Int32(rows), Int32(cols), &vectors, saved, y)
             return
         }
         forEachStrip(cols: cols, parallel: parallel) { c0, n in
@@ -271,9 +268,7 @@ enum CPUKernels {
                 saved_inverse_std: bn.savedInverseStd, tanh_output: tanhOutput, tanh_input: tanhInput ? 1 : 0,
                 input_gradient: dz, gamma_gradient: gammaGradient, beta_gradient: betaGradient,
                 bias_gradient: biasGradient)
-            forEachStrip(cols: cols, parallel: parallel) { c0, n in
-                cpushim_block_backward_strip(shim, &arguments, Int32(rows), Int32(cols), Int32(c0), Int32(n))
-            }
+            cpushim_hidden_block_backward(shim, Int32(parallel.threads), &arguments, Int32(rows), Int32(cols))
             return
         }
         forEachStrip(cols: cols, parallel: parallel) { c0, n in
