@@ -14,7 +14,11 @@ typealias Strip = SIMD16<Float>
 /// - elementwise work (Adam, gather, scaling, tanh) is split into fixed chunks; each element is computed
 ///   alone, so the result does not depend on the partition either.
 ///
-/// Mirrors the column-strip OpenCL kernels (`Kernels/columns.cl`) formula by formula.
+/// Mirrors the column-strip OpenCL kernels (`Kernels/columns.cl`) formula by formula. At every `CPUKernelLevel`
+/// but `swift`, the fused hidden-block forward, inference and backward run in the C shim instead
+/// (`Sources/CPUShim/cpukernels.c`): the same operations per element, compiled for SSE2, AVX2 or AVX-512, the
+/// training passes walking whole rows with one sum per 64-row block (the strips' blocks, added in the same
+/// order), so the results are bitwise these.
 enum CPUKernels {
     /// Columns per strip.
     static let stripWidth = 16
