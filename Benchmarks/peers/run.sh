@@ -5,7 +5,7 @@
 #
 #     Benchmarks/peers/run.sh
 #
-# It (a) creates or reuses the venv .build/peers-venv and installs requirements.txt,
+# It (a) creates or reuses the venv $PEERS_VENV [.build/peers-venv], installs requirements.txt,
 # (b) generates .build/peers-data.csv with `hrtrain generate` when that subcommand
 # exists (else the peers use --synthetic), (c) runs hrtrain bench, torch_peer.py and
 # keras_peer.py alternately, R times, (d) prints medians and hrtrain/peer ratios and
@@ -30,7 +30,9 @@
 #   --hrtrain-backends "LIST"  hrtrain backends to run, in order ["cpu opencl"]
 #   --skip-install     do not touch the venv (must exist)
 # Environment: HRTRAIN (binary) [.build/release/hrtrain], HRTRAIN_BENCH_ARGS (extra
-# arguments for `hrtrain bench`), PYTHON (to create the venv) [python3].
+# arguments for `hrtrain bench`), PYTHON (to create the venv) [python3], PEERS_VENV (the
+# venv, created there if missing; may live outside the repository, e.g. /work/peers-venv)
+# [.build/peers-venv].
 set -euo pipefail
 
 # The number read from `hrtrain bench --json`: a dot path into its JSON object.
@@ -66,7 +68,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-venv="$root/.build/peers-venv"
+venv="${PEERS_VENV:-$root/.build/peers-venv}"
 py="$venv/bin/python"
 hrtrain="${HRTRAIN:-$root/.build/release/hrtrain}"
 log() { printf '[peers] %s\n' "$*" >&2; }

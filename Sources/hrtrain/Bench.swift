@@ -100,15 +100,21 @@ extension HRTrainCommand {
 
 
                 """
+            // With one thread everything runs on the calling thread: its CPU time is each operation's cost
+            // without the share of the core that other processes took (a busy shared machine).
+            let single = r.threads == 1
             let rows = r.operations.map { k in
                 [
                     k.name, f(k.callsPerStep, 0), f(k.millisecondsPerStep, 3), f(100 * k.share) + " %",
                     k.gflops.map { f($0) } ?? "",
-                ]
+                ] + (single ? [k.cpuMillisecondsPerStep.map { f($0, 3) } ?? ""] : [])
             }
             text += table(
-                ["operation (per training step, wall time)", "calls", "ms", "of step", "GFLOP/s"], rows,
-                rightAligned: [1, 2, 3, 4])
+                ["operation (per training step, wall time)", "calls", "ms", "of step", "GFLOP/s"]
+                    + (single ? ["CPU ms"] : []), rows, rightAligned: single ? [1, 2, 3, 4, 5] : [1, 2, 3, 4])
+            if single, let cpu = r.stepCPUMilliseconds {
+                text += "\nstep CPU   \(f(cpu, 2)) ms of the calling thread per step (1 thread)"
+            }
             text += """
 
 

@@ -154,6 +154,18 @@ final class CPUBackendTests: XCTestCase {
                 loss: loss)
             XCTAssertTrue(try device.read(loss)[0].isNaN, "a NaN prediction must give a NaN weighted loss")
         }
+        // Several row blocks (8,192 rows of 2 columns each): bitwise the same loss and gradient for 1, 2, 3 threads.
+        let (rows, p, t) = (20_001, randomValues(40_002, seed: 61), randomValues(40_002, seed: 62))
+        let w = randomValues(rows, seed: 63).map { 0.1 + abs($0) }
+        let results = try devices().map { device -> [UInt32] in
+            let (gradient, loss) = (try device.scratch([rows, 2]), try device.scratch([1]))
+            try device.weightedMeanSquaredError(
+                prediction: try device.tensor(p, shape: [rows, 2]), target: try device.tensor(t, shape: [rows, 2]),
+                weights: try device.tensor(w, shape: [rows]), gradient: gradient, loss: loss)
+            return try (device.readFloats(loss) + device.readFloats(gradient)).map(\.bitPattern)
+        }
+        XCTAssertEqual(results[0], results[1], "weighted MSE, 1 vs 2 threads")
+        XCTAssertEqual(results[0], results[2], "weighted MSE, 1 vs 3 threads")
     }
 
     /// The fused training forward, inference and backward of a hidden block against the reference's composition
@@ -484,6 +496,103 @@ final class CPUBackendTests: XCTestCase {
         XCTAssertEqual(results[0], try run(devices()[0]), "twice with 1 thread")
     }
 
+    /// The fused hidden-block kernels at every vector level this CPU runs (the C shim compiled for SSE2, AVX2,
+    /// AVX-512) give bitwise the results of the Swift SIMD code: each operation on odd shapes, both layer orders
+    /// and profiles, and three whole training steps.
+    func testEveryKernelLevelGivesBitwiseTheSwiftResults() throws {
+        let levels = CPUKernelLevel.allCases.filter { $0.isSupported(by: .current) }
+        XCTAssertEqual(CPUKernelLevel.best(for: .current), levels.last)
+        let backends = try levels.map { try CPUBackend(threads: 2, kernelLevel: $0) }
+        func block(_ b: CPUBackend, order: LayerOrder, profile: NumericsProfile, rows: Int, cols: Int) throws
+            -> [String: [UInt32]]
+        {
+            let seed = UInt64(rows * 100 + cols)
+            let t = { (shape: [Int], k: UInt64, scale: Double) in
+                try b.tensor(randomValues(shape.reduce(1, *), seed: seed + k, scale: scale), shape: shape)
+            }
+            let z = try t([rows, cols], 0, 3)
+            let rv = try b.tensor(randomValues(cols, seed: seed + 5, scale: 0.2).map { 1 + abs($0) }, shape: [cols])
+            let (dz, y, normInput) = (
+                try b.scratch([rows, cols]), try b.scratch([rows, cols]), try b.scratch([rows, cols])
+            )
+            let (mean, inv, dg, dbe, db) = try (0..<5).map { _ in try b.scratch([cols]) }.tuple5()
+            let unused = try b.scratch([1])
+            let hidden = HiddenBlock(
+                index: 1, order: order, settings: profile.batchNorm, weight: unused, bias: try t([cols], 1, 0.3),
+                gamma: try t([cols], 2, 1), beta: try t([cols], 3, 0.3), runningMean: try t([cols], 4, 0.2),
+                runningVariance: rv, weightGradient: unused, biasGradient: db, gammaGradient: dg, betaGradient: dbe,
+                input: unused, preActivation: z, normInput: normInput, output: y, savedMean: mean,
+                savedInverseStd: inv, outputGradient: try t([rows, cols], 6, 1), preActivationGradient: dz,
+                inputGradient: nil)
+            var out: [String: [UInt32]] = [:]
+            let bits = { (t: CPUTensor) in try b.readFloats(t).map(\.bitPattern) }
+            try b.hiddenBlockInference(hidden)
+            out["inference normInput"] = try bits(normInput)
+            out["inference y"] = try bits(y)
+            try b.hiddenBlockForward(hidden)
+            for (k, v) in [("normInput", normInput), ("y", y), ("mean", mean), ("invstd", inv)] { out[k] = try bits(v) }
+            out["running"] = try bits(hidden.runningMean) + bits(hidden.runningVariance)
+            try b.hiddenBlockBackward(hidden)
+            for (k, v) in [("dz", dz), ("dgamma", dg), ("dbeta", dbe), ("dbias", db)] { out[k] = try bits(v) }
+            try b.batchNormBackward(
+                outputGradient: hidden.outputGradient, input: z, gamma: hidden.gamma, savedMean: mean,
+                savedInverseStd: inv, inputGradient: dz, gammaGradient: dg, betaGradient: dbe)
+            out["plain bn dx"] = try bits(dz) + bits(dg) + bits(dbe)
+            return out
+        }
+        for order in LayerOrder.allCases {
+            for profile in NumericsProfile.allCases {
+                for (rows, cols) in shapes + [(300, 256)] {
+                    let expected = try block(backends[0], order: order, profile: profile, rows: rows, cols: cols)
+                    for (level, backend) in zip(levels, backends).dropFirst() {
+                        let got = try block(backend, order: order, profile: profile, rows: rows, cols: cols)
+                        for key in expected.keys.sorted() {
+                            XCTAssertEqual(
+                                got[key], expected[key], "\(key) \(level) \(order) \(profile) \(rows)×\(cols)")
+                        }
+                    }
+                }
+            }
+        }
+        // Huge, tiny, negative and NaN inputs through tanh (clamp, the small-|x| branch, NaN kept).
+        let special: [Float] = [0, -0, 1e-5, -3e-4, 4e-4, 0.5, -2, 7.9, 7.91, -8, 40, .infinity, -.infinity, .nan]
+        for b in backends.dropFirst() {
+            let rows = special.count
+            let z = try b.tensor(special, shape: [rows, 1])
+            let one = try b.tensor([Float](repeating: 1, count: 1), shape: [1])
+            let zero = try b.tensor([Float](repeating: 0, count: 1), shape: [1])
+            let (n, y) = (try b.scratch([rows, 1]), try b.scratch([rows, 1]))
+            try b.hiddenBlockInference(
+                HiddenBlock(
+                    index: 1, order: .denseTanhBatchNorm, settings: NumericsProfile.keras.batchNorm, weight: one,
+                    bias: zero, gamma: one, beta: zero, runningMean: zero, runningVariance: one, weightGradient: one,
+                    biasGradient: one, gammaGradient: one, betaGradient: one, input: one, preActivation: z,
+                    normInput: n, output: y, savedMean: one, savedInverseStd: one, outputGradient: z,
+                    preActivationGradient: n, inputGradient: nil))
+            // + 0: the bias add (turns -0 into +0)
+            let swiftTanh = special.map { CPUKernels.tanh(Strip(repeating: $0 + 0))[0].bitPattern }
+            XCTAssertEqual(try b.readFloats(n).map(\.bitPattern), swiftTanh, "tanh at \(b.kernelLevel)")
+        }
+        let spec = NetworkSpec(inputSize: 38, hiddenSizes: [64, 40], outputSize: 2)
+        let (p, r) = Network<CPUBackend>.initialValues(spec: spec, profile: .keras, seed: 3)
+        let (x, target) = (randomValues(300 * 38, seed: 4), randomValues(300 * 2, seed: 5))
+        let trained = try backends.map { device -> [UInt32] in
+            let net = try Network(backend: device, spec: spec, profile: .keras, parameters: p, runningStatistics: r)
+            let (xt, yt, loss) = (
+                try device.tensor(x, shape: [300, 38]), try device.tensor(target, shape: [300, 2]),
+                try device.scratch([1])
+            )
+            for _ in 0..<3 { try net.trainStep(input: xt, target: yt, learningRate: 1e-3, loss: loss) }
+            let predicted = try net.forward(xt, training: false)
+            return try [net.parameters, net.runningStatistics, loss, predicted].flatMap {
+                try device.readFloats($0).map(\.bitPattern)
+            }
+        }
+        for (level, result) in zip(levels, trained).dropFirst() {
+            XCTAssertEqual(result, trained[0], "three training steps: \(level) vs swift")
+        }
+    }
+
     /// The kernels chosen from the CPU's features, and a mismatch reported as a failure.
     func testBLASKernelsFollowTheCPUFeaturesAndAMismatchFails() throws {
         let device = try devices()[0]
@@ -493,6 +602,13 @@ final class CPUBackendTests: XCTestCase {
         let skylake = CPUFeatures(vendor: "GenuineIntel", family: 6, model: 207, avx2: true, avx512: true, avx: true)
         XCTAssertEqual(BLASSelection.kernels(for: .openblas, features: skylake), "SkylakeX")
         XCTAssertEqual(BLASSelection.kernels(for: .blis, features: skylake), "skx")
+        let zen4 = CPUFeatures(vendor: "AuthenticAMD", family: 25, model: 17, avx2: true, avx512: true, avx: true)
+        XCTAssertEqual(BLASSelection.defaultLibrary(for: skylake), .openblas, "measured fastest on Intel AVX-512")
+        XCTAssertEqual(BLASSelection.defaultLibrary(for: zen4), .blis, "measured fastest on Zen 4")
+        XCTAssertEqual(BLASSelection.kernels(for: .blis, features: zen4), "haswell")
+        if ProcessInfo.processInfo.environment["HRTRAIN_BLAS"] == nil {
+            XCTAssertEqual(blas.library, BLASSelection.defaultLibrary(for: .current))
+        }
         // OpenBLAS 0.3.21's own choice on that CPU: its SSE3 kernels. Must never pass as "right".
         XCTAssertNotNil(
             BLASSelection.check(library: .openblas, requested: "SkylakeX", reported: "Prescott", features: skylake))
@@ -628,5 +744,12 @@ struct CPUGuarded {
             all.prefix(Self.guardCount).allSatisfy { $0 == Self.sentinel }
                 && all.suffix(Self.guardCount).allSatisfy { $0 == Self.sentinel },
             "\(what): an operation wrote into a guard region", file: file, line: line)
+    }
+}
+
+extension Array {
+    /// The first five elements as a tuple.
+    fileprivate func tuple5() -> (Element, Element, Element, Element, Element) {
+        (self[0], self[1], self[2], self[3], self[4])
     }
 }

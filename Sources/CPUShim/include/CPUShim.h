@@ -52,4 +52,41 @@ void cpushim_parallel_for(int threads, int items, void (*body)(void *context, in
 /// Whether cpushim_parallel_for runs on libgomp (1) or serially (0).
 int cpushim_parallel_available(void);
 
+// MARK: fused hidden-block kernels (cpukernels.c)
+
+/// The vector level a kernel call is compiled for (the caller checks it against cpuid).
+enum { CPUSHIM_LEVEL_SSE2 = 0, CPUSHIM_LEVEL_AVX2 = 1, CPUSHIM_LEVEL_AVX512 = 2 };
+
+/// The per-column vectors and settings of one batch norm (training: all; inference: gamma, beta, running).
+typedef struct {
+    const float *gamma, *beta;
+    float *running_mean, *running_variance, *saved_mean, *saved_inverse_std;
+    float epsilon, update_factor;
+    int unbiased;
+} cpushim_batch_norm;
+
+/// The tensors of a fused batch-norm (+ tanh) backward; tanh_output and bias_gradient may be NULL.
+typedef struct {
+    const float *output_gradient, *input, *gamma, *saved_mean, *saved_inverse_std, *tanh_output;
+    int tanh_input;
+    float *input_gradient, *gamma_gradient, *beta_gradient, *bias_gradient;
+} cpushim_block_backward;
+
+/// The 13 Float constants of CPUKernels.tanh: limit, p0…p6, q0…q3, tiny. Call once before the kernels.
+void cpushim_set_tanh_constants(const float *constants);
+
+/// CPUKernels.hiddenBlockForward, the whole operation on up to `threads` threads: the same results bitwise, row
+/// by row instead of strip by strip (whole rows stream through the cache; a 16-column strip of a 256-wide
+/// matrix walks 1 KiB strides, which map to an eighth of the L2 cache's sets).
+void cpushim_hidden_block_forward(int level, int threads, int tanh_first, const float *z, const float *bias, int rows,
+                           int cols, const cpushim_batch_norm *bn, float *saved, float *y);
+
+/// CPUKernels.batchNormBackward, the whole operation on up to `threads` threads, row by row (bitwise the same).
+void cpushim_hidden_block_backward(int level, int threads, const cpushim_block_backward *arguments, int rows,
+                                   int cols);
+
+/// CPUKernels.hiddenBlockInference on rows r0..<r1.
+void cpushim_block_inference_rows(int level, int tanh_first, const float *z, const float *bias, int r0, int r1,
+                                  int cols, const cpushim_batch_norm *bn, float *norm_input, float *y);
+
 #endif

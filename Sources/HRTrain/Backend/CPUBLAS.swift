@@ -84,6 +84,14 @@ public struct BLASSelection: Codable, Sendable, Equatable {
         }
     }
 
+    /// The library for a CPU, by measurement on the step's 11 GEMMs (`Benchmarks/cpu/step-gemms.c`, see README):
+    /// OpenBLAS `SkylakeX` on Intel AVX-512 (Xeon family 6 model 207: 116 GFLOP/s per core against BLIS `skx`'s
+    /// 76–97 and `haswell`'s 62), BLIS elsewhere (AMD Zen 4: BLIS `haswell` 179 GFLOP/s on 2 threads, OpenBLAS
+    /// 72–119; AVX2 CPUs: BLIS `haswell`).
+    static func defaultLibrary(for f: CPUFeatures) -> Library {
+        f.avx512 && f.vendor == "GenuineIntel" ? .openblas : .blis
+    }
+
     /// The vector level a kernel configuration executes (nil: unknown name, no requirement known).
     static func requiredLevel(library: Library, kernels: String) -> String? {
         let name = kernels.lowercased()
@@ -93,7 +101,8 @@ public struct BLASSelection: Codable, Sendable, Equatable {
         return nil
     }
 
-    /// The selection of this process (opened on first use; `$HRTRAIN_BLAS` = blis|openblas picks the library,
+    /// The selection of this process (opened on first use; `$HRTRAIN_BLAS` = blis|openblas overrides the library
+    /// `defaultLibrary(for:)` picks,
     /// `$HRTRAIN_BLAS_KERNELS` overrides the kernels, checked against the CPU's features).
     public static let shared: Result<BLASSelection, BackendError> = {
         do { return .success(try open()) } catch let error as BackendError { return .failure(error) } catch {
@@ -110,7 +119,7 @@ public struct BLASSelection: Codable, Sendable, Equatable {
             }
             library = chosen
         } else {
-            library = .blis
+            library = defaultLibrary(for: features)
         }
         var requested = kernels(for: library, features: features)
         var reason = "\(features.level) (cpuid)"

@@ -72,20 +72,31 @@ public final class CPUBackend: Backend {
     /// All cores of this machine.
     public static var defaultThreads: Int { ProcessInfo.processInfo.activeProcessorCount }
 
-    /// Opens the BLAS (once per process) and uses `threads` threads (default: every core).
-    public init(threads: Int? = nil) throws {
+    /// The instruction set of the fused hidden-block kernels.
+    public let kernelLevel: CPUKernelLevel
+
+    /// Opens the BLAS (once per process) and uses `threads` threads (default: every core) and the fused kernels
+    /// at `kernelLevel` (default: `$HRTRAIN_CPU_KERNELS`, else the widest the CPU runs).
+    public init(threads: Int? = nil, kernelLevel: CPUKernelLevel? = nil) throws {
         let count = threads ?? Self.defaultThreads
         try require(count >= 1, "the CPU backend needs at least 1 thread, got \(count)")
         switch BLASSelection.shared {
         case .success(let selection): blas = selection
         case .failure(let error): throw error
         }
+        let level = try kernelLevel ?? CPUKernelLevel.selected()
+        try require(
+            level.isSupported(by: CPUFeatures.current),
+            "the CPU backend's \(level.rawValue) kernels need a CPU with them; this one has "
+                + CPUFeatures.current.level)
+        CPUKernels.installTanhConstants
+        self.kernelLevel = level
         self.threads = count
         parallel = CPUParallel(threads: count)
     }
 
     public var name: String {
-        "CPU: \(threads) thread\(threads == 1 ? "" : "s"), \(blas.summary)"
+        "CPU: \(threads) thread\(threads == 1 ? "" : "s"), \(blas.summary), \(kernelLevel.rawValue) kernels"
     }
 
     // MARK: Memory
@@ -234,7 +245,7 @@ public final class CPUBackend: Backend {
                 gamma: gamma.constPointer, savedMean: savedMean.constPointer,
                 savedInverseStd: savedInverseStd.constPointer),
             tanhOutput: nil, tanhInput: false, inputGradient: dx.pointer, gammaGradient: gammaGradient.pointer,
-            betaGradient: betaGradient.pointer, biasGradient: nil, parallel: parallel)
+            betaGradient: betaGradient.pointer, biasGradient: nil, level: kernelLevel, parallel: parallel)
     }
 
     // MARK: Hidden block (fused)
@@ -248,7 +259,8 @@ public final class CPUBackend: Backend {
             vectors: vectors(
                 block.gamma, block.beta, block.runningMean, block.runningVariance, block.savedMean,
                 block.savedInverseStd),
-            settings: block.settings, saved: block.normInput.pointer, output: block.output.pointer, parallel: parallel)
+            settings: block.settings, saved: block.normInput.pointer, output: block.output.pointer,
+            level: kernelLevel, parallel: parallel)
     }
 
     public func hiddenBlockInference(_ block: HiddenBlock<CPUTensor>) throws {
@@ -258,7 +270,7 @@ public final class CPUBackend: Backend {
             cols: cols, gamma: block.gamma.constPointer, beta: block.beta.constPointer,
             runningMean: block.runningMean.constPointer, runningVariance: block.runningVariance.constPointer,
             epsilon: Float(block.settings.epsilon), normInput: block.normInput.pointer, output: block.output.pointer,
-            parallel: parallel)
+            level: kernelLevel, parallel: parallel)
     }
 
     public func hiddenBlockBackward(_ block: HiddenBlock<CPUTensor>) throws {
@@ -276,7 +288,7 @@ public final class CPUBackend: Backend {
             tanhOutput: block.order == .denseBatchNormTanh ? block.output.constPointer : nil,
             tanhInput: block.order == .denseTanhBatchNorm, inputGradient: block.preActivationGradient.pointer,
             gammaGradient: block.gammaGradient.pointer, betaGradient: block.betaGradient.pointer,
-            biasGradient: block.biasGradient.pointer, parallel: parallel)
+            biasGradient: block.biasGradient.pointer, level: kernelLevel, parallel: parallel)
     }
 
     /// `(rows, cols)` of a block, its per-column and activation tensors checked.
@@ -305,8 +317,9 @@ public final class CPUBackend: Backend {
             gradient: gradient.pointer)
     }
 
-    /// `Σ_r w_r Σ_c d² / (C Σ w)` and its gradient `2 w_r d / (C Σ w)`; serial, summed in Double in row order
-    /// (deterministic for any thread count).
+    /// `Σ_r w_r Σ_c d² / (C Σ w)` and its gradient `2 w_r d / (C Σ w)`, on fixed blocks of rows in parallel:
+    /// each block sums in Double in row order, the block sums are added in block order (the same for any thread
+    /// count; one block, the plain row-order sum, up to `CPUKernels.chunk` elements).
     public func weightedMeanSquaredError(
         prediction: CPUTensor, target: CPUTensor, weights: CPUTensor, gradient: CPUTensor, loss: CPUTensor
     ) throws {
@@ -316,30 +329,9 @@ public final class CPUBackend: Backend {
                 && weights.count == rows && loss.count >= 1,
             "weightedMeanSquaredError: prediction \(prediction.shape), target \(target.shape), weights "
                 + "\(weights.shape), gradient \(gradient.shape)")
-        let p = prediction.constPointer
-        let t = target.constPointer
-        let w = weights.constPointer
-        var weightSum = 0.0
-        var sum = 0.0
-        for r in 0..<rows {
-            weightSum += Double(w[r])
-            var rowSum = 0.0
-            for c in 0..<columns {
-                let d = Double(p[r * columns + c]) - Double(t[r * columns + c])
-                rowSum += d * d
-            }
-            sum += Double(w[r]) * rowSum
-        }
-        let normalisation = Double(columns) * weightSum
-        let g = gradient.pointer
-        for r in 0..<rows {
-            let factor = Float(2 * Double(w[r]) / normalisation)
-            for c in 0..<columns {
-                let i = r * columns + c
-                g[i] = factor * (p[i] - t[i])
-            }
-        }
-        loss.pointer[0] = Float(sum / normalisation)
+        loss.pointer[0] = CPUKernels.weightedMeanSquaredError(
+            prediction: prediction.constPointer, target: target.constPointer, weights: weights.constPointer,
+            rows: rows, cols: columns, gradient: gradient.pointer, parallel: parallel)
     }
 
     public func adamUpdate(

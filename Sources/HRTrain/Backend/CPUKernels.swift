@@ -1,4 +1,5 @@
 import CPUShim
+import Foundation
 
 /// Sixteen neighbouring columns of a row: one AVX-512 register, two AVX2 registers.
 typealias Strip = SIMD16<Float>
@@ -13,7 +14,11 @@ typealias Strip = SIMD16<Float>
 /// - elementwise work (Adam, gather, scaling, tanh) is split into fixed chunks; each element is computed
 ///   alone, so the result does not depend on the partition either.
 ///
-/// Mirrors the column-strip OpenCL kernels (`Kernels/columns.cl`) formula by formula.
+/// Mirrors the column-strip OpenCL kernels (`Kernels/columns.cl`) formula by formula. At every `CPUKernelLevel`
+/// but `swift`, the fused hidden-block forward, inference and backward run in the C shim instead
+/// (`Sources/CPUShim/cpukernels.c`): the same operations per element, compiled for SSE2, AVX2 or AVX-512, the
+/// training passes walking whole rows with one sum per 64-row block (the strips' blocks, added in the same
+/// order), so the results are bitwise these.
 enum CPUKernels {
     /// Columns per strip.
     static let stripWidth = 16
@@ -63,6 +68,19 @@ enum CPUKernels {
         let tiny: Float = 4e-4
         return t.replacing(with: x, where: (x .< tiny) .& (x .> -tiny))
     }
+
+    /// The constants of `tanh(_:)` in the order the C kernels take them: limit, p0…p6, q0…q3, tiny.
+    static let tanhConstants: [Float] = [
+        7.905_311_107_635_498, Float(-2.760_768_477_423_55e-16), Float(2.000_187_904_824_77e-13),
+        Float(-8.604_671_522_137_35e-11), Float(5.122_297_090_371_14e-08), Float(1.485_722_357_179_79e-05),
+        Float(6.372_619_288_754_36e-04), Float(4.893_524_558_917_86e-03), Float(1.198_258_394_667_02e-06),
+        Float(1.185_347_056_866_54e-04), Float(2.268_434_632_439_00e-03), Float(4.893_525_185_543_85e-03), 4e-4,
+    ]
+
+    /// Hands `tanhConstants` to the C kernels (once per process).
+    static let installTanhConstants: Void = {
+        tanhConstants.withUnsafeBufferPointer { cpushim_set_tanh_constants($0.baseAddress!) }
+    }()
 
     // MARK: Column strips
 
@@ -130,6 +148,14 @@ enum CPUKernels {
     struct BatchNormVectors {
         var gamma, beta: UnsafePointer<Float>
         var runningMean, runningVariance, savedMean, savedInverseStd: UnsafeMutablePointer<Float>
+
+        /// The same vectors with the settings' Float32 constants, for the C kernels.
+        func shim(settings: BatchNormSettings) -> cpushim_batch_norm {
+            cpushim_batch_norm(
+                gamma: gamma, beta: beta, running_mean: runningMean, running_variance: runningVariance,
+                saved_mean: savedMean, saved_inverse_std: savedInverseStd, epsilon: Float(settings.epsilon),
+                update_factor: Float(settings.runningUpdateFactor), unbiased: settings.unbiasedRunningVariance ? 1 : 0)
+        }
     }
 
     /// Training-mode batch norm of `x` into `y` (no bias, no activation).
@@ -156,9 +182,15 @@ enum CPUKernels {
     static func hiddenBlockForward(
         order: LayerOrder, z: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int,
         vectors bn: BatchNormVectors, settings: BatchNormSettings, saved: UnsafeMutablePointer<Float>,
-        output y: UnsafeMutablePointer<Float>, parallel: CPUParallel
+        output y: UnsafeMutablePointer<Float>, level: CPUKernelLevel, parallel: CPUParallel
     ) {
         let tanhFirst = order == .denseTanhBatchNorm
+        if let shim = level.shim {
+            var vectors = bn.shim(settings: settings)
+            cpushim_hidden_block_forward(
+                shim, Int32(parallel.threads), tanhFirst ? 1 : 0, z, bias, Int32(rows), Int32(cols), &vectors, saved, y)
+            return
+        }
         forEachStrip(cols: cols, parallel: parallel) { c0, n in
             let b = load(bias + c0, n)
             for r in 0..<rows {
@@ -183,9 +215,20 @@ enum CPUKernels {
         order: LayerOrder, z: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int,
         gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, runningMean: UnsafePointer<Float>,
         runningVariance: UnsafePointer<Float>, epsilon: Float, normInput: UnsafeMutablePointer<Float>,
-        output y: UnsafeMutablePointer<Float>, parallel: CPUParallel
+        output y: UnsafeMutablePointer<Float>, level: CPUKernelLevel, parallel: CPUParallel
     ) {
         let tanhFirst = order == .denseTanhBatchNorm
+        if let shim = level.shim {
+            var vectors = cpushim_batch_norm(
+                gamma: gamma, beta: beta, running_mean: UnsafeMutablePointer(mutating: runningMean),
+                running_variance: UnsafeMutablePointer(mutating: runningVariance), saved_mean: nil,
+                saved_inverse_std: nil, epsilon: epsilon, update_factor: 0, unbiased: 0)
+            forEachRowBlock(rows: rows, cols: cols, parallel: parallel) { r0, r1 in
+                cpushim_block_inference_rows(
+                    shim, tanhFirst ? 1 : 0, z, bias, Int32(r0), Int32(r1), Int32(cols), &vectors, normInput, y)
+            }
+            return
+        }
         forEachRowBlock(rows: rows, cols: cols, parallel: parallel) { r0, r1 in
             var c0 = 0
             while c0 < cols {
@@ -220,8 +263,18 @@ enum CPUKernels {
         outputGradient dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, rows: Int, cols: Int,
         saved bn: BatchNormSaved, tanhOutput: UnsafePointer<Float>?, tanhInput: Bool,
         inputGradient dz: UnsafeMutablePointer<Float>, gammaGradient: UnsafeMutablePointer<Float>,
-        betaGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?, parallel: CPUParallel
+        betaGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?,
+        level: CPUKernelLevel, parallel: CPUParallel
     ) {
+        if let shim = level.shim {
+            var arguments = cpushim_block_backward(
+                output_gradient: dy, input: x, gamma: bn.gamma, saved_mean: bn.savedMean,
+                saved_inverse_std: bn.savedInverseStd, tanh_output: tanhOutput, tanh_input: tanhInput ? 1 : 0,
+                input_gradient: dz, gamma_gradient: gammaGradient, beta_gradient: betaGradient,
+                bias_gradient: biasGradient)
+            cpushim_hidden_block_backward(shim, Int32(parallel.threads), &arguments, Int32(rows), Int32(cols))
+            return
+        }
         forEachStrip(cols: cols, parallel: parallel) { c0, n in
             @inline(__always) func g(_ r: Int) -> Strip {
                 let d = load(dy + r * cols + c0, n)
@@ -397,6 +450,52 @@ enum CPUKernels {
         return total.sum() / Float(count)
     }
 
+    /// The weighted MSE `Σ_r w_r Σ_c d² / (C Σ w)` with `d = p − t`, and its gradient `2 w_r d / (C Σ w)`.
+    /// Fixed blocks of rows (`forEachRowBlock`) sum `Σ w` and `Σ w Σ d²` in Double in row order, in parallel;
+    /// the block sums are added in block order on the calling thread, so the result does not depend on the
+    /// number of threads. The gradient is elementwise, in the same blocks.
+    static func weightedMeanSquaredError(
+        prediction p: UnsafePointer<Float>, target t: UnsafePointer<Float>, weights w: UnsafePointer<Float>,
+        rows: Int, cols: Int, gradient g: UnsafeMutablePointer<Float>, parallel: CPUParallel
+    ) -> Float {
+        let blockRows = max(1, chunk / max(cols, 1))
+        let blocks = (rows + blockRows - 1) / blockRows
+        let partial = UnsafeMutablePointer<Double>.allocate(capacity: 2 * max(blocks, 1))
+        defer { partial.deallocate() }
+        forEachRowBlock(rows: rows, cols: cols, parallel: parallel) { r0, r1 in
+            var weightSum = 0.0
+            var sum = 0.0
+            for r in r0..<r1 {
+                weightSum += Double(w[r])
+                var rowSum = 0.0
+                for c in 0..<cols {
+                    let d = Double(p[r * cols + c]) - Double(t[r * cols + c])
+                    rowSum += d * d
+                }
+                sum += Double(w[r]) * rowSum
+            }
+            partial[2 * (r0 / blockRows)] = weightSum
+            partial[2 * (r0 / blockRows) + 1] = sum
+        }
+        var weightSum = 0.0
+        var sum = 0.0
+        for b in 0..<blocks {
+            weightSum += partial[2 * b]
+            sum += partial[2 * b + 1]
+        }
+        let normalisation = Double(cols) * weightSum
+        forEachRowBlock(rows: rows, cols: cols, parallel: parallel) { r0, r1 in
+            for r in r0..<r1 {
+                let factor = Float(2 * Double(w[r]) / normalisation)
+                for c in 0..<cols {
+                    let i = r * cols + c
+                    g[i] = factor * (p[i] - t[i])
+                }
+            }
+        }
+        return Float(sum / normalisation)
+    }
+
     /// `out[r, :] = source[indices[r], :]` (indices checked by the caller).
     static func gatherRows(
         _ source: UnsafePointer<Float>, cols: Int, indices: UnsafePointer<Int32>, rows: Int,
@@ -449,5 +548,57 @@ struct CPUParallel {
                     }, pointer)
             }
         }
+    }
+}
+
+/// The instruction set of the fused hidden-block kernels (forward, inference, backward): `swift` runs the Swift
+/// SIMD code of `CPUKernels` (compiled for the baseline x86-64 target, SSE2), the others the same operations in
+/// the C shim compiled for that level. All levels give bitwise the same results; only the speed differs.
+public enum CPUKernelLevel: String, Codable, Sendable, CaseIterable {
+    case swift, sse2, avx2, avx512
+
+    /// The C shim's level constant (nil: the Swift code).
+    var shim: Int32? {
+        switch self {
+        case .swift: return nil
+        case .sse2: return Int32(CPUSHIM_LEVEL_SSE2)
+        case .avx2: return Int32(CPUSHIM_LEVEL_AVX2)
+        case .avx512: return Int32(CPUSHIM_LEVEL_AVX512)
+        }
+    }
+
+    /// Whether a CPU with `features` can run this level (from cpuid, never assumed).
+    public func isSupported(by features: CPUFeatures) -> Bool {
+        #if arch(x86_64)
+            switch self {
+            case .swift, .sse2: return true
+            case .avx2: return features.avx2
+            case .avx512: return features.avx512
+            }
+        #else
+            return self == .swift
+        #endif
+    }
+
+    /// The widest level a CPU with `features` runs.
+    public static func best(for features: CPUFeatures) -> CPUKernelLevel {
+        allCases.last { $0.isSupported(by: features) }!
+    }
+
+    /// The level of this process: `$HRTRAIN_CPU_KERNELS` (swift, sse2, avx2, avx512) when set and supported,
+    /// else the widest the CPU runs.
+    static func selected(environment: [String: String] = ProcessInfo.processInfo.environment) throws
+        -> CPUKernelLevel
+    {
+        let features = CPUFeatures.current
+        guard let name = environment["HRTRAIN_CPU_KERNELS"], !name.isEmpty else { return best(for: features) }
+        guard let level = CPUKernelLevel(rawValue: name.lowercased()) else {
+            throw BackendError(
+                "HRTRAIN_CPU_KERNELS must be one of \(allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
+        }
+        guard level.isSupported(by: features) else {
+            throw BackendError("HRTRAIN_CPU_KERNELS=\(name) needs a CPU with it; this one has \(features.level)")
+        }
+        return level
     }
 }

@@ -30,6 +30,9 @@ public enum Benchmark {
         public var share: Double
         public var gflops: Double?
         public var gigabytesPerSecond: Double?
+        /// CPU time of the calling thread per step (CPU backend with 1 thread: the cost without other processes'
+        /// share of the core).
+        public var cpuMillisecondsPerStep: Double?
     }
 
     /// Everything `bench` measured.

@@ -13,6 +13,8 @@ extension Benchmark {
         public var inference: Throughput
         /// Wall time per operation of a training step (every operation is synchronous on the CPU).
         public var operations: [KernelRow]
+        /// CPU time of the calling thread per profiled step (with 1 thread: the step's cost on an idle core).
+        public var stepCPUMilliseconds: Double?
         /// The step's GEMMs inside the step, and their shares.
         public var gemm: GEMMShare
         /// The step's GEMM shapes timed alone (best of 5 × 4 calls): the BLAS's own rate for these shapes.
@@ -61,24 +63,28 @@ extension Benchmark {
         let stepSeconds = elapsed(since: start) / Double(options.steps)
 
         backend.recording = true
+        let cpuStart = threadCPUSeconds()
         start = DispatchTime.now()
         try steps(options.profiledSteps)
         let profiledSeconds = elapsed(since: start)
+        let profiledCPUSeconds = threadCPUSeconds() - cpuStart
         backend.recording = false
         let perStep = 1 / Double(options.profiledSteps)
         var operations = backend.totals.filter { $0.key != "read" }.map { name, t in
             KernelRow(
                 name: name, callsPerStep: Double(t.calls) * perStep, millisecondsPerStep: t.seconds * perStep * 1e3,
                 share: t.seconds / profiledSeconds, gflops: t.flops > 0 ? t.flops / t.seconds / 1e9 : nil,
-                gigabytesPerSecond: nil)
+                gigabytesPerSecond: nil, cpuMillisecondsPerStep: t.cpuSeconds * perStep * 1e3)
         }
         let accounted = operations.reduce(0) { $0 + $1.millisecondsPerStep }
+        let accountedCPU: Double = backend.totals.filter { $0.key != "read" }.values.reduce(0) { $0 + $1.cpuSeconds }
         operations.sort { $0.millisecondsPerStep > $1.millisecondsPerStep }
         operations.append(
             KernelRow(
                 name: "(outside the operations: batch assembly, loop)", callsPerStep: 1,
                 millisecondsPerStep: profiledSeconds * perStep * 1e3 - accounted,
-                share: 1 - accounted / (profiledSeconds * perStep * 1e3), gflops: nil, gigabytesPerSecond: nil))
+                share: 1 - accounted / (profiledSeconds * perStep * 1e3), gflops: nil, gigabytesPerSecond: nil,
+                cpuMillisecondsPerStep: (profiledCPUSeconds - accountedCPU) * perStep * 1e3))
         let gemmRows = backend.totals.filter { $0.key.hasPrefix("gemm") }
         let gemmSeconds = gemmRows.values.reduce(0) { $0 + $1.seconds } * perStep
         let gemmFlops = gemmRows.values.reduce(0) { $0 + $1.flops } * perStep
@@ -93,12 +99,13 @@ extension Benchmark {
         var usage = rusage()
         getrusage(0, &usage)
         let stepFlops = Double(spec.trainingFLOPsPerEvent) * Double(options.batch)
+        let stepCPUMilliseconds: Double = profiledCPUSeconds * perStep * 1e3
         return CPUReport(
             backend: cpu.name, blas: cpu.blas.reportingNow(), threads: cpu.threads, options: options,
             training: Throughput(
                 eventsPerSecond: Double(options.batch) / stepSeconds, millisecondsPerStep: stepSeconds * 1e3,
                 steps: options.steps),
-            inference: inference, operations: operations,
+            inference: inference, operations: operations, stepCPUMilliseconds: stepCPUMilliseconds,
             gemm: GEMMShare(
                 millisecondsPerStep: gemmSeconds * 1e3, share: gemmSeconds / stepSeconds,
                 gflops: gemmFlops / gemmSeconds / 1e9,

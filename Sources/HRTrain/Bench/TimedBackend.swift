@@ -9,8 +9,8 @@ public final class TimedBackend<Base: Backend>: Backend {
 
     /// The backend doing the work.
     public let base: Base
-    /// Calls and wall seconds per operation, while `recording` is on.
-    public private(set) var totals: [String: (calls: Int, seconds: Double, flops: Double)] = [:]
+    /// Calls, wall seconds and CPU seconds of the calling thread per operation, while `recording` is on.
+    public private(set) var totals: [String: (calls: Int, seconds: Double, flops: Double, cpuSeconds: Double)] = [:]
     /// Whether operations are timed.
     public var recording = false
 
@@ -28,12 +28,14 @@ public final class TimedBackend<Base: Backend>: Backend {
         rethrows -> T
     {
         guard recording else { return try body() }
+        let cpuStart = threadCPUSeconds()
         let start = DispatchTime.now()
         let result = try body()
         let seconds = elapsed(since: start)
+        let cpu = threadCPUSeconds() - cpuStart
         let key = label()
-        let old = totals[key] ?? (0, 0, 0)
-        totals[key] = (old.calls + 1, old.seconds + seconds, old.flops + flops)
+        let old = totals[key] ?? (0, 0, 0, 0)
+        totals[key] = (old.calls + 1, old.seconds + seconds, old.flops + flops, old.cpuSeconds + cpu)
         return result
     }
 
@@ -166,4 +168,12 @@ public final class TimedBackend<Base: Backend>: Backend {
     public func standardScale(_ x: Tensor, mean: Tensor, scale: Tensor, into out: Tensor) throws {
         try timed("standard scale") { try base.standardScale(x, mean: mean, scale: scale, into: out) }
     }
+}
+
+/// CPU seconds the calling thread has run (not counting time other processes had the core: on a busy shared
+/// machine the cost of single-threaded work that wall time overstates).
+func threadCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + 1e-9 * Double(t.tv_nsec)
 }
