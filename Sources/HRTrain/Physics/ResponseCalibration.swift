@@ -9,11 +9,13 @@ import Foundation
 ///    (`[e_k, e_{k+1})`, the last bin open; below `e_0`: the first). A sample with fewer than
 ///    `bins × minimumEventsPerBin` events is refused; then a bin holding fewer than `minimumEventsPerBin`
 ///    events is merged into its neighbour (from the top down, the first bin upwards);
-/// 2. one knot per bin at the bin's mean uncalibrated |û| — the inversion of |u_t| → ⟨|û|⟩; bins whose
-///    mean |û| does not rise above the previous bin's (where noise sets |û|) are merged, so the knots ascend;
+/// 2. one knot per bin at the bin's mean uncalibrated |û| — the inversion of |u_t| → ⟨|û|⟩; adjacent bins
+///    whose mean |û| rises by less than 5 % (`minimumKnotLogSpacing`; where noise sets |û|) are merged, so
+///    the knots ascend and can be told apart;
 /// 3. start from the response measured in each bin, `R_k = Σ û·n / Σ |u_t|` (ratio of sums, n = u_t/|u_t|);
 /// 4. iterate: apply the current R(|û|) to every event, measure the calibrated response `ρ_k` of each truth
-///    bin, and multiply `R_k` by `ρ_k` (clamped to [0.5, 2] per step), until every `|ρ_k − 1|` is below
+///    bin, and multiply `R_k` by `ρ_k^damping` (ρ_k clamped to [0.5, 2]; a damping below 1 keeps the
+///    iteration from oscillating where neighbouring bins share events), until every `|ρ_k − 1|` is below
 ///    `tolerance` (knots held by the order-keeping limit excepted) or after `maximumIterations`. At the fixed
 ///    point the calibrated response is 1 in every truth bin — which a fit in bins of |û| does not give:
 ///    on a falling spectrum an event at a given |û| comes on average from a lower |u_t|, so a correction that
@@ -39,8 +41,11 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
     /// The default bin edges of |u_t| (GeV) of `fit`: they contain the edges of `evaluate`'s bins
     /// (10, 20, 30, 50, 100), so the closure of the fit's bins is the closure of those.
     public static let defaultTruthEdges: [Double] = [
-        0, 2, 4, 6, 8, 10, 12.5, 15, 17.5, 20, 25, 30, 35, 40, 50, 60, 70, 85, 100, 125, 150, 200, 300,
+        0, 5, 10, 15, 20, 30, 40, 50, 70, 100, 150, 250,
     ]
+    /// Adjacent bins of |u_t| whose knots (mean |û|) are closer than this in ln|û| are merged: closer knots
+    /// cannot be told apart by a function of |û| at the resolutions of a recoil, and make the fit ill-posed.
+    public static let minimumKnotLogSpacing = 0.05
 
     /// The fit's method, `inverted-log-linear` or `isotonic-log-linear` (both applied the same way).
     public var method = ResponseCalibration.truthBinsMethod
@@ -185,7 +190,7 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
     /// until the calibrated response of every bin is within `tolerance` of 1 (see the type's documentation).
     public static func fit(
         predictions: [Float], truth: [Float], truthEdges: [Double] = defaultTruthEdges, minimumEventsPerBin: Int,
-        maximumIterations: Int = 50, tolerance: Double = 1e-4, sample: String? = nil
+        maximumIterations: Int = 200, damping: Double = 0.5, tolerance: Double = 1e-4, sample: String? = nil
     ) throws -> ResponseCalibration {
         precondition(
             !truthEdges.isEmpty && zip(truthEdges, truthEdges.dropFirst()).allSatisfy { $0 < $1 },
@@ -230,7 +235,8 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
         for group in groups {
             merged.append(group)
             while merged.count >= 2,
-                meanMagnitude(merged[merged.count - 1]) <= meanMagnitude(merged[merged.count - 2])
+                meanMagnitude(merged[merged.count - 1])
+                    < meanMagnitude(merged[merged.count - 2]) * exp(minimumKnotLogSpacing)
             {
                 let b = merged.removeLast()
                 let a = merged.removeLast()
@@ -268,7 +274,7 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
         while iterations < maximumIterations
             && zip(current, capped).contains(where: { !$1 && abs($0 - 1) >= tolerance })
         {
-            for k in 0..<binCount { calibration.responses[k] *= min(max(current[k], 0.5), 2) }
+            for k in 0..<binCount { calibration.responses[k] *= pow(min(max(current[k], 0.5), 2), damping) }
             capped = capSlopes(&calibration.responses, magnitudes: magnitudes)
             current = closure()
             iterations += 1
