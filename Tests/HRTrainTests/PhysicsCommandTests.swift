@@ -54,23 +54,27 @@ final class PhysicsCommandTests: XCTestCase {
         XCTAssertEqual(mixed.status, 64, mixed.err)
         XCTAssertTrue(mixed.err.contains("--binning predicted"), mixed.err)
 
-        // predict applies the calibration by default; --no-calibration gives the residual model's output.
+        // predict applies the calibration by default; --no-calibration gives the residual model's output, on
+        // the reference and on the CPU backend.
         let plain = dir.appendingPathComponent("plain.csv")
         let withCalibration = dir.appendingPathComponent("calibrated.csv")
-        for (output, extra) in [(plain, ["--no-calibration"]), (withCalibration, [])] {
-            let p = try runHRTrain(
-                [
-                    "predict", "--model", calibrated.path, "--data", sample.path, "--output", output.path, "-q",
-                    "--backend", "reference",
-                ] + extra)
-            XCTAssertEqual(p.status, 0, p.err)
+        var uncalibratedValues: [Float] = []
+        for backend in ["cpu", "reference"] {
+            for (output, extra) in [(plain, ["--no-calibration"]), (withCalibration, [])] {
+                let p = try runHRTrain(
+                    [
+                        "predict", "--model", calibrated.path, "--data", sample.path, "--output", output.path, "-q",
+                        "--backend", backend,
+                    ] + extra)
+                XCTAssertEqual(p.status, 0, p.err)
+            }
+            uncalibratedValues = try readTable(plain).values
+            var expected = uncalibratedValues
+            calibration.apply(to: &expected)
+            let calibratedValues = try readTable(withCalibration).values
+            XCTAssertEqual(calibratedValues, expected, backend)
+            XCTAssertNotEqual(calibratedValues, uncalibratedValues, backend)
         }
-        let uncalibratedValues = try readTable(plain).values
-        var expected = uncalibratedValues
-        calibration.apply(to: &expected)
-        let calibratedValues = try readTable(withCalibration).values
-        XCTAssertEqual(calibratedValues, expected)
-        XCTAssertNotEqual(calibratedValues, uncalibratedValues)
         // The uncalibrated prediction is the network's output plus the raw baseline.
         let table = try readTable(sample)
         let features = table.selecting(try table.indices(of: trained.metadata.featureNames, file: "", field: nil))
