@@ -90,7 +90,8 @@ struct InferenceOptions: ParsableArguments {
         case .cpu:
             let backend = try CPUBackend(threads: threads)
             let start = DispatchTime.now()
-            let values = try model.predict(features, rows: rows, on: backend, batchSize: batchSize)
+            let values = try model.predict(
+                features, rows: rows, on: backend, batchSize: batchSize, calibrated: !noCalibration)
             return (values, backend.name, elapsed(since: start))
         case .opencl:
             let context = try deviceOptions.open()

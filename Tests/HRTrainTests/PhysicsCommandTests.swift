@@ -30,7 +30,7 @@ final class PhysicsCommandTests: XCTestCase {
         let calibrated = dir.appendingPathComponent("calibrated.safetensors")
         let refused = try runHRTrain([
             "calibrate", "--model", model.path, "--data", calibrationSample.path, "--output", calibrated.path,
-            "--bins", "10", "--min-events-per-bin", "100", "--backend", "reference",
+            "--truth-bins", "0,5,10,15,20,30,40,50,70,100", "--min-events-per-bin", "100", "--backend", "reference",
         ])
         XCTAssertEqual(refused.status, 1)
         XCTAssertTrue(refused.err.contains("too few for 10 bins"), refused.err)
@@ -38,29 +38,43 @@ final class PhysicsCommandTests: XCTestCase {
 
         let fit = try runHRTrain([
             "calibrate", "--model", model.path, "--data", calibrationSample.path, "--output", calibrated.path,
-            "--bins", "4", "--min-events-per-bin", "100", "--backend", "reference",
+            "--truth-bins", "0,10,20,40", "--min-events-per-bin", "100", "--backend", "reference",
         ])
         XCTAssertEqual(fit.status, 0, fit.err)
+        XCTAssertTrue(fit.out.contains("response in bins of the truth |u_t|"), fit.out)
         let calibration = try XCTUnwrap(try Model.read(from: calibrated).metadata.calibration)
         XCTAssertEqual(calibration.counts.reduce(0, +), calibration.events)
+        XCTAssertEqual(calibration.method, "inverted-log-linear")
+        XCTAssertTrue(calibration.counts.allSatisfy { $0 >= 100 }, "\(calibration.counts)")
+        // --bins goes with --binning predicted only.
+        let mixed = try runHRTrain([
+            "calibrate", "--model", model.path, "--data", calibrationSample.path, "--output", calibrated.path,
+            "--bins", "4",
+        ])
+        XCTAssertEqual(mixed.status, 64, mixed.err)
+        XCTAssertTrue(mixed.err.contains("--binning predicted"), mixed.err)
 
-        // predict applies the calibration by default; --no-calibration gives the residual model's output.
+        // predict applies the calibration by default; --no-calibration gives the residual model's output, on
+        // the reference and on the CPU backend.
         let plain = dir.appendingPathComponent("plain.csv")
         let withCalibration = dir.appendingPathComponent("calibrated.csv")
-        for (output, extra) in [(plain, ["--no-calibration"]), (withCalibration, [])] {
-            let p = try runHRTrain(
-                [
-                    "predict", "--model", calibrated.path, "--data", sample.path, "--output", output.path, "-q",
-                    "--backend", "reference",
-                ] + extra)
-            XCTAssertEqual(p.status, 0, p.err)
+        var uncalibratedValues: [Float] = []
+        for backend in ["cpu", "reference"] {
+            for (output, extra) in [(plain, ["--no-calibration"]), (withCalibration, [])] {
+                let p = try runHRTrain(
+                    [
+                        "predict", "--model", calibrated.path, "--data", sample.path, "--output", output.path, "-q",
+                        "--backend", backend,
+                    ] + extra)
+                XCTAssertEqual(p.status, 0, p.err)
+            }
+            uncalibratedValues = try readTable(plain).values
+            var expected = uncalibratedValues
+            calibration.apply(to: &expected)
+            let calibratedValues = try readTable(withCalibration).values
+            XCTAssertEqual(calibratedValues, expected, backend)
+            XCTAssertNotEqual(calibratedValues, uncalibratedValues, backend)
         }
-        let uncalibratedValues = try readTable(plain).values
-        var expected = uncalibratedValues
-        calibration.apply(to: &expected)
-        let calibratedValues = try readTable(withCalibration).values
-        XCTAssertEqual(calibratedValues, expected)
-        XCTAssertNotEqual(calibratedValues, uncalibratedValues)
         // The uncalibrated prediction is the network's output plus the raw baseline.
         let table = try readTable(sample)
         let features = table.selecting(try table.indices(of: trained.metadata.featureNames, file: "", field: nil))

@@ -134,9 +134,9 @@ final class PhysicsToolsTests: XCTestCase {
         }
     }
 
-    func testCalibrationRestoresUnitResponseAndRefusesSmallSamples() throws {
+    func testCalibrationInPredictedBinsRestoresUnitResponseInThoseBinsAndRefusesSmallSamples() throws {
         // Truth |u_t| ~ exponential; the estimate is the truth scaled by a response rising with |û|
-        // (0.5 → 0.9), smeared. After the fit, the response in bins of |û| must be 1.
+        // (0.5 → 0.9), smeared. After the fit in bins of |û|, the response in bins of |û| must be 1.
         var rng = SplitMix64(seed: 21)
         var truth: [Float] = []
         var estimate: [Float] = []
@@ -151,8 +151,9 @@ final class PhysicsToolsTests: XCTestCase {
             truth += [Float(tx), Float(ty)]
             estimate += [Float(ex), Float(ey)]
         }
-        let calibration = try ResponseCalibration.fit(
+        let calibration = try ResponseCalibration.fitInPredictedBins(
             predictions: estimate, truth: truth, bins: 20, minimumEventsPerBin: 100, sample: "synthetic")
+        XCTAssertEqual(calibration.method, "isotonic-log-linear")
         XCTAssertEqual(calibration.counts.reduce(0, +), 40_000)
         XCTAssertTrue(zip(calibration.responses, calibration.responses.dropFirst()).allSatisfy { $0 <= $1 })
         // Calibrated magnitudes keep the order of the uncalibrated ones.
@@ -160,7 +161,7 @@ final class PhysicsToolsTests: XCTestCase {
         XCTAssertTrue(zip(grid, grid.dropFirst()).allSatisfy { $0 < $1 })
         var calibrated = estimate
         calibration.apply(to: &calibrated)
-        let again = try ResponseCalibration.fit(
+        let again = try ResponseCalibration.fitInPredictedBins(
             predictions: calibrated, truth: truth, bins: 20, minimumEventsPerBin: 100)
         // Where |û| is small the noise dominates and R(|û|) rises about as fast as |û| itself: the order-keeping
         // cap holds the correction back there. Above 10 GeV the calibrated response is 1.
@@ -169,10 +170,129 @@ final class PhysicsToolsTests: XCTestCase {
             XCTAssertEqual(r, 1, accuracy: 0.03, "calibrated response in |û| bin \(k)")
         }
         XCTAssertThrowsError(
-            try ResponseCalibration.fit(
+            try ResponseCalibration.fitInPredictedBins(
                 predictions: Array(estimate.prefix(3998)), truth: Array(truth.prefix(3998)), bins: 20,
                 minimumEventsPerBin: 100)
         ) { error in XCTAssertTrue("\(error)".contains("too few for 20 bins"), "\(error)") }
+    }
+
+    /// A synthetic sample: truth |u_t| ~ exponential (mean 30 GeV), the estimate the truth scaled by a known
+    /// response rising with |u_t| (0.5 → 0.9), smeared by 15 % along the recoil and 3 GeV per component.
+    private func syntheticRecoil(events: Int, seed: UInt64) -> (truth: [Float], estimate: [Float]) {
+        var rng = SplitMix64(seed: seed)
+        var truth: [Float] = []
+        var estimate: [Float] = []
+        for _ in 0..<events {
+            let magnitude: Double = -30 * Foundation.log(1 - rng.uniform(0, 0.999_999))
+            let phi: Double = rng.uniform(0, 2 * Double.pi)
+            let (c, s) = (Foundation.cos(phi), Foundation.sin(phi))
+            let along = knownResponse(magnitude) * magnitude * (1 + 0.15 * rng.normal())
+            truth += [Float(magnitude * c), Float(magnitude * s)]
+            estimate += [Float(along * c + 3 * rng.normal()), Float(along * s + 3 * rng.normal())]
+        }
+        return (truth, estimate)
+    }
+
+    private func knownResponse(_ magnitude: Double) -> Double { 0.5 + 0.4 * (1 - Foundation.exp(-magnitude / 40)) }
+
+    /// The response Σ û·n / Σ |u_t| of `estimate` in the bins of |u_t| with these edges (the last open).
+    private func responseInTruthBins(_ estimate: [Float], _ truth: [Float], edges: [Double]) -> [Double] {
+        var parallel = [Double](repeating: 0, count: edges.count)
+        var total = [Double](repeating: 0, count: edges.count)
+        for r in 0..<truth.count / 2 {
+            let (tx, ty) = (Double(truth[2 * r]), Double(truth[2 * r + 1]))
+            let t = (tx * tx + ty * ty).squareRoot()
+            guard let k = edges.lastIndex(where: { t >= $0 }) else { continue }
+            parallel[k] += (Double(estimate[2 * r]) * tx + Double(estimate[2 * r + 1]) * ty) / t
+            total[k] += t
+        }
+        return zip(parallel, total).map { $0 / $1 }
+    }
+
+    func testCalibrationInTruthBinsRecoversTheKnownResponseAndClosesInTruthBins() throws {
+        let (truth, estimate) = syntheticRecoil(events: 60_000, seed: 21)
+        let edges: [Double] = [0, 5, 10, 20, 30, 50, 75, 100, 150]
+        let calibration = try ResponseCalibration.fit(
+            predictions: estimate, truth: truth, truthEdges: edges, minimumEventsPerBin: 200, sample: "synthetic")
+        XCTAssertEqual(calibration.method, "inverted-log-linear")
+        XCTAssertEqual(calibration.binning, "truth")
+        XCTAssertEqual(calibration.counts.reduce(0, +), 60_000)
+        XCTAssertEqual(calibration.counts.count, edges.count, "no bin is sparse or out of order here")
+        // The measured (uncalibrated) response of each truth bin is the known one, Σ r(t)·t / Σ t, within four
+        // standard deviations of the smearing (variance 3² + (0.15 r t)² of û·n per event).
+        var expectedParallel = [Double](repeating: 0, count: edges.count)
+        var expectedTotal = [Double](repeating: 0, count: edges.count)
+        var variance = [Double](repeating: 0, count: edges.count)
+        for r in 0..<truth.count / 2 {
+            let t = (Double(truth[2 * r]) * Double(truth[2 * r]) + Double(truth[2 * r + 1]) * Double(truth[2 * r + 1]))
+                .squareRoot()
+            let k = try XCTUnwrap(edges.lastIndex(where: { t >= $0 }))
+            expectedParallel[k] += knownResponse(t) * t
+            expectedTotal[k] += t
+            variance[k] += 9 + (0.15 * knownResponse(t) * t) * (0.15 * knownResponse(t) * t)
+        }
+        for k in 0..<edges.count {
+            let error = variance[k].squareRoot() / expectedTotal[k]
+            XCTAssertEqual(
+                calibration.measured[k], expectedParallel[k] / expectedTotal[k], accuracy: 4 * error, "bin \(k)")
+        }
+        // Calibrated: response 1 in every truth bin above 10 GeV, here and on an independent sample.
+        var calibrated = estimate
+        calibration.apply(to: &calibrated)
+        let closure = responseInTruthBins(calibrated, truth, edges: edges)
+        for k in 2..<edges.count {
+            XCTAssertEqual(closure[k], 1, accuracy: 1e-3, "calibrated response in |u_t| bin \(k)")
+            XCTAssertEqual(try XCTUnwrap(calibration.closure)[k], closure[k], accuracy: 1e-9)
+        }
+        let (otherTruth, otherEstimate) = syntheticRecoil(events: 60_000, seed: 22)
+        var otherCalibrated = otherEstimate
+        calibration.apply(to: &otherCalibrated)
+        for (k, r) in responseInTruthBins(otherCalibrated, otherTruth, edges: edges).enumerated() where k >= 2 {
+            XCTAssertEqual(r, 1, accuracy: 0.02, "independent sample, |u_t| bin \(k)")
+        }
+        // The fit in bins of |û| closes in bins of |û| but not in bins of |u_t|: that is what this fit fixes.
+        let predictedBins = try ResponseCalibration.fitInPredictedBins(
+            predictions: estimate, truth: truth, bins: 20, minimumEventsPerBin: 200)
+        var inPredictedBins = estimate
+        predictedBins.apply(to: &inPredictedBins)
+        let off = responseInTruthBins(inPredictedBins, truth, edges: edges)[2...].map { abs($0 - 1) }.max()!
+        XCTAssertGreaterThan(off, 0.02, "the |û|-binned fit is off by more than 2 % in some |u_t| bin")
+        // Calibrated magnitudes keep the order of the uncalibrated ones.
+        let grid = stride(from: 0.1, through: 400, by: 0.1).map { $0 / calibration.response(magnitude: $0) }
+        XCTAssertTrue(zip(grid, grid.dropFirst()).allSatisfy { $0 < $1 })
+        // Sparse bins are merged; too small a sample is refused.
+        let sparse = try ResponseCalibration.fit(
+            predictions: Array(estimate.prefix(6000)), truth: Array(truth.prefix(6000)),
+            truthEdges: [0, 10, 20, 30, 50, 100, 200, 400, 800], minimumEventsPerBin: 300)
+        XCTAssertTrue(sparse.counts.allSatisfy { $0 >= 300 }, "\(sparse.counts)")
+        XCTAssertLessThan(sparse.counts.count, 9)
+        XCTAssertThrowsError(
+            try ResponseCalibration.fit(
+                predictions: Array(estimate.prefix(3998)), truth: Array(truth.prefix(3998)),
+                truthEdges: [0, 5, 10, 20, 30, 40, 50, 60, 80, 100], minimumEventsPerBin: 200)
+        ) { error in XCTAssertTrue("\(error)".contains("too few for 10 bins"), "\(error)") }
+    }
+
+    func testOlderCalibrationFilesReadAndUnknownMethodsAreRefused() throws {
+        // A calibration as the previous hrtrain wrote it: no binning, iterations or closure.
+        let json = """
+            {"method":"isotonic-log-linear","magnitudes":[2,20],"responses":[0.5,0.8],"edges":[0,10,30],\
+            "counts":[100,100],"measured":[0.5,0.8],"events":200,"cappedKnots":0}
+            """
+        let old = try JSONDecoder().decode(ResponseCalibration.self, from: Data(json.utf8))
+        XCTAssertNoThrow(try old.validate())
+        XCTAssertNil(old.binning)
+        XCTAssertEqual(old.response(magnitude: 1), 0.5)
+        XCTAssertEqual(old.response(magnitude: 30), 0.8)
+        XCTAssertEqual(old.response(magnitude: (2.0 * 20).squareRoot()), 0.65, accuracy: 1e-12)
+        var values: [Float] = [3, 4]
+        old.apply(to: &values)
+        let r = 0.5 + 0.3 * Foundation.log(5.0 / 2) / Foundation.log(10.0)
+        XCTAssertEqual(Double(values[0]), 3 / r, accuracy: 1e-5)
+        XCTAssertEqual(Double(values[1]), 4 / r, accuracy: 1e-5)
+        var unknown = old
+        unknown.method = "spline"
+        XCTAssertThrowsError(try unknown.validate()) { XCTAssertTrue("\($0)".contains("unknown method"), "\($0)") }
     }
 
     func testThesisTestSplitIsExact() {
