@@ -75,8 +75,9 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 
 /// The hdf5 target. hrtrain reads HDF5 in a child forked per file (IsolatedReader), since libhdf5 itself crashes
 /// or loops on some damaged files; a fork per input made this target about 4 executions/s. Here one persistent
-/// child (a server, forked by a small manager process started before libFuzzer) runs our reader, `HDF5Format.readInThisProcess` (HDF5File, the CHDF5 shim, libhdf5),
-/// on each input under a time limit, and answers with the table or the error message. Then:
+/// child (a server, forked by a small manager process started before libFuzzer) runs our reader,
+/// `HDF5Format.readInThisProcess` (HDF5File, the CHDF5 shim, libhdf5), on each input under a time limit, and
+/// answers with the table or the error message. Then:
 /// - when the child answered, the parent runs the same reader in this process (so that libFuzzer's coverage
 ///   sees our Swift reading code) and requires the same answer, and the table to survive `Table(serialized:)`;
 /// - when the child crashed or timed out (libhdf5's fault, not ours), the manager starts a new server child, and
@@ -117,8 +118,9 @@ private final class HDF5Server {
             atexit {
                 let counts = HDF5Server.shared.outcomes
                 let line =
-                    "hdf5 target: \(HDF5Server.shared.inputs) inputs: \(counts.tables) tables, \(counts.errors) errors, "
-                    + "\(counts.crashes) libhdf5 crashes and \(counts.timeouts) time-outs in the server child\n"
+                    "hdf5 target: \(HDF5Server.shared.inputs) inputs: \(counts.tables) tables, "
+                    + "\(counts.errors) errors, \(counts.crashes) libhdf5 crashes and \(counts.timeouts) time-outs "
+                    + "in the server child\n"
                 fputs(line, stderr)
             }
         }
