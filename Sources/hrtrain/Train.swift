@@ -12,6 +12,12 @@ extension HRTrainCommand {
                 training rows with a permutation from (--seed, epoch); the last partial batch is used (a single \
                 leftover row joins the batch before it). A checkpoint is written atomically after every epoch; \
                 --resume continues from one and ends with bitwise the same weights as an uninterrupted run.
+
+                SIGINT (Ctrl-C) or SIGTERM during training: the current step is finished, a checkpoint is written at \
+                that step (mid-epoch), the command that resumes is printed, and hrtrain exits with status 130 \
+                (SIGINT) or 143 (SIGTERM); the model file is not written. A second signal stops at once (status \
+                128 + signal; files are only ever replaced atomically). Runs of several MPI ranks keep the default \
+                action: the checkpoint of the last completed epoch resumes them.
                 """)
 
         @OptionGroup var deviceOptions: DeviceOptions
@@ -72,7 +78,8 @@ extension HRTrainCommand {
                 "Residual learning: one feature column per target (e.g. hr_all_x,hr_all_y); the network learns "
                     + "target − baseline and predictions add it back.", valueName: "x,y")) var baseline: String?
         @Flag(help: "Drop rows with NaN or ±Inf (and report how many) instead of failing.") var dropNonfinite = false
-        @Option(help: "Checkpoint file (default: MODEL.checkpoint).") var checkpoint: String?
+        @Option(help: "Checkpoint file, written after every epoch and on SIGINT/SIGTERM (default: MODEL.checkpoint).")
+        var checkpoint: String?
         @Option(help: "Continue from this checkpoint.") var resume: String?
         @Option(help: "Start from the weights of this model file (from `hrtrain init`).") var initFrom: String?
         @Option(
@@ -339,7 +346,12 @@ extension HRTrainCommand {
                     device: device, dataFingerprint: fingerprint),
                 dataParallel: parallel)
             options = session.options
-            if let resumed {
+            if let resumed, let partial = resumed.metadata.state.partialEpoch {
+                log.info(
+                    "resuming epoch \(partial.epoch) of \(options.epochs) after its step \(partial.steps) from "
+                        + resume!
+                )
+            } else if let resumed {
                 log.info("resuming after epoch \(resumed.metadata.state.epoch) of \(options.epochs) from \(resume!)")
             }
             log.detail(
@@ -356,12 +368,42 @@ extension HRTrainCommand {
                         + "batch of \(options.batchSize); batch norm "
                         + (options.synchronizedBatchNorm == true ? "synchronised across ranks" : "per rank"))
             }
+            // SIGINT/SIGTERM (one process only: the ranks of an MPI job would stop at different steps): from here
+            // on the first one stops the run after the current step, and the session writes the checkpoint there;
+            // the model is not written. Installed before the line below, so a signal sent once it appears is
+            // always handled this way.
+            let interruptible = communicator.size == 1
+            if interruptible { Interruption.install() }
+            defer { if interruptible { Interruption.uninstall() } }
             let hiddenSizes = options.spec.hiddenSizes.map(String.init).joined(separator: ",")
             log.info(
                 "training \(hiddenSizes) \(options.spec.layerOrder.rawValue) (\(options.profile.rawValue) profile) "
                     + "on \(prepared.totalTrainingRows) events, batch \(options.batchSize), \(device)")
 
+            if interruptible {
+                session.afterStep = { _, _, _ in Interruption.received == nil ? .proceed : .stop }
+                let afterEpoch = session.afterEpoch
+                let epochs = options.epochs
+                session.afterEpoch = { record, state in
+                    // After the last epoch the run ends anyway (the test rows are evaluated, the model written).
+                    if Interruption.received != nil && state.epoch < epochs && !state.stopped { return .stop }
+                    return try afterEpoch?(record, state) ?? .proceed
+                }
+            }
             let result = try session.run()
+            if let signal = Interruption.received, interruptible, result.stoppedByCallback {
+                let state = result.state
+                let position =
+                    state.partialEpoch.map {
+                        "during epoch \($0.epoch) of \(options.epochs), after its step \($0.steps)"
+                    }
+                    ?? "after epoch \(state.epoch) of \(options.epochs)"
+                printError(
+                    "hrtrain: interrupted by \(Interruption.name(signal)) \(position); checkpoint written to "
+                        + "\(checkpointURL.path) (the model \(model) was not written). To resume:\n  "
+                        + Interruption.resumeCommand(checkpoint: checkpointURL.path))
+                throw ExitCode(128 + signal)
+            }
             if let parallel, parallel.reducedSteps > 0 {
                 log.detail(
                     String(
@@ -382,6 +424,12 @@ extension HRTrainCommand {
                 log.result("test loss (MSE, \(test.events) events): \(String(format: "%.6g", network.loss))")
             }
             log.result("model written to \(model) (checkpoint: \(checkpointURL.path))")
+            if let signal = Interruption.received, interruptible {
+                printError(
+                    "hrtrain: \(Interruption.name(signal)) arrived after the last step: training had finished and the "
+                        + "model was written")
+                throw ExitCode(128 + signal)
+            }
         }
     }
 }

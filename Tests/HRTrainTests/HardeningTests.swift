@@ -338,6 +338,119 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(try bytes(checkpoint), goodCheckpoint)
     }
 
+    // MARK: Interruption (issue 10, item 5): SIGINT and SIGTERM
+
+    /// Starts hrtrain, sends `signals` (back to back) once standard error contains `marker`, and returns the
+    /// exit status and all of standard error.
+    private func interrupted(_ arguments: [String], after marker: String, signals: [Int32]) throws -> (
+        status: Int32, err: String
+    ) {
+        let process = Process()
+        process.executableURL = hrtrainExecutable()
+        process.arguments = arguments
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var text = Data()
+        var sent = false
+        while true {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }  // end of file: the process closed standard error
+            text.append(chunk)
+            if !sent && String(decoding: text, as: UTF8.self).contains(marker) {
+                for signal in signals { kill(process.processIdentifier, signal) }
+                sent = true
+            }
+        }
+        process.waitUntilExit()
+        XCTAssertTrue(sent, "\(marker) never appeared: \(String(decoding: text, as: UTF8.self))")
+        XCTAssertEqual(process.terminationReason, .exit, "hrtrain must exit, not die of the signal")
+        return (process.terminationStatus, String(decoding: text, as: UTF8.self))
+    }
+
+    /// The command after "To resume:" in an interruption message, as arguments (the program name dropped).
+    private func resumeArguments(_ err: String, line: UInt = #line) throws -> [String] {
+        let hint = try XCTUnwrap(err.components(separatedBy: "To resume:\n  ").last, line: line)
+        let words = hint.split(separator: "\n")[0].split(separator: " ").map(String.init)
+        XCTAssertEqual(words.first, "hrtrain", line: line)
+        return Array(words.dropFirst())
+    }
+
+    /// SIGINT during a run and SIGTERM during the resumed run: each finishes its step, writes a checkpoint at
+    /// that step (mid-epoch), prints the command that resumes and exits 130 / 143 without writing the model;
+    /// running the printed commands ends with a model file identical, byte for byte, to the one of an
+    /// uninterrupted run, and the same per-epoch losses. A second SIGINT during the wind-down ends the process
+    /// at once, losing nothing. (CPU backend, one thread: bitwise deterministic, and no device needed.)
+    func testSIGINTAndSIGTERMCheckpointMidEpochAndResumeToTheSameModel() throws {
+        let dir = try temporaryDirectory(self)
+        // 2,400 training rows in batches of 2: 1,200 steps per epoch, so a signal sent when the "training" line
+        // appears (the handlers are installed before it is printed) arrives in the middle of an epoch.
+        let data = try sample("d.csv", in: dir, rows: 3000, seed: 7)
+        let common = [
+            "train", "--data", data.path, "--hidden", "8", "--batch-size", "2", "--epochs", "3", "--seed", "5",
+            "--backend", "cpu", "--threads", "1",
+        ]
+        let marker = "training 8 dense-tanh-bn (keras profile)"
+        let straightModel = dir.appendingPathComponent("straight.safetensors")
+        let straightMetrics = dir.appendingPathComponent("straight.jsonl")
+        let straight = try runHRTrain(
+            common + ["--model", straightModel.path, "--metrics", straightMetrics.path, "--quiet"])
+        XCTAssertEqual(straight.status, 0, straight.err)
+
+        let model = dir.appendingPathComponent("m.safetensors")
+        let metrics = dir.appendingPathComponent("m.jsonl")
+        let checkpoint = URL(fileURLWithPath: model.path + ".checkpoint")  // the default next to the model
+        let first = try interrupted(
+            common + ["--model", model.path, "--metrics", metrics.path], after: marker, signals: [SIGINT])
+        XCTAssertEqual(first.status, 130, first.err)
+        let saved = try Checkpoint.read(from: checkpoint).metadata
+        let partial = try XCTUnwrap(saved.state.partialEpoch, "the checkpoint is not mid-epoch: \(first.err)")
+        for text in [
+            "SIGINT received: finishing the current step",
+            "interrupted by SIGINT during epoch \(partial.epoch) of 3, after its step \(partial.steps);",
+            "checkpoint written to \(checkpoint.path)", "was not written", "To resume:",
+        ] {
+            XCTAssertTrue(first.err.contains(text), "\(first.err) lacks \(text)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: model.path), "no model from an interrupted run")
+        XCTAssertEqual(saved.state.epoch, partial.epoch - 1)
+        XCTAssertTrue((1..<1200).contains(partial.steps), "\(partial.steps)")
+        XCTAssertEqual(partial.losses.count, partial.steps)
+        XCTAssertEqual(saved.adamStep, 1200 * saved.state.epoch + partial.steps, "the Adam state after that step")
+
+        // The printed command resumes it; SIGTERM stops the resumed run in the middle of an epoch too.
+        let resume = try resumeArguments(first.err)
+        XCTAssertEqual(Array(resume.suffix(2)), ["--resume", checkpoint.path])
+        let second = try interrupted(resume, after: marker, signals: [SIGTERM])
+        XCTAssertEqual(second.status, 143, second.err)
+        XCTAssertTrue(
+            second.err.contains("resuming epoch \(partial.epoch) of 3 after its step \(partial.steps)"), second.err)
+        let again = try XCTUnwrap(try Checkpoint.read(from: checkpoint).metadata.state.partialEpoch, second.err)
+        XCTAssertTrue(
+            second.err.contains(
+                "interrupted by SIGTERM during epoch \(again.epoch) of 3, after its step \(again.steps)"),
+            second.err)
+        XCTAssertTrue(again.epoch > partial.epoch || again.steps > partial.steps, "\(again) after \(partial)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: model.path))
+
+        let last = try runHRTrain(try resumeArguments(second.err) + ["--quiet"])
+        XCTAssertEqual(last.status, 0, last.err)
+        XCTAssertEqual(try bytes(model), try bytes(straightModel), "resumed twice mid-epoch: not the same model")
+        XCTAssertNil(try Checkpoint.read(from: checkpoint).metadata.state.partialEpoch)
+        let losses = { (url: URL) in try readMetrics(from: url).map { [$0.trainLoss, $0.validationLoss ?? -1] } }
+        XCTAssertEqual(try losses(metrics), try losses(straightMetrics), "the epochs' losses differ")
+
+        // Two signals back to back: the second ends the process at once (status 128 + 2); a checkpoint left
+        // behind is whole, and no model was written.
+        let hurried = dir.appendingPathComponent("h.safetensors")
+        let twice = try interrupted(common + ["--model", hurried.path], after: marker, signals: [SIGINT, SIGINT])
+        XCTAssertEqual(twice.status, 130, twice.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: hurried.path))
+        let left = URL(fileURLWithPath: hurried.path + ".checkpoint")
+        if FileManager.default.fileExists(atPath: left.path) { XCTAssertNoThrow(try Checkpoint.read(from: left)) }
+    }
+
     // MARK: 12-13. Messages that say what is wrong
 
     func testLineEndingsLongNumbersAndHDF5RootTables() throws {

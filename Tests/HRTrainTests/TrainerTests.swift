@@ -248,6 +248,80 @@ final class TrainerTests: XCTestCase {
     }
 
     /// An initial model that disagrees with the options is refused, naming the field.
+    /// `afterStep` stops a session in the middle of an epoch (twice: epoch 2 after step 3, then the resumed
+    /// session in epoch 3 after step 5); each checkpoint records the position, and resuming from the files ends
+    /// with bitwise the weights, statistics and per-epoch losses of the uninterrupted run — with the training
+    /// set resident and streamed in chunks (the skipped steps of a resumed epoch are skipped in both).
+    func testResumeFromTheMiddleOfAnEpochIsBitwise() throws {
+        let backend = try CPUBackend(threads: 1)
+        let dir = try temporaryDirectory(self)
+        let data = try PreparedData.prepare(
+            table: Self.sample(rows: 300, seed: 5), file: "sample", features: nil,
+            targets: ["truth_hr_x", "truth_hr_y"], testFraction: 0.1, validationSplit: 0.2, scaleTargets: true)
+        let options = Self.resumeOptions(epochs: 4)  // 216 training rows, batches of 32: 7 steps per epoch
+        for limit in [Int.max, 0] {
+            let settings = { (url: URL) in
+                TrainingSession<CPUBackend>.Settings(checkpoint: url, residentLimitBytes: limit)
+            }
+            let straight = try TrainingSession(
+                backend: backend, data: data, options: options, start: .fresh(seed: 11),
+                settings: settings(dir.appendingPathComponent("straight.checkpoint"))
+            ).run()
+            let url = dir.appendingPathComponent("run.checkpoint")
+            var session = try TrainingSession(
+                backend: backend, data: data, options: options, start: .fresh(seed: 11), settings: settings(url))
+            XCTAssertEqual(session.trainingSetIsResident, limit == .max)
+            var resumedAt = (epoch: 1, step: 0)
+            for (epoch, step) in [(2, 3), (3, 5)] {
+                var first: (epoch: Int, done: Int)?
+                session.afterStep = { e, done, steps in
+                    XCTAssertEqual(steps, 7)
+                    first = first ?? (e, done)
+                    return e == epoch && done == step ? .stop : .proceed
+                }
+                let stopped = try session.run()
+                XCTAssertTrue(stopped.stoppedByCallback)
+                XCTAssertNil(stopped.test)
+                // The first step run is the one after the position resumed from.
+                XCTAssertEqual(first?.epoch, resumedAt.epoch)
+                XCTAssertEqual(first?.done, resumedAt.step + 1)
+                resumedAt = (epoch, step)
+                let checkpoint = try Checkpoint.read(from: url)
+                let partial = try XCTUnwrap(checkpoint.metadata.state.partialEpoch)
+                XCTAssertEqual(partial.epoch, epoch)
+                XCTAssertEqual(partial.steps, step)
+                XCTAssertEqual(checkpoint.metadata.state.epoch, epoch - 1)
+                XCTAssertEqual(checkpoint.metadata.adamStep, 7 * (epoch - 1) + step)
+                XCTAssertEqual(checkpoint.model.parameters, try session.network.weights().parameters)
+                session = try TrainingSession(
+                    backend: backend, data: data, options: options, start: .resume(checkpoint, file: url.path),
+                    settings: settings(url))
+            }
+            let resumed = try session.run()
+            XCTAssertFalse(resumed.stoppedByCallback)
+            XCTAssertNil(resumed.state.partialEpoch)
+            XCTAssertEqual(resumed.model.parameters.map(\.bitPattern), straight.model.parameters.map(\.bitPattern))
+            XCTAssertEqual(
+                resumed.model.runningStatistics.map(\.bitPattern), straight.model.runningStatistics.map(\.bitPattern))
+            XCTAssertEqual(resumed.state.history.map(\.trainLoss), straight.state.history.map(\.trainLoss))
+            XCTAssertEqual(resumed.state.history.map(\.validationLoss), straight.state.history.map(\.validationLoss))
+            XCTAssertEqual(resumed.state.learningRate, straight.state.learningRate)
+            XCTAssertEqual(resumed.test?.estimates.first?.loss, straight.test?.estimates.first?.loss)
+        }
+
+        // A checkpoint whose partial epoch does not fit its state is refused when read.
+        let url = dir.appendingPathComponent("run.checkpoint")
+        var file = try SafeTensorsFile.read(from: url)
+        let json = try XCTUnwrap(file.metadata["checkpoint"])
+        var metadata = try JSONDecoder().decode(Checkpoint.Metadata.self, from: Data(json.utf8))
+        metadata.state.partialEpoch = PartialEpoch(epoch: metadata.state.epoch + 2, steps: 1, losses: [1])
+        file.metadata["checkpoint"] = try JSON.string(metadata)
+        try file.write(to: url)
+        XCTAssertThrowsError(try Checkpoint.read(from: url)) {
+            XCTAssertTrue("\($0)".contains("does not follow the"), "\($0)")
+        }
+    }
+
     func testInitFromAModelOfAnotherArchitectureIsRefused() throws {
         let data = try PreparedData.prepare(
             table: Self.sample(rows: 100, seed: 6), file: "sample", features: nil,

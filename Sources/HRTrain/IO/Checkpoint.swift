@@ -5,7 +5,9 @@ import Foundation
 /// On disk: the model's tensors (see `Model`) plus `adam.m`, `adam.v` (flat, F32), and, when early stopping
 /// keeps the best weights, `best.parameters` and `best.running_statistics`; metadata `format =
 /// hrtrain-checkpoint` and `checkpoint` = the JSON of `Checkpoint.Metadata`. Written atomically after every
-/// epoch. The shuffle of epoch k depends only on (seed, k), so the epoch count is the whole RNG state.
+/// epoch, and at the step where an interruption stopped the run (then `state.partialEpoch` holds the epoch, the
+/// steps done in it and their losses). The shuffle of epoch k depends only on (seed, k), so the epoch count and
+/// the step within the epoch are the whole RNG state.
 public struct Checkpoint: Sendable {
     /// The JSON part.
     public struct Metadata: Codable, Sendable, Equatable {
@@ -101,6 +103,9 @@ public struct Checkpoint: Sendable {
                 try flat("best.running_statistics", layout.runningCount)
             )
         guard metadata.adamStep >= 0, metadata.state.epoch >= 0 else { throw fail("negative step or epoch") }
+        if let problem = metadata.state.partialEpoch?.inconsistency(completedEpochs: metadata.state.epoch) {
+            throw fail(problem)
+        }
         return Checkpoint(
             metadata: metadata, model: model, firstMoment: try flat("adam.m", layout.parameterCount),
             secondMoment: try flat("adam.v", layout.parameterCount), best: best)

@@ -65,14 +65,19 @@ final class DeviceDataset<B: Backend> {
         try forEachWeightedBatch(sizes: sizes, order: order) { x, y, _, step in try body(x, y, step) }
     }
 
-    /// `forEachBatch` with each batch's weights `[n]` (nil when the set has none).
+    /// `forEachBatch` with each batch's weights `[n]` (nil when the set has none). The steps before
+    /// `firstStep` are skipped (a resumed partial epoch): the batches from `firstStep` on are the same rows.
     func forEachWeightedBatch(
-        sizes: [Int], order: [Int32]?, _ body: (B.Tensor, B.Tensor, B.Tensor?, Int) throws -> Void
+        sizes: [Int], order: [Int32]?, firstStep: Int = 0, _ body: (B.Tensor, B.Tensor, B.Tensor?, Int) throws -> Void
     ) throws {
         if let residentFeatures, let residentTargets {
             guard let order else {
                 var start = 0
                 for (step, n) in sizes.enumerated() {
+                    if step < firstStep {
+                        start += n
+                        continue
+                    }
                     try body(
                         backend.view(residentFeatures, offset: start * featureCount, shape: [n, featureCount]),
                         backend.view(residentTargets, offset: start * targetCount, shape: [n, targetCount]),
@@ -85,6 +90,10 @@ final class DeviceDataset<B: Backend> {
             var start = 0
             var buffers: [Int: (B.Tensor, B.Tensor, B.Tensor?)] = [:]
             for (step, n) in sizes.enumerated() {
+                if step < firstStep {
+                    start += n
+                    continue
+                }
                 if buffers[n] == nil {
                     buffers[n] = (
                         try backend.scratch([n, featureCount]), try backend.scratch([n, targetCount]),
@@ -110,6 +119,10 @@ final class DeviceDataset<B: Backend> {
         var plan: [(start: Int, rows: Int, sizes: [Int])] = []
         var step = 0
         var start = 0
+        while step < firstStep {  // whole batches skipped: the chunks start at the first batch trained
+            start += sizes[step]
+            step += 1
+        }
         while step < sizes.count {
             var chunk: [Int] = []
             var total = 0
@@ -144,7 +157,7 @@ final class DeviceDataset<B: Backend> {
             return p
         }
         var next = plan.isEmpty ? nil : prefetch(0)
-        step = 0
+        step = firstStep
         for i in plan.indices {
             next!.done.wait()
             let (xs, ys, ws) = next!.result!

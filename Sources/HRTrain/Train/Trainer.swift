@@ -17,6 +17,42 @@ public struct TrainerState: Codable, Sendable, Equatable {
     /// True once early stopping has fired.
     public var stopped = false
     public var history: [EpochRecord] = []
+    /// The epoch in progress when the run was stopped between two of its steps (an interruption); nil at an
+    /// epoch's end. A resumed run continues that epoch at its next step.
+    public var partialEpoch: PartialEpoch?
+}
+
+/// How far an epoch got before the run stopped between two of its steps: with the weights, the Adam state
+/// (moments and step count) and the epoch's permutation (from seed and epoch alone), this is everything the
+/// rest of the epoch depends on, so a resumed run ends with bitwise the weights of an uninterrupted one.
+public struct PartialEpoch: Codable, Sendable, Equatable {
+    /// The epoch in progress (1-based): one more than the epochs completed.
+    public var epoch: Int
+    /// The steps of that epoch already done (at least 1, fewer than the epoch's steps).
+    public var steps: Int
+    /// The losses of those steps (the epoch's `loss` is the mean over all its steps).
+    public var losses: [Double]
+
+    /// Creates the record.
+    public init(epoch: Int, steps: Int, losses: [Double]) {
+        self.epoch = epoch
+        self.steps = steps
+        self.losses = losses
+    }
+
+    /// Why this record cannot belong to a state with `completed` epochs done; nil when it can.
+    public func inconsistency(completedEpochs completed: Int) -> String? {
+        if epoch != completed + 1 {
+            return "the partial epoch \(epoch) does not follow the \(completed) completed epochs"
+        }
+        if steps < 1 || losses.count != steps {
+            return "the partial epoch has \(steps) steps but \(losses.count) losses"
+        }
+        if let bad = losses.firstIndex(where: { !$0.isFinite }) {
+            return "the partial epoch's loss of step \(bad + 1) is not finite"
+        }
+        return nil
+    }
 }
 
 extension TrainerState {
@@ -101,8 +137,13 @@ public final class Trainer<B: Backend> {
     /// the place to combine gradients across processes (an all-reduce) or to inspect them. Nil: nothing runs
     /// between them.
     public var gradientHook: ((Network<B>) throws -> Void)?
-    /// True when the last `run` ended because its `afterEpoch` callback asked to stop.
+    /// True when the last `run` ended because its `afterEpoch` or `afterStep` callback asked to stop.
     public private(set) var stoppedByCallback = false
+    /// Called after every step but an epoch's last, with the epoch (1-based), the steps done in it and its
+    /// step count; `.stop` ends the run there, recording the position in `state.partialEpoch` (the weights and
+    /// the Adam state are those after that step). Not called in data-parallel runs, whose ranks must stop at
+    /// the same step. Nil: nothing is called.
+    public var afterStep: ((_ epoch: Int, _ stepsDone: Int, _ steps: Int) throws -> EpochDecision)?
     private var lossBuffer: B.Tensor?
     /// Σ w of each validation batch (weighted training), for the weighted mean of the batch losses.
     private var validationWeightSums: [Double]?
@@ -205,8 +246,18 @@ public final class Trainer<B: Backend> {
     @discardableResult
     public func run(afterEpoch: (Trainer<B>) throws -> EpochDecision = { _ in .proceed }) throws -> [EpochRecord] {
         stoppedByCallback = false
+        if let partial = state.partialEpoch {
+            if let problem = partial.inconsistency(completedEpochs: state.epoch) { throw BackendError(problem) }
+            if dataParallel != nil {
+                throw BackendError("a run stopped in the middle of an epoch cannot be resumed data-parallel")
+            }
+        }
         while state.epoch < options.epochs && !state.stopped {
-            try runEpoch()
+            if try runEpoch() == .stop {
+                stoppedByCallback = true
+                try backend.synchronize()
+                return state.history
+            }
             if try afterEpoch(self) == .stop {
                 stoppedByCallback = true
                 try backend.synchronize()
@@ -228,7 +279,8 @@ public final class Trainer<B: Backend> {
         return try backend.read(backend.view(lossBuffer, offset: lastQueuedStep, shape: [1]))[0]
     }
 
-    private func runEpoch() throws {
+    /// Runs the next epoch, or the rest of the partial one; `.stop` when `afterStep` stopped it part-way.
+    private func runEpoch() throws -> EpochDecision {
         let epoch = state.epoch + 1
         let start = DispatchTime.now()
         let rows = totalTrainingRows
@@ -236,6 +288,13 @@ public final class Trainer<B: Backend> {
             dataParallel?.batchSizes(rows: rows, batchSize: options.batchSize)
             ?? batchSizes(rows: rows, batchSize: options.batchSize, training: true)
         try require(!sizes.isEmpty, "no training rows")
+        let resumed = state.partialEpoch
+        let firstStep = resumed?.steps ?? 0
+        if firstStep >= sizes.count {
+            throw BackendError(
+                "the checkpoint stopped after step \(firstStep) of epoch \(epoch), but an epoch of this data has "
+                    + "\(sizes.count) steps")
+        }
         let losses = try backend.scratch([sizes.count])
         lossBuffer = losses
         lastQueuedStep = -1
@@ -265,29 +324,46 @@ public final class Trainer<B: Backend> {
             }
             stepWeights = try dataParallel.stepWeights(sizes: sizes, shares: local.sizes, weights: weights)
         }
-        try epochRows.forEachWeightedBatch(sizes: local?.sizes ?? sizes, order: epochOrder) {
-            x, y, w, step in
-            let loss = backend.view(losses, offset: step, shape: [1])
-            if dataParallel != nil || gradientHook != nil {
-                let weight = stepWeights?[step] ?? 1
-                dataParallel?.prepareStep(network: network, batchRows: sizes[step], gradientWeight: weight)
-                try network.forward(x, training: true)
-                try network.loss(target: y, weights: w, into: loss)
-                try network.backward()
-                try dataParallel?.reduceGradients(network: network, gradientWeight: weight)
-                try gradientHook?(network)
-                try network.applyAdam(learningRate: lr)
-            } else {
-                try network.trainStep(input: x, target: y, weights: w, learningRate: lr, loss: loss)
+        let afterStep = dataParallel == nil ? self.afterStep : nil
+        var stoppedAfter: Int?
+        do {
+            try epochRows.forEachWeightedBatch(
+                sizes: local?.sizes ?? sizes, order: epochOrder, firstStep: firstStep
+            ) { x, y, w, step in
+                let loss = backend.view(losses, offset: step, shape: [1])
+                if dataParallel != nil || gradientHook != nil {
+                    let weight = stepWeights?[step] ?? 1
+                    dataParallel?.prepareStep(network: network, batchRows: sizes[step], gradientWeight: weight)
+                    try network.forward(x, training: true)
+                    try network.loss(target: y, weights: w, into: loss)
+                    try network.backward()
+                    try dataParallel?.reduceGradients(network: network, gradientWeight: weight)
+                    try gradientHook?(network)
+                    try network.applyAdam(learningRate: lr)
+                } else {
+                    try network.trainStep(input: x, target: y, weights: w, learningRate: lr, loss: loss)
+                }
+                lastQueuedStep = step
+                observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
+                if step + 1 < sizes.count, let afterStep, try afterStep(epoch, step + 1, sizes.count) == .stop {
+                    stoppedAfter = step + 1
+                    throw StopAfterStep()
+                }
             }
-            lastQueuedStep = step
-            observer?.didQueueStep(epoch: epoch, step: step, of: sizes.count)
-        }
-        var stepLosses = try backend.read(losses)
+        } catch is StopAfterStep {}
+        // The steps of an epoch resumed part-way that ran before the interruption: their losses come from it.
+        let done = stoppedAfter ?? sizes.count
+        var stepLosses = (resumed?.losses ?? []) + (try backend.read(losses)[firstStep..<done])
         if let bad = stepLosses.firstIndex(where: { !$0.isFinite }) {
             throw TrainingDivergence(epoch: epoch, step: bad + 1, loss: stepLosses[bad])
         }
+        if let stoppedAfter {
+            state.partialEpoch = PartialEpoch(epoch: epoch, steps: stoppedAfter, losses: stepLosses)
+            return .stop
+        }
+        state.partialEpoch = nil
         let trainSeconds = elapsed(since: start)
+        let rowsTrainedHere = sizes[firstStep...].reduce(0, +)
         if let dataParallel {
             stepLosses = try dataParallel.batchLosses(stepLosses, weights: stepWeights ?? [])
             try dataParallel.finishEpoch(network: network)
@@ -299,12 +375,16 @@ public final class Trainer<B: Backend> {
         }
         let record = EpochRecord(
             epoch: epoch, trainLoss: trainLoss, validationLoss: validationLoss, learningRate: lr,
-            seconds: elapsed(since: start), eventsPerSecond: Double(rows) / trainSeconds)
+            seconds: elapsed(since: start), eventsPerSecond: Double(rowsTrainedHere) / trainSeconds)
         state.epoch = epoch
         state.history.append(record)
         try updateCallbacks(monitor: validationLoss ?? trainLoss)
         observer?.didFinishEpoch(record, state: state)
+        return .proceed
     }
+
+    /// Thrown out of the batch loop when `afterStep` asks to stop.
+    private struct StopAfterStep: Error {}
 
     /// MSE over all rows of `set`, batch norm in inference mode (per-batch losses weighted by their rows).
     /// Weighted training: the weighted MSE `Σ w Σ_c d² / (C Σ w)` over all rows (per-batch losses weighted by

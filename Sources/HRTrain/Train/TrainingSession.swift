@@ -12,6 +12,7 @@ import Foundation
 ///     settings: .init(checkpoint: checkpointURL, metrics: metricsURL))
 /// session.observer = progress                      // optional: per-step and per-epoch reports
 /// session.afterEpoch = { record, state in .proceed }  // optional: return .stop to end the run there
+/// session.afterStep = { epoch, done, steps in .proceed }  // optional: .stop ends it mid-epoch (an interruption)
 /// let result = try session.run()                   // result.model, result.test, result.state
 /// ```
 ///
@@ -36,7 +37,7 @@ public final class TrainingSession<B: Backend> {
 
     /// What a session does besides training; none of it changes the numbers.
     public struct Settings: Sendable {
-        /// Written atomically after every epoch (nil: no checkpoints).
+        /// Written atomically after every epoch, and when `afterStep` stops the run mid-epoch (nil: none).
         public var checkpoint: URL?
         /// The history, one JSON line per epoch, rewritten atomically after every epoch (nil: none).
         public var metrics: URL?
@@ -78,7 +79,8 @@ public final class TrainingSession<B: Backend> {
         public var state: TrainerState
         /// The test rows' evaluation (nil without test rows, or when `afterEpoch` stopped the run).
         public var test: Evaluation?
-        /// True when `afterEpoch` ended the run before its epochs were done (the checkpoint resumes it).
+        /// True when `afterEpoch` or `afterStep` ended the run before its epochs were done (the checkpoint
+        /// resumes it; `state.partialEpoch` says where in an epoch `afterStep` stopped it).
         public var stoppedByCallback: Bool
     }
 
@@ -97,6 +99,12 @@ public final class TrainingSession<B: Backend> {
     public let trainer: Trainer<B>
     /// Called after every epoch, after its checkpoint and metrics are written; `.stop` ends the run there.
     public var afterEpoch: ((EpochRecord, TrainerState) throws -> EpochDecision)?
+    /// Called after every step but an epoch's last (see `Trainer.afterStep`); `.stop` ends the run there and
+    /// writes the checkpoint at that step.
+    public var afterStep: ((_ epoch: Int, _ stepsDone: Int, _ steps: Int) throws -> EpochDecision)? {
+        get { trainer.afterStep }
+        set { trainer.afterStep = newValue }
+    }
     /// Receives per-step and per-epoch progress (held weakly).
     public var observer: TrainingObserver? {
         get { trainer.observer }
@@ -239,8 +247,9 @@ public final class TrainingSession<B: Backend> {
         metadata.baseline = data.baseline
     }
 
-    /// Trains until the epochs are done, early stopping fires or `afterEpoch` says stop; then evaluates the
-    /// test rows (unless stopped by `afterEpoch`) and returns the model.
+    /// Trains until the epochs are done, early stopping fires or `afterEpoch`/`afterStep` says stop; then
+    /// evaluates the test rows (unless stopped by a callback) and returns the model. A stop by `afterStep`
+    /// writes the checkpoint at that step (the metrics stay those of the last completed epoch).
     public func run() throws -> Result {
         try trainer.run { trainer in
             if let url = settings.checkpoint { try checkpoint().write(to: url) }
@@ -248,6 +257,7 @@ public final class TrainingSession<B: Backend> {
             guard let afterEpoch, let record = trainer.state.history.last else { return .proceed }
             return try afterEpoch(record, trainer.state)
         }
+        if trainer.state.partialEpoch != nil, let url = settings.checkpoint { try checkpoint().write(to: url) }
         let model = try currentModel()
         var test: Evaluation?
         if let rows = data.test, !trainer.stoppedByCallback {
@@ -266,7 +276,7 @@ public final class TrainingSession<B: Backend> {
             featureScaler: data.featureScaler, targetScaler: data.targetScaler)
     }
 
-    /// Everything needed to resume after the last completed epoch.
+    /// Everything needed to resume: after the last completed epoch, or at the step where `afterStep` stopped.
     public func checkpoint() throws -> Checkpoint {
         let moments = try network.adamMoments()
         return Checkpoint(
