@@ -11,6 +11,18 @@
 #define LOSS_LANES 256
 #endif
 
+// Sums one value per lane over the LOSS_LANES lanes of the work-group by a fixed tree (deterministic). Every lane
+// must call it; the total is returned in lane 0 (0 elsewhere, which never reads the other lanes' slots).
+inline float lane_total(__local float *partial, const float value) {
+    const int l = get_local_id(0);
+    partial[l] = value;
+    for (int stride = LOSS_LANES / 2; stride > 0; stride >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < stride) partial[l] += partial[l + stride];
+    }
+    return l == 0 ? partial[0] : 0.0f;
+}
+
 __kernel void kernel_mse_loss_grad_f32(__global const float *p, const int p_off,
                                        __global const float *t, const int t_off,
                                        __global float *grad, const int grad_off,
@@ -24,12 +36,8 @@ __kernel void kernel_mse_loss_grad_f32(__global const float *p, const int p_off,
         grad[grad_off + i] = scale * d;
         acc += d * d;
     }
-    partial[l] = acc;
-    for (int stride = LOSS_LANES / 2; stride > 0; stride >>= 1) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (l < stride) partial[l] += partial[l + stride];
-    }
-    if (l == 0) loss[loss_off] = partial[0] / (float)n;
+    const float total = lane_total(partial, acc);
+    if (l == 0) loss[loss_off] = total / (float)n;
 }
 
 // The output layer's bias, the MSE and the output bias gradient of a training step in one launch:
@@ -59,22 +67,14 @@ __kernel void kernel_bias_mse_loss_grad_f32(__global const float *z, const int z
         grad[grad_off + i] = scale * d;
         acc += d * d;
     }
-    partial[l] = acc;
-    for (int stride = LOSS_LANES / 2; stride > 0; stride >>= 1) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (l < stride) partial[l] += partial[l + stride];
-    }
-    if (l == 0) loss[loss_off] = partial[0] / (float)n;
+    const float total = lane_total(partial, acc);
+    if (l == 0) loss[loss_off] = total / (float)n;
     for (int c = 0; c < cols; ++c) {
         barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
         float sum = 0.0f;
         for (int r = l; r < rows; r += LOSS_LANES) sum += grad[grad_off + r * cols + c];
-        partial[l] = sum;
-        for (int stride = LOSS_LANES / 2; stride > 0; stride >>= 1) {
-            barrier(CLK_LOCAL_MEM_FENCE);
-            if (l < stride) partial[l] += partial[l + stride];
-        }
-        if (l == 0) bias_grad[bias_grad_off + c] = partial[0];
+        const float column_total = lane_total(partial, sum);
+        if (l == 0) bias_grad[bias_grad_off + c] = column_total;
     }
 }
 

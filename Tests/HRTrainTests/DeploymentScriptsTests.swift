@@ -136,8 +136,8 @@ final class DeploymentScriptsTests: XCTestCase {
         try file.write(to: urls[2].1)
         let fitted = dir.appendingPathComponent("fitted.safetensors")
         let calibration = try runHRTrain([
-            "calibrate", "--model", urls[0].1.path, "--data", data.path, "--backend", "reference", "--bins", "6",
-            "--min-events-per-bin", "20", "--output", fitted.path, "--quiet",
+            "calibrate", "--model", urls[0].1.path, "--data", data.path, "--backend", "reference",
+            "--binning", "predicted", "--bins", "6", "--min-events-per-bin", "20", "--output", fitted.path, "--quiet",
         ])
         XCTAssertEqual(calibration.status, 0, calibration.err)
         urls.append(("baseline, `hrtrain calibrate`", fitted))

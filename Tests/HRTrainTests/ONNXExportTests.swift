@@ -339,7 +339,8 @@ final class ONNXExportTests: XCTestCase {
         let fitted = dir.appendingPathComponent("fitted.safetensors")
         let calibration = try runHRTrain([
             "calibrate", "--model", dir.appendingPathComponent("m0.safetensors").path, "--data", data.path,
-            "--backend", "reference", "--bins", "6", "--min-events-per-bin", "20", "--output", fitted.path, "--quiet",
+            "--backend", "reference", "--binning", "predicted", "--bins", "6", "--min-events-per-bin", "20",
+            "--output", fitted.path, "--quiet",
         ])
         XCTAssertEqual(calibration.status, 0, calibration.err)
         XCTAssertNotNil(try Model.read(from: fitted).metadata.calibration)
@@ -539,7 +540,7 @@ final class ONNXExportTests: XCTestCase {
         let props = Dictionary(uniqueKeysWithValues: proto.metadataProps.map { ($0.key, $0.value) })
         XCTAssertEqual(props["baseline"], #"["hr_all_x","hr_all_y"]"#)
         XCTAssertEqual(props["calibration_magnitudes"], "[4,7.5,12,19,26]")
-        XCTAssertEqual(props["calibration"]?.hasPrefix("isotonic-log-linear: y / R(|y|)"), true)
+        XCTAssertEqual(props["calibration"]?.hasPrefix("\(ResponseCalibration.truthBinsMethod): y / R(|y|)"), true)
         XCTAssertTrue(
             proto.docString.contains("adds the raw baseline columns hr_all_x, hr_all_y back"), proto.docString)
         // Without the calibration: the graph ends after the baseline, and the metadata says it was left out.
