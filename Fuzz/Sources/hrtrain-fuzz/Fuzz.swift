@@ -159,7 +159,7 @@ private final class HDF5Server {
             do {
                 here = .table(
                     try HDF5Format.locked { try HDF5Format.readInThisProcess(from: url, dataset: nil) }
-                        .serialized())
+                        .table.serialized())
             } catch let error as DataError {
                 here = .error(error.message)
             } catch {
@@ -306,7 +306,7 @@ private final class HDF5Server {
             setitimer(__itimer_which_t(ITIMER_VIRTUAL.rawValue), &timer, nil)
             var answer: [UInt8]
             do {
-                answer = [0] + (try HDF5Format.readInThisProcess(from: url, dataset: nil).serialized())
+                answer = [0] + (try HDF5Format.readInThisProcess(from: url, dataset: nil).table.serialized())
             } catch let error as DataError {
                 answer = [1] + Array(error.message.utf8)
             } catch {
