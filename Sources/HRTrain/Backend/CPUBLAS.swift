@@ -84,12 +84,13 @@ public struct BLASSelection: Codable, Sendable, Equatable {
         }
     }
 
-    /// The library for a CPU, by measurement on the step's 11 GEMMs (`Benchmarks/cpu/step-gemms.c`, see README):
-    /// OpenBLAS `SkylakeX` on Intel AVX-512 (Xeon family 6 model 207: 116 GFLOP/s per core against BLIS `skx`'s
-    /// 76–97 and `haswell`'s 62), BLIS elsewhere (AMD Zen 4: BLIS `haswell` 179 GFLOP/s on 2 threads, OpenBLAS
-    /// 72–119; AVX2 CPUs: BLIS `haswell`).
+    /// The library for a CPU, by measurement of the whole training step with 2 threads on a quiet machine
+    /// (`hrtrain bench --backend cpu`, alternating, README): BLIS everywhere. On the Xeon (family 6 model 207)
+    /// BLIS `skx` trains 1.15–1.32× faster than OpenBLAS `SkylakeX`, although OpenBLAS's GEMMs alone are as fast
+    /// or faster per core: OpenBLAS's own threads keep the cores from the step's other parallel regions. On AMD
+    /// Zen 4, BLIS `haswell` 179 GFLOP/s on 2 threads against OpenBLAS's 72–119.
     static func defaultLibrary(for f: CPUFeatures) -> Library {
-        f.avx512 && f.vendor == "GenuineIntel" ? .openblas : .blis
+        .blis
     }
 
     /// The vector level a kernel configuration executes (nil: unknown name, no requirement known).
