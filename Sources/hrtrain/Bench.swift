@@ -149,8 +149,9 @@ extension HRTrainCommand {
                     training     \(Int(r.eventsPerSecond)) events/s (all ranks)   \(f(r.millisecondsPerStep, 2)) ms/step
                     all-reduce   \(f(r.allReduceMillisecondsPerStep)) ms/step in MPI_Allreduce (\(f(
                         r.allReducesPerStep, 0)) per step; includes waiting for the slowest rank)
-                    gradients    \(f(r.gradientExchangeMillisecondsPerStep)) ms/step device → host → MPI_Allreduce → \
-                    device (\(r.gradientFloats) floats, \(f(Double(r.gradientFloats * 4) / 1e6, 2)) MB)
+                    gradients    \(f(r.gradientExchangeMillisecondsPerStep)) ms/step device → host → \
+                    MPI_Allreduce → device (\(r.gradientFloats) floats, \
+                    \(f(Double(r.gradientFloats * 4) / 1e6, 2)) MB)
                     alone        \(f(r.isolatedAllReduceMilliseconds)) ms per all-reduce of the gradients after a \
                     barrier (median of 20)
                     """)
@@ -167,7 +168,8 @@ extension HRTrainCommand {
             var text = """
                 hrtrain bench: \(r.device.name) (\(r.device.platform))
                 network \
-                \(o.spec.inputSize)→\(o.spec.hiddenSizes.map(String.init).joined(separator: ","))→\(o.spec.outputSize) \
+                \(o.spec.inputSize)→\
+                \(o.spec.hiddenSizes.map(String.init).joined(separator: ","))→\(o.spec.outputSize) \
                 \(o.spec.layerOrder.rawValue), \(o.profile.rawValue) profile, \
                 batch \(o.batch), Float32; \
                 \(f(Double(r.flopsPerEvent) / 1e6, 2)) MFLOP per event per step

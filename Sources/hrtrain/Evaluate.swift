@@ -10,13 +10,15 @@ extension HRTrainCommand {
                 Predicts as `hrtrain predict` does, then compares with the truth columns (the model's target \
                 names) in the target units: the MSE loss (mean over events and components, as in training), the \
                 RMSE of each component, and, for x/y targets, the recoil-calibration figures with n = u_t/|u_t|, \
-                u∥ = u·n, u⊥ = u × n: the response ⟨u∥⟩/⟨|u_t|⟩ (ratio of means), σ(u∥ − |u_t|) and σ(u⊥) (RMS \
+                u∥ = u·n, u⊥ = u × n: the response ⟨u∥⟩/⟨|u_t|⟩ (ratio of means), \
+                σ(u∥ − |u_t|) and σ(u⊥) (RMS \
                 about the mean, and the robust width (q84 − q16)/2), overall and in bins of |u_t| (0, 10, 20, \
                 30, 50, 100, ∞ GeV), of pile-up μ (column mu: 0, 20, 30, 40, 50, ∞) and of the number of \
                 primary vertices (column n_pv: 0, 10, 20, 30, ∞) where the data has those columns. Events with \
                 |u_t| = 0 have no direction and are left out of the recoil figures. --compare adds the same \
                 figures for raw recoil estimates of the data (repeat it for several). Every bin also gets the \
-                response-corrected resolutions σ(u∥ − |u_t|)/R and σ(u⊥)/R, and with --compare a verdict table: \
+                response-corrected resolutions σ(u∥ − |u_t|)/R and σ(u⊥)/R, and with --compare a verdict \
+                table: \
                 the network's σ/R over the best compared estimate's, with its statistical error. The model's \
                 baseline and response calibration are applied as in `hrtrain predict` (--no-calibration skips \
                 the calibration).
@@ -110,8 +112,9 @@ extension HRTrainCommand {
                 }
                 text += table(
                     [
-                        "bin", "estimate", "events", "⟨|u_t|⟩", "response", "⟨u∥−|u_t|⟩", "σ(u∥−|u_t|)", "w(u∥−|u_t|)",
-                        "⟨u⊥⟩", "σ(u⊥)", "w(u⊥)", "σ(u∥−|u_t|)/R", "σ(u⊥)/R",
+                        "bin", "estimate", "events", "⟨|u_t|⟩", "response", "⟨u∥−|u_t|⟩",
+                        "σ(u∥−|u_t|)", "w(u∥−|u_t|)", "⟨u⊥⟩", "σ(u⊥)", "w(u⊥)",
+                        "σ(u∥−|u_t|)/R", "σ(u⊥)/R",
                     ], rows, rightAligned: Set(2..<13))
             }
             for verdict in e.verdicts {
@@ -132,8 +135,8 @@ extension HRTrainCommand {
                 }
                 text += table(
                     [
-                        "bin", "events", "response", "σ(u∥−|u_t|)/R ratio", "best", "verdict", "σ(u⊥)/R ratio", "best",
-                        "verdict",
+                        "bin", "events", "response", "σ(u∥−|u_t|)/R ratio", "best", "verdict", "σ(u⊥)/R ratio",
+                        "best", "verdict",
                     ], rows, rightAligned: [1, 2, 3, 6])
             }
             return text

@@ -5,7 +5,8 @@ import HRTrain
 extension HRTrainCommand {
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Generate simulated W⁺→μν events at 13 TeV with the thesis' 38 features (the built-in sample).",
+            abstract:
+                "Generate simulated W⁺→μν events at 13 TeV with the thesis' 38 features (the built-in sample).",
             discussion: """
                 A seeded generator with a simple detector model (see the README for every parameter): truth W pT \
                 spectrum, hard-scatter sprays and underlying event, Run-2 pile-up, tracking, calorimeter response \

@@ -10,8 +10,9 @@ extension HRTrainCommand {
             discussion: """
                 Predicts as `hrtrain predict` does and evaluates as `hrtrain evaluate` does, then writes one \
                 self-contained HTML page (inline SVG, no script, nothing fetched): the loss and learning rate per \
-                epoch from --metrics (the JSON lines of `hrtrain train --metrics`); the response ⟨u∥⟩/⟨|u_t|⟩ and \
-                the resolutions σ(u∥ − |u_t|) and σ(u⊥) against |u_t|, μ (column mu) and N_PV (column n_pv), with \
+                epoch from --metrics (the JSON lines of `hrtrain train --metrics`); the response \
+                ⟨u∥⟩/⟨|u_t|⟩ and the resolutions σ(u∥ − |u_t|) and σ(u⊥) against |u_t|, \
+                μ (column mu) and N_PV (column n_pv), with \
                 statistical errors, for the network and for each raw recoil in the data (hr_charged, hr_neutral, \
                 hr_all, and every --compare pair); residual histograms of x and y; predicted against true x and y; \
                 the summary of `hrtrain evaluate --json`; and the provenance. Each figure's numbers are also written \
@@ -108,8 +109,8 @@ extension HRTrainCommand {
             let skipped = report.figures.reduce(0) { $0 + $1.rendered.skippedPoints }
             if skipped > 0 {
                 log.warn(
-                    "\(skipped) point\(skipped == 1 ? "" : "s") not drawn (NaN, ±Inf, or ≤ 0 on a log axis); the plots "
-                        + "say where"
+                    "\(skipped) point\(skipped == 1 ? "" : "s") not drawn (NaN, ±Inf, or ≤ 0 on a log axis); "
+                        + "the plots say where"
                 )
             }
             log.result(

@@ -7,7 +7,8 @@ extension HRTrainCommand {
         static let configuration = CommandConfiguration(
             abstract: "Search CLBlast's GEMM parameters for the training shapes on this device and keep the best.",
             discussion: """
-                Times every GEMM of a training step (forward x·W, backward xᵀ·dy and dy·Wᵀ; the validation passes \
+                Times every GEMM of a training step (forward x·W, backward xᵀ·dy and dy·Wᵀ; the validation \
+                passes \
                 use the forward shapes) with CLBlast's default parameters, then tries kernel parameter sets through \
                 CLBlastOverrideParameters — first the indirect Xgemm kernel on every shape, then the direct one — \
                 and picks the best kernel for each part of the step and the size threshold between them. Each \

@@ -79,7 +79,8 @@ extension HRTrainCommand {
             var text = """
                 hrtrain verify: one training step, \(r.device) (Float32) vs reference (Double)
                 seed \(o.seed) · batch \(o.batch) × \(o.spec.inputSize) · hidden \
-                \(o.spec.hiddenSizes.map(String.init).joined(separator: ",")) · outputs \(o.spec.outputSize) · layout \
+                \(o.spec.hiddenSizes.map(String.init).joined(separator: ",")) · outputs \(o.spec.outputSize) · \
+                layout \
                 \(o.spec.layerOrder.rawValue) · profile \(o.profile.rawValue)
                 """
             if let p = r.program { text += "\nkernel program: \(p.origin) in \(String(format: "%.2f", p.seconds)) s" }
@@ -107,8 +108,8 @@ extension HRTrainCommand {
             for note in notes { text += "\n* " + note }
             if !r.finiteDifferences.isEmpty {
                 text +=
-                    "\n\nfinite differences of the reference loss (Double, h = 1e-5, first ≤ 256 rows) vs its analytic "
-                    + "gradients: "
+                    "\n\nfinite differences of the reference loss (Double, h = 1e-5, first ≤ 256 rows) vs its "
+                    + "analytic gradients: "
                 let failed = r.finiteDifferences.filter { !$0.passed }
                 let worst = r.finiteDifferences.map(\.margin).max() ?? 0
                 text +=

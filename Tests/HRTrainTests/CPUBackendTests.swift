@@ -349,7 +349,8 @@ final class CPUBackendTests: XCTestCase {
                     prediction: try device.tensor(p, shape: [rows, cols]),
                     target: try device.tensor(t, shape: [rows, cols]), gradient: gd.tensor, loss: ld.tensor)
                 assertClose(try device.read(gd.tensor), try reference.read(gr), limit: limit, "mse gradient")
-                assertClose(try device.read(ld.tensor), try reference.read(lr), limit: 1e-5, "mse loss \(rows)×\(cols)")
+                assertClose(
+                    try device.read(ld.tensor), try reference.read(lr), limit: 1e-5, "mse loss \(rows)×\(cols)")
                 try gd.checkGuards("mse gradient")
                 try ld.checkGuards("mse loss")
 

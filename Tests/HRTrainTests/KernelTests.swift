@@ -198,7 +198,8 @@ final class KernelTests: XCTestCase {
                 try device.batchNormBackward(
                     outputGradient: d.dy, input: d.x, gamma: d.gamma, savedMean: d.mean, savedInverseStd: d.invstd,
                     inputGradient: dxd.tensor, gammaGradient: dgd.tensor, betaGradient: dbd.tensor)
-                // dx = γs/N·(N·dy − Σdy − x̂·Σdy·x̂) cancels (to ~0 for N = 2): judge it on the size of its terms.
+                // dx = γs/N·(N·dy − Σdy − x̂·Σdy·x̂) cancels (to ~0 for N = 2): judge it on the size
+                // of its terms.
                 let termScale =
                     (0..<cols).map { abs(gamma[$0] * r.invstd[$0]) }.max()! * dy.reduce(0) { $0 + $1 * $1 }.squareRoot()
                 assertClose(

@@ -204,7 +204,8 @@ final class ONNXExportTests: XCTestCase {
             let control = result["control_rel_l2"] as? Double ?? .nan
             print(
                 String(
-                    format: "ONNX Runtime vs reference, %@: rel. L2 %.2e, max abs %.2e GeV (|y| ≤ %.1f; other ε %.1e)",
+                    format: "ONNX Runtime vs reference, %@: rel. L2 %.2e, max abs %.2e GeV "
+                        + "(|y| ≤ %.1f; other ε %.1e)",
                     name, rel, maxAbs, result["max_abs_output"] as? Double ?? .nan, control))
             XCTAssertLessThanOrEqual(rel, 1e-5, name)
             XCTAssertLessThanOrEqual(maxAbs, 1e-4, name)
@@ -369,7 +370,8 @@ final class ONNXExportTests: XCTestCase {
             let control = result["control_rel_l2"] as? Double
             print(
                 String(
-                    format: "ONNX Runtime vs reference, %@: rel. L2 %.2e, max abs %.2e GeV (|y| ≤ %.1f; control %.1e)",
+                    format: "ONNX Runtime vs reference, %@: rel. L2 %.2e, max abs %.2e GeV "
+                        + "(|y| ≤ %.1f; control %.1e)",
                     name, rel, maxAbs, result["max_abs_output"] as? Double ?? .nan, control ?? .nan))
             XCTAssertLessThanOrEqual(rel, 1e-5, name)
             XCTAssertLessThanOrEqual(maxAbs, 1e-4, name)

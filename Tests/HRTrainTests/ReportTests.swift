@@ -53,8 +53,8 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(document.text.contains("Loss & <things> “quoted”"), "the title is escaped, not dropped")
         XCTAssertEqual(
             SVGWriter.rich("u_{∥} − 10^{−3} hr_all"),
-            "u<tspan dy=\"0.3em\" font-size=\"75%\">∥</tspan><tspan dy=\"-0.3em\"> − 10</tspan><tspan dy=\"-0.45em\" "
-                + "font-size=\"75%\">−3</tspan><tspan dy=\"0.45em\"> hr_all</tspan>"
+            "u<tspan dy=\"0.3em\" font-size=\"75%\">∥</tspan><tspan dy=\"-0.3em\"> − 10</tspan>"
+                + "<tspan dy=\"-0.45em\" font-size=\"75%\">−3</tspan><tspan dy=\"0.45em\"> hr_all</tspan>"
         )
 
         var histogram = SVGPlot(id: "h", title: "h", x: PlotAxis("x", unit: "GeV"), y: PlotAxis("density"))

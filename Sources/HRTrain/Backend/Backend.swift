@@ -107,7 +107,8 @@ public protocol Backend: AnyObject {
         loss: Tensor) throws
     /// Weighted mean squared error of a `[rows, C]` prediction with one weight `w_r > 0` per row:
     /// ```
-    /// W = Σ_r w_r,   loss[0] = Σ_r w_r Σ_c (p_rc − t_rc)² / (C·W),   gradient_rc = 2 w_r (p_rc − t_rc) / (C·W)
+    /// W = Σ_r w_r,   loss[0] = Σ_r w_r Σ_c (p_rc − t_rc)² / (C·W),
+    /// gradient_rc = 2 w_r (p_rc − t_rc) / (C·W)
     /// ```
     /// All weights 1 gives the value of `meanSquaredError`. Deterministic (fixed summation order).
     func weightedMeanSquaredError(prediction: Tensor, target: Tensor, weights: Tensor, gradient: Tensor, loss: Tensor)

@@ -406,7 +406,8 @@ enum CPUKernels {
         }
     }
 
-    /// Adam over a flat buffer: `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`, `θ ← θ − a m/(√v c + ε)`.
+    /// Adam over a flat buffer: `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
+    /// `θ ← θ − a m/(√v c + ε)`.
     static func adam(
         parameters theta: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
         v: UnsafeMutablePointer<Float>, count: Int, coefficients k: AdamCoefficients, parallel: CPUParallel

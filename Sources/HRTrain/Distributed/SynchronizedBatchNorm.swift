@@ -8,7 +8,8 @@
 /// Gradients stay in each rank's own scale: a rank's loss is the mean over its share, so its `dy` is `1/w` times
 /// its part of the whole batch's `dy`, with `w = n_r/N` (`Sharding.gradientWeight`); the caller multiplies the
 /// parameter gradients by `w` before summing them over ranks. Here the all-reduced sums are of `w·Σdy` (the
-/// true sums), and `dx = γ/(N√(σ²+ε)) · (N·dy − G₁/w − x̂·G₂/w)` is `dx` of the whole batch divided by `w`,
+/// true sums), and `dx = γ/(N√(σ²+ε)) · (N·dy − G₁/w − x̂·G₂/w)` is `dx` of the whole batch divided
+/// by `w`,
 /// like every other gradient on the rank. `dβ = Σdy` and `dγ = Σdy·x̂` are the rank's own sums (in its scale),
 /// which the gradient all-reduce turns into the batch's.
 ///

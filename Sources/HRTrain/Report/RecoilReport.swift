@@ -230,15 +230,18 @@ public struct RecoilReport: Sendable {
             reference: .horizontal(1),
             value: { ($0.response, $0.responseError, nil) },
             caption:
-                "Response ⟨u∥⟩/⟨|u_t|⟩ (ratio of means), with u∥ the recoil's projection on the truth direction; "
+                "Response ⟨u∥⟩/⟨|u_t|⟩ (ratio of means), with u∥ the recoil's projection on the truth "
+                + "direction; "
                 + "statistical errors from the covariance of u∥ and |u_t|."
         ),
         BinnedQuantity(
             id: "resolution_parallel", section: "Resolution along the truth recoil",
-            title: "Resolution of u_{∥} − |u_{t}|", axis: PlotAxis("σ(u_{∥} − |u_{t}|)", unit: "GeV"), reference: nil,
+            title: "Resolution of u_{∥} − |u_{t}|", axis: PlotAxis("σ(u_{∥} − |u_{t}|)", unit: "GeV"),
+            reference: nil,
             value: { ($0.parallelRMS, $0.parallelRMSError, $0.parallelWidth) },
             caption:
-                "RMS (about the mean) of u∥ − |u_t|; error RMS/√(2(N−1)). The CSV also has the robust width (q84 − "
+                "RMS (about the mean) of u∥ − |u_t|; error RMS/√(2(N−1)). The CSV also has the robust width "
+                + "(q84 − "
                 + "q16)/2."
         ),
         BinnedQuantity(
@@ -251,7 +254,8 @@ public struct RecoilReport: Sendable {
         ),
         BinnedQuantity(
             id: "corrected_resolution_parallel", section: "Response-corrected resolutions",
-            title: "σ(u_{∥} − |u_{t}|) / R", axis: PlotAxis("σ(u_{∥} − |u_{t}|) / R", unit: "GeV"), reference: nil,
+            title: "σ(u_{∥} − |u_{t}|) / R", axis: PlotAxis("σ(u_{∥} − |u_{t}|) / R", unit: "GeV"),
+            reference: nil,
             value: { ($0.correctedParallelRMS, $0.correctedParallelRMSError, nil) },
             caption:
                 "Resolutions divided by the bin's response R (CMS DeepMET, arXiv:2509.12012, Fig. 3): an "

@@ -71,7 +71,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
                 f.edges.count >= 2 && f.edges.allSatisfy(\.isFinite)
                     && zip(f.edges, f.edges.dropFirst()).allSatisfy { $0 < $1 },
                 .flatteningEdges, "must be at least two finite, strictly ascending numbers, got \(f.edges)")
-            try check(f.power.isFinite && f.power >= 0, .flatteningPower, "must be a finite number ≥ 0, got \(f.power)")
+            try check(
+                f.power.isFinite && f.power >= 0, .flatteningPower, "must be a finite number ≥ 0, got \(f.power)")
             try check(
                 f.maximumWeight.isFinite && f.maximumWeight >= 1, .flatteningMaximumWeight,
                 "must be a finite number ≥ 1, got \(f.maximumWeight)")

@@ -9,8 +9,8 @@ import Foundation
 /// of each layer feed the next:
 /// - layer outputs and the loss: 1e-4 (observed ~1e-6 at the default sizes);
 /// - gradients: 1e-3 (backward chains through every layer and through batch norm's
-///   `N·dy − Σdy − x̂·Σdy·x̂`, where terms cancel), relative to `max(‖ref‖₂, 1e-3·G)` with `G` the largest
-///   gradient norm of the network: a gradient that cancels to (nearly) zero — the bias before a batch norm,
+///   `N·dy − Σdy − x̂·Σdy·x̂`, where terms cancel), relative to `max(‖ref‖₂, 1e-3·G)` with `G` the
+///   largest gradient norm of the network: a gradient that cancels to (nearly) zero — the bias before a batch norm,
 ///   everything below a batch norm of two rows — is held to an absolute error of 1e-6·G;
 /// - running statistics and parameters after the Adam step: 1e-4 (the step moves each parameter by
 ///   about the learning rate, so their errors inherit the gradients' only through `m/√v`); for a
@@ -140,7 +140,8 @@ public struct Verification {
             if note != nil { roundingLevel.insert(entry.name) }
             rows.append(
                 TensorComparison(
-                    name: "∂L/∂" + entry.name, shape: entry.shape, device: try device.read(dev.gradient(entry.name)),
+                    name: "∂L/∂" + entry.name, shape: entry.shape,
+                    device: try device.read(dev.gradient(entry.name)),
                     reference: try reference.read(ref.gradient(entry.name)), limit: gradientLimit, floor: floor,
                     note: note))
         }
