@@ -19,6 +19,8 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int i16 __attribute__((vector_size(64), aligned(4)));
 
 enum { SUM_BLOCK = 64 };
+/// The widest narrow dimension kernels/narrow.h handles, and its fixed block of summed rows (C = Aᵀ·B).
+enum { NARROW_WIDTH = 4, NARROW_BLOCK = 256 };
 
 /// limit, p0…p6, q0…q3, tiny of CPUKernels.tanh (set from Swift, so both use the same Float constants).
 static float tanh_constants[13];
@@ -31,18 +33,21 @@ void cpushim_set_tanh_constants(const float *constants) { memcpy(tanh_constants,
 
 #define KERNEL(name) name##_sse
 #include "kernels/strips.h"
+#include "kernels/narrow.h"
 #undef KERNEL
 
 #if defined(__x86_64__)
 #pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
 #define KERNEL(name) name##_avx2
 #include "kernels/strips.h"
+#include "kernels/narrow.h"
 #undef KERNEL
 #pragma clang attribute pop
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))), apply_to = function)
 #define KERNEL(name) name##_avx512
 #include "kernels/strips.h"
+#include "kernels/narrow.h"
 #undef KERNEL
 #pragma clang attribute pop
 #define DISPATCH(level, name, ...)                                                                                  \
@@ -157,4 +162,59 @@ void cpushim_hidden_block_backward(int level, int threads, const cpushim_block_b
     add_blocks(sums, blocks, cols, total);
     if (arguments->bias_gradient)
         for (long c = 0; c < cols; ++c) arguments->bias_gradient[c] = total[c];
+}
+
+// MARK: the narrow GEMMs of the output layer (kernels/narrow.h)
+
+typedef struct {
+    int level, form;
+    const float *a, *b, *bt;
+    long lda, ldb, ldc, m, n, k;
+    float *c;
+} narrow_job;
+
+static void run_narrow(void *context, int item) {
+    const narrow_job *j = context;
+    int level = j->level;
+    if (j->form == 1) {
+        long i0 = (long)item * 32;
+        int w = j->m - i0 < 32 ? (int)(j->m - i0) : 32;
+        DISPATCH(level, narrow_transposed, j->a, j->lda, j->b, j->ldb, j->k, j->n, i0, w, j->c, j->ldc);
+        return;
+    }
+    long r0 = (long)item * ROW_CHUNK, r1 = r0 + ROW_CHUNK < j->m ? r0 + ROW_CHUNK : j->m;
+    if (j->form == 0)
+        DISPATCH(level, narrow_rows, j->a, j->lda, j->bt, j->k, j->n, r0, r1, j->c, j->ldc);
+    else
+        DISPATCH(level, narrow_outer, j->a, j->lda, j->bt, j->k, j->n, r0, r1, j->c, j->ldc);
+}
+
+int cpushim_narrow_sgemm(int level, int threads, int transpose_a, int transpose_b, int m, int n, int k,
+                         const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
+    narrow_job job = {.level = level, .a = a, .b = b, .lda = lda, .ldb = ldb, .ldc = ldc, .m = m, .n = n, .k = k,
+                      .c = c};
+    if (m <= 0 || n <= 0) return 1;
+    long items;
+    if (!transpose_a && !transpose_b && n <= NARROW_WIDTH) {
+        float *bt = scratch((size_t)NARROW_WIDTH * (size_t)k);
+        for (long j = 0; j < NARROW_WIDTH; ++j)
+            for (long p = 0; p < k; ++p) bt[j * k + p] = j < n ? b[p * ldb + j] : 0;
+        job.form = 0;
+        job.bt = bt;
+        items = (m + ROW_CHUNK - 1) / ROW_CHUNK;
+    } else if (transpose_a && !transpose_b && n <= NARROW_WIDTH) {
+        job.form = 1;
+        items = (m + 31) / 32;
+    } else if (!transpose_a && transpose_b && k <= NARROW_WIDTH) {
+        float *bt = scratch((size_t)k * (size_t)n);
+        for (long p = 0; p < k; ++p)
+            for (long i = 0; i < n; ++i) bt[p * n + i] = b[i * ldb + p];
+        job.form = 2;
+        job.bt = bt;
+        items = (m + ROW_CHUNK - 1) / ROW_CHUNK;
+    } else {
+        return 0;
+    }
+    cpushim_parallel_for(threads, (int)items, run_narrow, &job);
+    return 1;
 }

@@ -401,10 +401,16 @@ final class CPUBackendTests: XCTestCase {
         }
     }
 
-    /// The three GEMM forms of training, on views at odd offsets, into guarded outputs.
+    /// The three GEMM forms of training, on views at odd offsets, into guarded outputs: through the BLAS, and
+    /// through the narrow kernels (n ≤ 4; k ≤ 4 for dy·Wᵀ) with their tails, several row chunks and row blocks.
     func testMatmulAllThreeTrainingForms() throws {
+        let shapes = [
+            (3, 38, 17), (37, 5, 2), (129, 33, 64), (2, 1, 1), (300, 256, 7), (4001, 257, 2), (517, 40, 3),
+            (600, 19, 4),
+            (70, 530, 5),
+        ]
         for device in try devices() {
-            for (n, (m, k, nn)) in [(3, 38, 17), (37, 5, 2), (129, 33, 64), (2, 1, 1), (300, 256, 7)].enumerated() {
+            for (n, (m, k, nn)) in shapes.enumerated() {
                 let a = randomValues(m * k, seed: UInt64(1000 + n))
                 let b = randomValues(k * nn, seed: UInt64(1100 + n))
                 let dy = randomValues(m * nn, seed: UInt64(1200 + n))
@@ -430,6 +436,50 @@ final class CPUBackendTests: XCTestCase {
                 try check(dy, [m, nn], false, b, [k, nn], true, [m, k], "dy·Wᵀ")
             }
         }
+    }
+
+    /// The narrow GEMM kernels give bitwise the same results on 1, 2 and 3 threads and at every vector level the
+    /// CPU has (the same lanes in the same order), and refuse the forms they do not handle.
+    func testNarrowGEMMsAreBitwiseTheSameForAnyThreadsAndLevel() throws {
+        let levels = CPUKernelLevel.allCases.filter { $0 != .swift && $0.isSupported(by: .current) }
+        let (m, k) = (1000, 300)
+        let a = randomValues(m * k, seed: 71).map(Float.init)
+        let b = randomValues(k * 4, seed: 72).map(Float.init)
+        let dy = randomValues(m * 3, seed: 73).map(Float.init)
+        // (transposeA, transposeB, m, n, k, A, lda, B, ldb): x·W, xᵀ·dy, dy·Wᵀ.
+        let forms: [(Bool, Bool, Int, Int, Int, [Float], Int, [Float], Int)] = [
+            (false, false, m, 4, k, a, k, b, 4), (true, false, k, 3, m, a, k, dy, 3),
+            (false, true, m, k, 3, dy, 3, a, 3),
+        ]
+        for (ta, tb, rows, cols, inner, x, lda, y, ldb) in forms {
+            var results: [[Float]] = []
+            for level in levels {
+                for threads in [1, 2, 3] {
+                    var c = [Float](repeating: .nan, count: rows * cols)
+                    let done = CPUKernels.narrowGEMM(
+                        level: level, threads: threads, transposeA: ta, transposeB: tb, m: rows, n: cols, k: inner, x,
+                        lda, y, ldb, into: &c, cols)
+                    XCTAssertTrue(done)
+                    XCTAssertFalse(c.contains { !$0.isFinite }, "every element written")
+                    results.append(c)
+                }
+            }
+            for result in results.dropFirst() {
+                XCTAssertEqual(result, results[0], "form \(ta)\(tb): levels \(levels), 1–3 threads")
+            }
+        }
+        var c = [Float](repeating: 0, count: 25)
+        for (ta, tb, n) in [(false, false, 5), (true, false, 5), (true, true, 2)] {
+            let done = CPUKernels.narrowGEMM(
+                level: .sse2, threads: 1, transposeA: ta, transposeB: tb, m: 5, n: n, k: 5, a, 5, b, 5, into: &c, n)
+            XCTAssertFalse(done, "\(ta) \(tb) n = \(n): left to the BLAS")
+        }
+        XCTAssertFalse(
+            CPUKernels.narrowGEMM(
+                level: .sse2, threads: 1, transposeA: false, transposeB: true, m: 5, n: 2, k: 5, a, 5, b, 5, into: &c, 2
+            ),
+            "A·Bᵀ with k = 5: left to the BLAS")
+        XCTAssertEqual(c, [Float](repeating: 0, count: 25), "nothing written")
     }
 
     /// NaN anywhere in a training step's input comes out as NaN (never as a plausible number).
@@ -607,6 +657,11 @@ final class CPUBackendTests: XCTestCase {
         XCTAssertEqual(BLASSelection.defaultLibrary(for: skylake), .blis, "fastest step on Intel AVX-512")
         XCTAssertEqual(BLASSelection.defaultLibrary(for: zen4), .blis, "measured fastest on Zen 4")
         XCTAssertEqual(BLASSelection.kernels(for: .blis, features: zen4), "haswell")
+        let zen5 = CPUFeatures(vendor: "AuthenticAMD", family: 26, model: 2, avx2: true, avx512: true, avx: true)
+        XCTAssertEqual(BLASSelection.kernels(for: .blis, features: zen5), "skx", "full-width AVX-512 on Zen 5")
+        let zen5WithoutAVX512 = CPUFeatures(
+            vendor: "AuthenticAMD", family: 26, model: 2, avx2: true, avx512: false, avx: true)
+        XCTAssertEqual(BLASSelection.kernels(for: .blis, features: zen5WithoutAVX512), "haswell")
         if ProcessInfo.processInfo.environment["HRTRAIN_BLAS"] == nil {
             XCTAssertEqual(blas.library, BLASSelection.defaultLibrary(for: .current))
         }

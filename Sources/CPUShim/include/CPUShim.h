@@ -85,6 +85,12 @@ void cpushim_hidden_block_forward(int level, int threads, int tanh_first, const 
 void cpushim_hidden_block_backward(int level, int threads, const cpushim_block_backward *arguments, int rows,
                                    int cols);
 
+/// The output layer's narrow GEMMs (row-major, C = op(A)·op(B), alpha 1, beta 0) without the BLAS: A·B and Aᵀ·B
+/// with n ≤ 4, A·Bᵀ with k ≤ 4, on up to `threads` threads, results independent of the thread count. Returns 0
+/// (nothing done) for any other form, which the caller passes to the BLAS.
+int cpushim_narrow_sgemm(int level, int threads, int transpose_a, int transpose_b, int m, int n, int k,
+                         const float *a, int lda, const float *b, int ldb, float *c, int ldc);
+
 /// CPUKernels.hiddenBlockInference on rows r0..<r1.
 void cpushim_block_inference_rows(int level, int tanh_first, const float *z, const float *bias, int r0, int r1,
                                   int cols, const cpushim_batch_norm *bn, float *norm_input, float *y);

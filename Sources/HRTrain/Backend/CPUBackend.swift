@@ -62,6 +62,11 @@ public final class CPUBackend: Backend {
 
     /// The BLAS in use.
     public let blas: BLASSelection
+    /// Whether the output layer's narrow GEMMs (n ≤ 4; k ≤ 4 for A·Bᵀ) run on the C shim's kernels, not on
+    /// the BLAS: yes unless `$HRTRAIN_NARROW_GEMM=blas` (for comparisons). A BLAS spends most of such a call
+    /// packing (BLIS: 6–22 GFLOP/s on the step's 4000×2×256 shapes).
+    static let narrowGEMMs = ProcessInfo.processInfo.environment["HRTRAIN_NARROW_GEMM"] != "blas"
+
     /// Threads for the BLAS and for the kernels.
     public let threads: Int
     private let parallel: CPUParallel
@@ -155,6 +160,13 @@ public final class CPUBackend: Backend {
         try require(
             Swift.max(m, n, k, a.columns, b.columns, c.columns) <= Int(Int32.max), "matmul: dimensions exceed Int32")
         if k == 0 { return try fill(c, with: 0) }
+        if Self.narrowGEMMs
+            && CPUKernels.narrowGEMM(
+                level: kernelLevel, threads: threads, transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+                a.constPointer, a.columns, b.constPointer, b.columns, into: c.pointer, c.columns)
+        {
+            return
+        }
         Self.blasLock.lock()
         if Self.blasThreads != threads {
             cpushim_blas_set_threads(Int32(threads))

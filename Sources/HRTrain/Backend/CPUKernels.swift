@@ -527,6 +527,21 @@ enum CPUKernels {
     }
 }
 
+extension CPUKernels {
+    /// C = op(A)·op(B) for the output layer's narrow forms (A·B, Aᵀ·B with n ≤ 4; A·Bᵀ with k ≤ 4) on the C
+    /// shim's kernels (`kernels/narrow.h`; level `swift` runs the SSE2 build), row-major with leading dimensions
+    /// `lda`, `ldb`, `ldc`; false, with nothing written, for any other form (the caller uses the BLAS).
+    static func narrowGEMM(
+        level: CPUKernelLevel, threads: Int, transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+        _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+        into c: UnsafeMutablePointer<Float>, _ ldc: Int
+    ) -> Bool {
+        cpushim_narrow_sgemm(
+            level.shim ?? Int32(CPUSHIM_LEVEL_SSE2), Int32(threads), transposeA ? 1 : 0, transposeB ? 1 : 0, Int32(m),
+            Int32(n), Int32(k), a, Int32(lda), b, Int32(ldb), c, Int32(ldc)) != 0
+    }
+}
+
 /// Runs work items on up to `threads` threads (libgomp's team, shared with BLIS's OpenMP build); which thread
 /// runs which item never changes a result (see `CPUKernels`).
 struct CPUParallel {
