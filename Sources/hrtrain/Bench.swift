@@ -86,7 +86,7 @@ extension HRTrainCommand {
             var text = """
                 hrtrain bench: \(r.backend)
                 CPU \(r.blas.features.summary); BLAS \(r.blas.library.rawValue) \(r.blas.path), \
-                kernels '\(r.blas.reportedKernels)'
+                kernels '\(r.blas.reportedKernels)'; threads wait: \(r.blas.waitPolicy ?? "libgomp default")
                 network \(o.spec.inputSize)→\(widths)→\(o.spec.outputSize) \(o.spec.layerOrder.rawValue), \
                 \(o.profile.rawValue) profile, \
                 batch \(o.batch), Float32; \(f(Double(r.flopsPerEvent) / 1e6, 2)) MFLOP per event per step

@@ -98,7 +98,9 @@ struct BackendOptions: ParsableArguments {
                 + "$HRTRAIN_DEVICE or an OpenCL GPU is there, else cpu).",
             valueName: "kind"))
     var backend: BackendChoice?
-    @Option(help: ArgumentHelp("Threads of the CPU backend (default: every core).", valueName: "N"))
+    @Option(
+        help: ArgumentHelp(
+            "Threads of the CPU backend (default: the cores free at start, all on an idle machine).", valueName: "N"))
     var threads: Int?
 
     func validate() throws {

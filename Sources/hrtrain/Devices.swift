@@ -53,6 +53,9 @@ extension HRTrainCommand {
             if let (kind, reason) = try? BackendKind.automatic(deviceRequested: false) {
                 print("\ndefault backend: \(kind.rawValue) (\(reason)); --backend opencl|cpu|reference forces one")
             }
+            if case .success(let backend) = cpu, let policy = backend.blas.waitPolicy {
+                print("CPU backend threads wait: \(policy); HRTRAIN_THREAD_WAIT=spin|passive forces one")
+            }
             if case .failure = cpu, case .failure = opencl { throw ExitCode.failure }
         }
     }

@@ -23,7 +23,10 @@ struct InferenceOptions: ParsableArguments {
                 + "$HRTRAIN_DEVICE or an OpenCL GPU is there, else cpu).",
             valueName: "kind"))
     var backend: BackendChoice?
-    @Option(help: ArgumentHelp("Threads of the CPU backend (default: every core).", valueName: "N")) var threads: Int?
+    @Option(
+        help: ArgumentHelp(
+            "Threads of the CPU backend (default: the cores free at start, all on an idle machine).", valueName: "N"))
+    var threads: Int?
     @OptionGroup var deviceOptions: DeviceOptions
     @Option(help: "Events per forward pass.") var batchSize = 4000
     @Flag(help: "Drop rows with NaN or ±Inf (and report how many) instead of failing; the output then has fewer rows.")

@@ -438,6 +438,31 @@ final class CPUBackendTests: XCTestCase {
         }
     }
 
+    /// libgomp's wait policy: the user's variables win, HRTRAIN_THREAD_WAIT chooses, else libgomp's spinning;
+    /// the default thread count follows the free cores.
+    func testThreadWaitPolicyAndTheDefaultThreads() throws {
+        func choose(_ environment: [String: String]) throws -> String {
+            let (setting, description) = try BLASSelection.chooseWaitPolicy(environment: environment)
+            return (setting.map { "\($0.0)=\($0.1) " } ?? "") + description
+        }
+        XCTAssertEqual(try choose(["OMP_WAIT_POLICY": "ACTIVE"]), "OMP_WAIT_POLICY=ACTIVE (set by the user)")
+        XCTAssertEqual(try choose(["GOMP_SPINCOUNT": "10"]), "GOMP_SPINCOUNT=10 (set by the user)")
+        XCTAssertEqual(
+            try choose(["HRTRAIN_THREAD_WAIT": "passive"]), "OMP_WAIT_POLICY=PASSIVE passive (HRTRAIN_THREAD_WAIT)")
+        XCTAssertEqual(try choose(["HRTRAIN_THREAD_WAIT": "spin"]), "spin (libgomp's default)")
+        XCTAssertEqual(try choose([:]), "spin (libgomp's default)")
+        XCTAssertThrowsError(try choose(["HRTRAIN_THREAD_WAIT": "fast"])) { error in
+            XCTAssertTrue("\(error)".contains("HRTRAIN_THREAD_WAIT must be spin or passive, got 'fast'"), "\(error)")
+        }
+        let measured = BLASSelection.freeCores(over: 0.05)
+        XCTAssertNotNil(measured)
+        if let measured { XCTAssertTrue(measured.isFinite && measured >= 0, "\(measured) free cores") }
+        let (threads, reason) = CPUBackend.defaultThreadChoice
+        XCTAssertTrue((1...ProcessInfo.processInfo.activeProcessorCount).contains(threads), reason)
+        XCTAssertNil(try CPUBackend(threads: 2).threadReason)
+        XCTAssertNotNil(try CPUBackend().threadReason)
+    }
+
     /// The narrow GEMM kernels give bitwise the same results on 1, 2 and 3 threads and at every vector level the
     /// CPU has (the same lanes in the same order), and refuse the forms they do not handle.
     func testNarrowGEMMsAreBitwiseTheSameForAnyThreadsAndLevel() throws {

@@ -56,6 +56,8 @@ public struct BLASSelection: Codable, Sendable, Equatable {
     public var reason: String
     /// The processor.
     public var features: CPUFeatures
+    /// How the threads wait between parallel regions, and why (see `chooseWaitPolicy`).
+    public var waitPolicy: String?
 
     /// True when the library runs the kernels hrtrain chose and the CPU supports them.
     public var kernelsMatch: Bool {
@@ -145,13 +147,8 @@ public struct BLASSelection: Codable, Sendable, Equatable {
         if library == .openblas {
             if cpushim_library_loaded(path) == 0 { setenv("OPENBLAS_CORETYPE", requested, 1) }
         }
-        // libgomp (BLIS's threads and the kernels' parallel-for) reads its wait policy when it loads, with BLIS
-        // below. Its default spins for a while after each parallel region, which on a machine busy with other
-        // work stalls every region behind a descheduled spinner (measured: 10× slower under a load of 10 on
-        // 2 cores); a passive wait costs a few microseconds per region. The user's own setting wins.
-        if environment["OMP_WAIT_POLICY"] == nil && environment["GOMP_SPINCOUNT"] == nil {
-            setenv("OMP_WAIT_POLICY", "PASSIVE", 0)
-        }
+        let (waitSetting, waitPolicy) = try Self.chooseWaitPolicy(environment: environment)
+        if let (name, value) = waitSetting { setenv(name, value, 0) }
         var error = [CChar](repeating: 0, count: 512)
         guard
             cpushim_blas_open(
@@ -173,11 +170,57 @@ public struct BLASSelection: Codable, Sendable, Equatable {
         let reported = String(cString: text)
         let selection = BLASSelection(
             library: library, path: path, requestedKernels: requested, reportedKernels: reported, reason: reason,
-            features: features)
+            features: features, waitPolicy: waitPolicy)
         if let problem = check(library: library, requested: requested, reported: reported, features: features) {
             throw BackendError("the CPU backend's BLAS is misconfigured: \(problem)")
         }
         return selection
+    }
+
+    /// libgomp's wait policy (BLIS's threads and the kernels' parallel-for; libgomp reads it once, when it is
+    /// loaded with BLIS): the variable to set (nil: none) and a description. By default libgomp's own: a waiting
+    /// thread spins for a while (300,000 rounds) before it sleeps, so it is woken at once at each of the ~30
+    /// parallel regions and barriers of a step; a passive wait (sleep at once) costs a wake-up each time. Measured
+    /// on the 2-core Zen 5 (README): spinning was faster idle and under load alike, and the default thread count
+    /// (`CPUBackend.defaultThreads`: the free cores) keeps hrtrain's threads from sharing cores, where waits cost
+    /// most. `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` set by the user wins; `HRTRAIN_THREAD_WAIT=passive` (or `spin`)
+    /// chooses.
+    static func chooseWaitPolicy(environment: [String: String]) throws -> (
+        setting: (String, String)?, description: String
+    ) {
+        for name in ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"] {
+            if let user = environment[name] { return (nil, "\(name)=\(user) (set by the user)") }
+        }
+        switch environment["HRTRAIN_THREAD_WAIT"]?.lowercased() {
+        case nil, "spin": return (nil, "spin (libgomp's default)")
+        case "passive": return (("OMP_WAIT_POLICY", "PASSIVE"), "passive (HRTRAIN_THREAD_WAIT)")
+        case let other?: throw BackendError("HRTRAIN_THREAD_WAIT must be spin or passive, got '\(other)'")
+        }
+    }
+
+    /// The cores free for this process when the CPU backend was first asked for them, over 0.1 s (`freeCores`).
+    public static let freeCoresAtStart: Double? = freeCores(over: 0.1)
+
+    /// The cores free for this process over `seconds`, from /proc/stat's first line: the idle and iowait share of
+    /// all CPU time, plus the share of niced processes when this one is not niced (the scheduler gives a nice-0
+    /// thread its core back from them at once), times the number of CPUs listed; nil where it cannot be read.
+    static func freeCores(over seconds: Double) -> Double? {
+        let countNicedAsFree = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) <= 0
+        func sample() -> (free: Double, total: Double, cpus: Int)? {
+            guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8) else { return nil }
+            let lines = text.split(separator: "\n")
+            guard let first = lines.first, first.hasPrefix("cpu ") else { return nil }
+            let values = first.split(separator: " ").dropFirst().compactMap { Double($0) }
+            guard values.count >= 5 else { return nil }
+            // user nice system idle iowait irq softirq steal (guest and guest_nice are inside user and nice).
+            let cpus = lines.filter { $0.hasPrefix("cpu") && !$0.hasPrefix("cpu ") }.count
+            let free = values[3] + values[4] + (countNicedAsFree ? values[1] : 0)
+            return (free, values.prefix(8).reduce(0, +), cpus)
+        }
+        guard let before = sample() else { return nil }
+        usleep(UInt32(seconds * 1_000_000))
+        guard let after = sample(), after.total > before.total else { return nil }
+        return (after.free - before.free) / (after.total - before.total) * Double(after.cpus)
     }
 
     /// This selection with `reportedKernels` asked from the library again now.

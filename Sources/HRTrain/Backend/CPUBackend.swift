@@ -69,13 +69,33 @@ public final class CPUBackend: Backend {
 
     /// Threads for the BLAS and for the kernels.
     public let threads: Int
+    /// Why `threads`, when it is the default (nil: given by the caller).
+    public let threadReason: String?
     private let parallel: CPUParallel
     /// The thread count last given to the BLAS (a process-wide setting of the library).
     nonisolated(unsafe) private static var blasThreads = 0
     private static let blasLock = NSLock()
 
-    /// All cores of this machine.
-    public static var defaultThreads: Int { ProcessInfo.processInfo.activeProcessorCount }
+    /// The cores this process can have to itself: among the ranks of an Open MPI job on this node
+    /// (`OMPI_COMM_WORLD_LOCAL_SIZE`), the cores divided among them; else the cores free as the backend first
+    /// opened (`BLASSelection.freeCoresAtStart`, rounded, at least 1), every core where that is unknown. A step
+    /// has ~30 parallel regions and barriers, each as slow as its slowest thread: measured on the 2-core Zen 5
+    /// with another process busy on one core, 2 threads trained at 9,500–112,000 events/s, 1 thread at 110,000.
+    public static var defaultThreads: Int { defaultThreadChoice.threads }
+
+    /// `defaultThreads` and why.
+    public static var defaultThreadChoice: (threads: Int, reason: String) {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let environment = ProcessInfo.processInfo.environment
+        if let ranks = environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init), ranks > 1 {
+            return (max(1, cores / ranks), "\(cores) cores for \(ranks) ranks on this node")
+        }
+        guard let free = BLASSelection.freeCoresAtStart else { return (cores, "every core") }
+        return (
+            max(1, min(cores, Int((free + 0.5).rounded(.down)))),
+            String(format: "%.1f of %d cores free at start", free, cores)
+        )
+    }
 
     /// The instruction set of the fused hidden-block kernels.
     public let kernelLevel: CPUKernelLevel
@@ -83,8 +103,10 @@ public final class CPUBackend: Backend {
     /// Opens the BLAS (once per process) and uses `threads` threads (default: every core) and the fused kernels
     /// at `kernelLevel` (default: `$HRTRAIN_CPU_KERNELS`, else the widest the CPU runs).
     public init(threads: Int? = nil, kernelLevel: CPUKernelLevel? = nil) throws {
-        let count = threads ?? Self.defaultThreads
+        let choice = Self.defaultThreadChoice
+        let count = threads ?? choice.threads
         try require(count >= 1, "the CPU backend needs at least 1 thread, got \(count)")
+        threadReason = threads == nil ? choice.reason : nil
         switch BLASSelection.shared {
         case .success(let selection): blas = selection
         case .failure(let error): throw error
@@ -101,7 +123,8 @@ public final class CPUBackend: Backend {
     }
 
     public var name: String {
-        "CPU: \(threads) thread\(threads == 1 ? "" : "s"), \(blas.summary), \(kernelLevel.rawValue) kernels"
+        "CPU: \(threads) thread\(threads == 1 ? "" : "s")\(threadReason.map { " (\($0))" } ?? ""), \(blas.summary), "
+            + "\(kernelLevel.rawValue) kernels"
     }
 
     // MARK: Memory
