@@ -28,7 +28,7 @@ struct CommandError: Error, CustomStringConvertible {
 }
 
 /// Runs `body`, turning a SizeLimitError into a ValidationError that names `option` (exit status 64).
-func boundedFlag<T>(_ option: String, _ body: () throws -> T) throws -> T {
+@discardableResult func boundedFlag<T>(_ option: String, _ body: () throws -> T) throws -> T {
     do { return try body() } catch let error as SizeLimitError { throw ValidationError("\(option): \(error)") }
 }
 
