@@ -508,4 +508,25 @@ final class HardeningTests: XCTestCase {
         }
         XCTAssertEqual(try readTable(seed).rowCount, 4)
     }
+
+    /// Every input in Fuzz/libhdf5-crashers (files on which libhdf5 itself crashes, found by fuzzing) gives a
+    /// DataError naming the file, through the reader and through `hrtrain train` (exit status 1, no model).
+    func testLibHDF5CrashersFoundByFuzzingGiveAnError() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Fuzz/libhdf5-crashers")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".h5") }
+        XCTAssertFalse(files.isEmpty)
+        for name in files {
+            let url = folder.appendingPathComponent(name)
+            XCTAssertThrowsError(try readTable(url)) { error in
+                XCTAssertTrue(error is DataError, "\(name): \(error)")
+                XCTAssertTrue("\(error)".hasPrefix(url.path), "\(error)")
+            }
+            let model = try temporaryDirectory(self).appendingPathComponent("model.safetensors")
+            let (status, _, err) = try runHRTrain(["train", "--data", url.path, "--epochs", "1", "--model", model.path])
+            XCTAssertEqual(status, 1, err)
+            XCTAssertTrue(err.contains(url.path), err)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: model.path))
+        }
+    }
 }
