@@ -100,13 +100,14 @@ public final class CPUBackend: Backend {
     /// The instruction set of the fused hidden-block kernels.
     public let kernelLevel: CPUKernelLevel
 
-    /// Opens the BLAS (once per process) and uses `threads` threads (default: every core) and the fused kernels
-    /// at `kernelLevel` (default: `$HRTRAIN_CPU_KERNELS`, else the widest the CPU runs).
+    /// Opens the BLAS (once per process) and uses `threads` threads (default: `defaultThreads`) and the fused
+    /// kernels at `kernelLevel` (default: `$HRTRAIN_CPU_KERNELS`, else the widest the CPU runs).
     public init(threads: Int? = nil, kernelLevel: CPUKernelLevel? = nil) throws {
-        let choice = Self.defaultThreadChoice
-        let count = threads ?? choice.threads
+        // The free cores are measured (0.1 s) only when the caller leaves the count to the backend.
+        let choice = threads == nil ? Self.defaultThreadChoice : nil
+        let count = threads ?? choice!.threads
         try require(count >= 1, "the CPU backend needs at least 1 thread, got \(count)")
-        threadReason = threads == nil ? choice.reason : nil
+        threadReason = choice?.reason
         switch BLASSelection.shared {
         case .success(let selection): blas = selection
         case .failure(let error): throw error
