@@ -4,19 +4,25 @@
 // CPUKernels.swift (same formulas, same order, no contraction into FMA), so all levels give bitwise the
 // Swift results; only the width of the registers differs.
 
+// Whole vectors move with a fixed-size memcpy (one unaligned vector load or store); a partial strip's lanes
+// move one by one. A variable-size memcpy would be a library call per vector, spilling every live register.
 static inline __attribute__((always_inline)) v16 KERNEL(load)(const float *p, int n) {
     v16 v;
-    if (n == 16) {
+    if (__builtin_expect(n == 16, 1)) {
         memcpy(&v, p, sizeof v);
     } else {
         v = splat(0);
-        memcpy(&v, p, (size_t)n * sizeof(float));
+        for (int i = 0; i < n; ++i) v[i] = p[i];
     }
     return v;
 }
 
 static inline __attribute__((always_inline)) void KERNEL(store)(v16 v, float *p, int n) {
-    memcpy(p, &v, (size_t)(n == 16 ? 16 : n) * sizeof(float));
+    if (__builtin_expect(n == 16, 1)) {
+        memcpy(p, &v, sizeof v);
+    } else {
+        for (int i = 0; i < n; ++i) p[i] = v[i];
+    }
 }
 
 /// CPUKernels.tanh: Eigen's 13/6 rational approximation on x clamped to ±limit; x itself below |x| = tiny.
