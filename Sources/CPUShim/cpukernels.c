@@ -19,8 +19,9 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int i16 __attribute__((vector_size(64), aligned(4)));
 
 enum { SUM_BLOCK = 64 };
-/// The widest narrow dimension kernels/narrow.h handles, and its fixed block of summed rows (C = Aᵀ·B).
-enum { NARROW_WIDTH = 4, NARROW_BLOCK = 256 };
+/// The widest narrow dimension kernels/narrow.h handles, its fixed block of summed rows and the 16-lane vectors
+/// of A's columns one work item of C = Aᵀ·B covers.
+enum { NARROW_WIDTH = 4, NARROW_BLOCK = 256, NARROW_VECTORS = 4 };
 
 /// limit, p0…p6, q0…q3, tiny of CPUKernels.tanh (set from Swift, so both use the same Float constants).
 static float tanh_constants[13];
@@ -177,8 +178,8 @@ static void run_narrow(void *context, int item) {
     const narrow_job *j = context;
     int level = j->level;
     if (j->form == 1) {
-        long i0 = (long)item * 32;
-        int w = j->m - i0 < 32 ? (int)(j->m - i0) : 32;
+        long i0 = (long)item * 16 * NARROW_VECTORS;
+        int w = j->m - i0 < 16 * NARROW_VECTORS ? (int)(j->m - i0) : 16 * NARROW_VECTORS;
         DISPATCH(level, narrow_transposed, j->a, j->lda, j->b, j->ldb, j->k, j->n, i0, w, j->c, j->ldc);
         return;
     }
@@ -204,7 +205,7 @@ int cpushim_narrow_sgemm(int level, int threads, int transpose_a, int transpose_
         items = (m + ROW_CHUNK - 1) / ROW_CHUNK;
     } else if (transpose_a && !transpose_b && n <= NARROW_WIDTH) {
         job.form = 1;
-        items = (m + 31) / 32;
+        items = (m + 16 * NARROW_VECTORS - 1) / (16 * NARROW_VECTORS);
     } else if (!transpose_a && transpose_b && k <= NARROW_WIDTH) {
         float *bt = scratch((size_t)k * (size_t)n);
         for (long p = 0; p < k; ++p)

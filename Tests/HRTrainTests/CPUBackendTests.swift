@@ -471,9 +471,10 @@ final class CPUBackendTests: XCTestCase {
         let a = randomValues(m * k, seed: 71).map(Float.init)
         let b = randomValues(k * 4, seed: 72).map(Float.init)
         let dy = randomValues(m * 3, seed: 73).map(Float.init)
-        // (transposeA, transposeB, m, n, k, A, lda, B, ldb): x·W, xᵀ·dy, dy·Wᵀ.
+        // (transposeA, transposeB, m, n, k, A, lda, B, ldb): x·W, xᵀ·dy (n = 2, n = 3: two walks), dy·Wᵀ.
         let forms: [(Bool, Bool, Int, Int, Int, [Float], Int, [Float], Int)] = [
             (false, false, m, 4, k, a, k, b, 4), (true, false, k, 3, m, a, k, dy, 3),
+            (true, false, k, 2, m, a, k, dy, 2),
             (false, true, m, k, 3, dy, 3, a, 3),
         ]
         for (ta, tb, rows, cols, inner, x, lda, y, ldb) in forms {

@@ -36,37 +36,56 @@ static void KERNEL(narrow_rows)(const float *a, long lda, const float *bt, long 
     }
 }
 
-/// C[i][j] = Σ_p A[p][i] · B[p][j] (C = Aᵀ·B, A is k × m) for w ≤ 32 columns i0… of A, n ≤ NARROW_WIDTH;
-/// sums over fixed blocks of NARROW_BLOCK rows, added in block order.
-static void KERNEL(narrow_transposed)(const float *a, long lda, const float *b, long ldb, long k, long n, long i0,
-                                      int w, float *c, long ldc) {
-    int w0 = w < 16 ? w : 16, w1 = w - w0;
-    v16 t[2][NARROW_WIDTH];
-    for (int h = 0; h < 2; ++h)
-        for (int j = 0; j < NARROW_WIDTH; ++j) t[h][j] = splat(0);
+/// C[i][j] = Σ_p A[p][i] · B[p][j] (C = Aᵀ·B, A is k × m) for j < width, columns i0 + 16h + lane of A for the
+/// lanes[h] ≤ 16 lanes of each vector h0 ≤ h < h1: every row p reads one contiguous piece of A's row
+/// ((h1 − h0) · 64 bytes), (h1 − h0) · width partial sums held in registers. Sums over fixed blocks of
+/// NARROW_BLOCK rows (0 + row p0 + row p0+1 + …), the block sums added in block order (0 + block 0 + …).
+static inline __attribute__((always_inline)) void KERNEL(narrow_transposed_width)(
+    const float *a, long lda, const float *b, long ldb, long k, long n, long i0, const int *lanes, float *c,
+    long ldc, int h0, int h1, int width) {
+    v16 t[NARROW_VECTORS][NARROW_WIDTH];
+    for (int h = h0; h < h1; ++h)
+        for (int j = 0; j < width; ++j) t[h][j] = splat(0);
     for (long p0 = 0; p0 < k; p0 += NARROW_BLOCK) {
         long p1 = p0 + NARROW_BLOCK < k ? p0 + NARROW_BLOCK : k;
-        v16 s[2][NARROW_WIDTH];
-        for (int h = 0; h < 2; ++h)
-            for (int j = 0; j < NARROW_WIDTH; ++j) s[h][j] = splat(0);
+        v16 s[NARROW_VECTORS][NARROW_WIDTH];
+        for (int h = h0; h < h1; ++h)
+            for (int j = 0; j < width; ++j) s[h][j] = splat(0);
         for (long p = p0; p < p1; ++p) {
             float bv[NARROW_WIDTH] = {0};
             for (long j = 0; j < n; ++j) bv[j] = b[p * ldb + j];
-            v16 x0 = KERNEL(load)(a + p * lda + i0, w0);
-            v16 x1 = w1 > 0 ? KERNEL(load)(a + p * lda + i0 + 16, w1) : splat(0);
-            for (int j = 0; j < NARROW_WIDTH; ++j) {
-                s[0][j] += x0 * splat(bv[j]);
-                s[1][j] += x1 * splat(bv[j]);
+            for (int h = h0; h < h1; ++h) {
+                v16 x = lanes[h] > 0 ? KERNEL(load)(a + p * lda + i0 + 16 * h, lanes[h]) : splat(0);
+                for (int j = 0; j < width; ++j) s[h][j] += x * splat(bv[j]);
             }
         }
-        for (int h = 0; h < 2; ++h)
-            for (int j = 0; j < NARROW_WIDTH; ++j) t[h][j] += s[h][j];
+        for (int h = h0; h < h1; ++h)
+            for (int j = 0; j < width; ++j) t[h][j] += s[h][j];
     }
-    for (int h = 0; h < 2; ++h) {
-        float lanes[NARROW_WIDTH][16];
-        for (int j = 0; j < NARROW_WIDTH; ++j) memcpy(lanes[j], &t[h][j], sizeof lanes[j]);
-        for (int i = 0; i < (h == 0 ? w0 : w1); ++i)
-            for (long j = 0; j < n; ++j) c[(i0 + 16 * h + i) * ldc + j] = lanes[j][i];
+    for (int h = h0; h < h1; ++h) {
+        float values[NARROW_WIDTH][16];
+        for (int j = 0; j < width; ++j) memcpy(values[j], &t[h][j], sizeof values[j]);
+        for (int i = 0; i < lanes[h]; ++i)
+            for (long j = 0; j < n; ++j) c[(i0 + 16 * h + i) * ldc + j] = values[j][i];
+    }
+}
+
+/// narrow_transposed_width for w ≤ 16 · NARROW_VECTORS columns from i0: all vectors in one walk over the rows
+/// with 2 sums per row when n ≤ 2 (the recoil's x and y), else half of them per walk with NARROW_WIDTH sums (the
+/// registers hold 16 partial sums at most). Each output element's sequence is the same either way.
+static void KERNEL(narrow_transposed)(const float *a, long lda, const float *b, long ldb, long k, long n, long i0,
+                                      int w, float *c, long ldc) {
+    int lanes[NARROW_VECTORS];
+    for (int h = 0; h < NARROW_VECTORS; ++h) {
+        int rest = w - 16 * h;
+        lanes[h] = rest < 0 ? 0 : rest < 16 ? rest : 16;
+    }
+    if (n <= 2) {
+        KERNEL(narrow_transposed_width)(a, lda, b, ldb, k, n, i0, lanes, c, ldc, 0, NARROW_VECTORS, 2);
+    } else {
+        KERNEL(narrow_transposed_width)(a, lda, b, ldb, k, n, i0, lanes, c, ldc, 0, NARROW_VECTORS / 2, NARROW_WIDTH);
+        KERNEL(narrow_transposed_width)(a, lda, b, ldb, k, n, i0, lanes, c, ldc, NARROW_VECTORS / 2, NARROW_VECTORS,
+                                        NARROW_WIDTH);
     }
 }
 
