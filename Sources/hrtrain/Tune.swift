@@ -8,13 +8,15 @@ extension HRTrainCommand {
             abstract: "Search CLBlast's GEMM parameters for the training shapes on this device and keep the best.",
             discussion: """
                 Times every GEMM of a training step (forward x·W, backward xᵀ·dy and dy·Wᵀ; the validation \
-                passes \
-                use the forward shapes) with CLBlast's default parameters, then tries kernel parameter sets through \
-                CLBlastOverrideParameters — first the indirect Xgemm kernel on every shape, then the direct one — \
-                and picks the best kernel for each part of the step and the size threshold between them. Each \
-                candidate costs a kernel compilation, so the search stops after --budget seconds. The result is \
-                stored in the cache folder ($HRTRAIN_CACHE_DIR, $XDG_CACHE_HOME/hrtrain or ~/.cache/hrtrain) and \
-                used by every later hrtrain run on this device; delete the file to go back to the defaults.
+                passes use the forward shapes) with CLBlast's default parameters, then tries kernel parameter sets \
+                through CLBlastOverrideParameters — first the indirect Xgemm kernel on every shape, then the \
+                direct one — and picks the best kernel for each part of the step and the size threshold between \
+                them. Each candidate costs a kernel compilation, so the search stops after --budget seconds. The \
+                result is kept only if it is faster than CLBlast's defaults and than hrtrain's built-in parameters \
+                as a run uses them (on PoCL: calls that would need more than one helper kernel routed to the direct \
+                kernel); it runs CLBlast's size rule alone, so a step may enqueue more commands (bench counts them). \
+                It is stored in the cache folder ($HRTRAIN_CACHE_DIR, $XDG_CACHE_HOME/hrtrain or ~/.cache/hrtrain) \
+                and used by every later hrtrain run on this device; delete the file to go back to the defaults.
                 """)
 
         @OptionGroup var deviceOptions: DeviceOptions

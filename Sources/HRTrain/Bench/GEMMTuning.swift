@@ -116,11 +116,19 @@ extension GEMMTuning {
         // hrtrain's built-in parameters are what a run without a stored result gets: the bar to beat, and the
         // first candidate of each kind (so that even the shortest budget tries them).
         let builtIn = CLBlastParameters.builtIn(for: context.device)?.parameters
+        /// The shapes with the built-in parameters as a run without a stored result gets them: the backend
+        /// routes each call by their helper limit (`GEMMParameters.maximumIndirectHelpers`).
+        func timeBuiltIn(_ parameters: GEMMParameters) throws -> [Double] {
+            try CLBlastParameters.apply(parameters, to: context)
+            let previous = context.gemmParameters
+            context.gemmParameters = parameters
+            defer { context.gemmParameters = previous }
+            return try timeAll()
+        }
         var builtInTimes: [Double]?
         if let builtIn {
-            try CLBlastParameters.apply(builtIn, to: context)
-            progress("timing them with hrtrain's built-in parameters for this device")
-            builtInTimes = try timeAll()
+            progress("timing them with hrtrain's built-in parameters for this device, routed as a run gets them")
+            builtInTimes = try timeBuiltIn(builtIn)
         }
         let maxWG = context.device.maxWorkGroupSize
         var tried = 0
@@ -197,8 +205,7 @@ extension GEMMTuning {
         // a moment ago), so that a short budget never leaves a run slower than without tuning.
         var bar = cost(defaults)
         if let builtIn, let builtInTimes {
-            try CLBlastParameters.apply(builtIn, to: context)
-            let again = try timeAll()
+            let again = try timeBuiltIn(builtIn)
             bar = min(bar, cost(builtInTimes), cost(again))
             try CLBlastParameters.apply(parameters, to: context)
         }
