@@ -19,9 +19,9 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int i16 __attribute__((vector_size(64), aligned(4)));
 
 enum { SUM_BLOCK = 64 };
-/// The widest narrow dimension kernels/narrow.h handles, its fixed block of summed rows and the 16-lane vectors
-/// of A's columns one work item of C = Aᵀ·B covers.
-enum { NARROW_WIDTH = 4, NARROW_BLOCK = 256, NARROW_VECTORS = 4 };
+/// The widest narrow dimension kernels/narrow.h handles, its fixed block of summed rows, the 16-lane vectors
+/// of A's columns one work item of C = Aᵀ·B covers, and so its columns.
+enum { NARROW_WIDTH = 4, NARROW_BLOCK = 256, NARROW_VECTORS = 4, NARROW_COLUMNS = 16 * NARROW_VECTORS };
 
 /// limit, p0…p6, q0…q3, tiny of CPUKernels.tanh (set from Swift, so both use the same Float constants).
 static float tanh_constants[13];
@@ -178,8 +178,8 @@ static void run_narrow(void *context, int item) {
     const narrow_job *j = context;
     int level = j->level;
     if (j->form == 1) {
-        long i0 = (long)item * 16 * NARROW_VECTORS;
-        int w = j->m - i0 < 16 * NARROW_VECTORS ? (int)(j->m - i0) : 16 * NARROW_VECTORS;
+        long i0 = (long)item * NARROW_COLUMNS;
+        int w = j->m - i0 < NARROW_COLUMNS ? (int)(j->m - i0) : NARROW_COLUMNS;
         DISPATCH(level, narrow_transposed, j->a, j->lda, j->b, j->ldb, j->k, j->n, i0, w, j->c, j->ldc);
         return;
     }
@@ -205,7 +205,7 @@ int cpushim_narrow_sgemm(int level, int threads, int transpose_a, int transpose_
         items = (m + ROW_CHUNK - 1) / ROW_CHUNK;
     } else if (transpose_a && !transpose_b && n <= NARROW_WIDTH) {
         job.form = 1;
-        items = (m + 16 * NARROW_VECTORS - 1) / (16 * NARROW_VECTORS);
+        items = (m + NARROW_COLUMNS - 1) / NARROW_COLUMNS;
     } else if (!transpose_a && transpose_b && k <= NARROW_WIDTH) {
         float *bt = scratch((size_t)k * (size_t)n);
         for (long p = 0; p < k; ++p)
