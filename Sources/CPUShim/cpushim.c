@@ -54,6 +54,7 @@ static int blas_kind;
 static int (*blis_arch_query_id)(void);
 static const char *(*blis_arch_string)(int);
 static void (*blis_set_threads)(long);
+static void (*blis_set_ways)(long, long, long, long, long);
 static void (*blis_init)(void);
 static char *(*openblas_corename)(void);
 static char *(*openblas_config)(void);
@@ -81,6 +82,7 @@ int cpushim_blas_open(const char *path, int kind, char *error, int error_length)
         blis_arch_string = (const char *(*)(int))dlsym(handle, "bli_arch_string");
         blis_set_threads = (void (*)(long))dlsym(handle, "bli_thread_set_num_threads");
         blis_init = (void (*)(void))dlsym(handle, "bli_init");
+        blis_set_ways = (void (*)(long, long, long, long, long))dlsym(handle, "bli_thread_set_ways");
         if (!blis_arch_query_id || !blis_arch_string || !blis_set_threads || !blis_init) {
             snprintf(error, (size_t)error_length, "%s does not export BLIS's bli_arch_query_id", path);
             return -1;
@@ -128,6 +130,17 @@ void cpushim_blas_config(char *out, int length) {
 void cpushim_blas_set_threads(int threads) {
     if (blas_kind == CPUSHIM_BLAS_BLIS) blis_set_threads(threads);
     if (blas_kind == CPUSHIM_BLAS_OPENBLAS) openblas_set_threads(threads);
+}
+
+int cpushim_blas_set_split(int threads, int split) {
+    if (blas_kind != CPUSHIM_BLAS_BLIS || !blis_set_ways || threads <= 1 || split == CPUSHIM_SPLIT_LIBRARY) {
+        cpushim_blas_set_threads(threads);
+        return split == CPUSHIM_SPLIT_LIBRARY || threads <= 1;
+    }
+    // jc, pc, ic, jr, ir; pc (the k loop) stays 1
+    if (split == CPUSHIM_SPLIT_JC) blis_set_ways(threads, 1, 1, 1, 1);
+    else blis_set_ways(1, 1, threads, 1, 1);
+    return 1;
 }
 
 void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,

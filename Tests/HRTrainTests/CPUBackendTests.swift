@@ -508,6 +508,60 @@ final class CPUBackendTests: XCTestCase {
         XCTAssertEqual(c, [Float](repeating: 0, count: 25), "nothing written")
     }
 
+    /// The BLAS's GEMMs give bitwise the same results for every thread split and 1, 2 or 3 threads, close to the
+    /// Double reference: on shapes of BLIS's packed path (every dimension ≥ 256, odd) and on one of its
+    /// small-matrix path, where a split would change the bits (601×131×257 A·Bᵀ, 3 threads) and none is applied;
+    /// an unknown `$HRTRAIN_BLAS_SPLIT` is an error naming it.
+    func testBLASThreadSplitsGiveBitwiseTheSameGEMMs() throws {
+        try checkThreadSplits(m: 263, k: 257, n: 259, reference: true)
+        try checkThreadSplits(m: 601, k: 131, n: 257, reference: false)
+        XCTAssertEqual(try BLASThreadSplit.fromEnvironment([:]), .measured)
+        XCTAssertEqual(try BLASThreadSplit.fromEnvironment(["HRTRAIN_BLAS_SPLIT": "Rows"]), .rows)
+        XCTAssertThrowsError(try BLASThreadSplit.fromEnvironment(["HRTRAIN_BLAS_SPLIT": "diagonal"])) {
+            XCTAssertTrue("\($0)".contains("HRTRAIN_BLAS_SPLIT=diagonal"), "\($0)")
+        }
+    }
+
+    /// x·W (m×k by k×n), xᵀ·dy and dy·Wᵀ for every split and thread count: bitwise equal (and, with
+    /// `reference`, close to the Double reference).
+    private func checkThreadSplits(m: Int, k: Int, n: Int, reference checked: Bool) throws {
+        let x = randomValues(m * k, seed: 81)
+        let w = randomValues(k * n, seed: 82)
+        let dy = randomValues(m * n, seed: 83)
+        // (name, A, A's shape, transposeA, B, B's shape, transposeB, C's shape): x·W, xᵀ·dy, dy·Wᵀ
+        let forms: [(String, [Double], [Int], Bool, [Double], [Int], Bool, [Int])] = [
+            ("x·W", x, [m, k], false, w, [k, n], false, [m, n]),
+            ("xᵀ·dy", x, [m, k], true, dy, [m, n], false, [k, n]),
+            ("dy·Wᵀ", dy, [m, n], false, w, [k, n], true, [m, k]),
+        ]
+        for (name, a, aShape, ta, b, bShape, tb, cShape) in forms {
+            var first: [UInt32]?
+            for split in BLASThreadSplit.allCases {
+                for threads in [1, 2, 3] {
+                    let device = try CPUBackend(threads: threads, threadSplit: split)
+                    let c = try device.scratch(cShape)
+                    try device.fill(c, with: .nan)
+                    try device.matmul(
+                        try device.tensor(a, shape: aShape), transposeA: ta, try device.tensor(b, shape: bShape),
+                        transposeB: tb, into: c)
+                    let bits = try device.readFloats(c).map(\.bitPattern)
+                    if let first {
+                        XCTAssertTrue(
+                            bits == first, "\(name) \(m)×\(k)×\(n): split \(split.rawValue), \(threads) threads")
+                    } else {
+                        first = bits
+                        guard checked else { continue }
+                        let cr = try reference.scratch(cShape)
+                        try reference.matmul(
+                            try reference.tensor(a, shape: aShape), transposeA: ta,
+                            try reference.tensor(b, shape: bShape), transposeB: tb, into: cr)
+                        assertClose(try device.read(c), try reference.read(cr), limit: 1e-5, name)
+                    }
+                }
+            }
+        }
+    }
+
     /// NaN anywhere in a training step's input comes out as NaN (never as a plausible number).
     func testNaNPropagatesThroughATrainingStep() throws {
         let device = try devices()[1]

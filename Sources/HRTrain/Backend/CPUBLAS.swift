@@ -247,3 +247,50 @@ extension CPUFeatures {
         }
     }
 }
+
+/// How BLIS divides one GEMM among its threads. BLIS's own factorisation of the thread count is slower on the
+/// training step's large shapes than all threads on one dimension of C (`Benchmarks/cpu/blis-split.c` on the
+/// 2-core Zen 4, BLIS `haswell`, 2 threads, medians of 7 rounds, four runs; README, "How BLIS splits"): faster
+/// in 11 of the 12 shape-run pairs, by 1.04–1.38×.
+///
+/// A split is applied only where m, n and k are all at least `minimumSplitDimension`: there BLIS takes its
+/// packed path, whose ranges end on whole micro-tiles and never divide k, so every split gives the same bits.
+/// Smaller shapes go to BLIS's small-matrix ("sup") kernels, whose edge kernels follow the ranges: a split of
+/// 601×131×257 A·Bᵀ over 3 threads changed the bits there (`CPUBackendTests`), so those keep BLIS's own split.
+public enum BLASThreadSplit: String, Sendable, CaseIterable {
+    /// Over C's rows for C = Aᵀ·B (the weight gradients), over C's columns otherwise: the measured best.
+    case measured
+    /// BLIS's own factorisation of the thread count.
+    case library
+    /// Every thread on a range of C's rows (BLIS's JC loop: row-major C is its column-major Cᵀ).
+    case rows
+    /// Every thread on a range of C's columns (BLIS's IC loop).
+    case columns
+
+    /// The smallest m, n and k a split is applied to (BLIS 0.9's small-matrix thresholds are 201 and below).
+    public static let minimumSplitDimension = 256
+
+    /// `$HRTRAIN_BLAS_SPLIT` (for comparisons), else `.measured`; an unknown value is an error naming it.
+    public static func fromEnvironment(
+        _ environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> BLASThreadSplit {
+        guard let value = environment["HRTRAIN_BLAS_SPLIT"], !value.isEmpty else { return .measured }
+        guard let split = BLASThreadSplit(rawValue: value.lowercased()) else {
+            throw BackendError(
+                "HRTRAIN_BLAS_SPLIT=\(value): expected one of "
+                    + allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return split
+    }
+
+    /// The shim's split for one call (`CPUSHIM_SPLIT_*`) of C (m×n) = op(A)·op(B) with inner dimension k.
+    func shimValue(transposeA: Bool, m: Int, n: Int, k: Int) -> Int32 {
+        if Swift.min(m, n, k) < Self.minimumSplitDimension { return Int32(CPUSHIM_SPLIT_LIBRARY) }
+        switch self {
+        case .measured: return Int32(transposeA ? CPUSHIM_SPLIT_JC : CPUSHIM_SPLIT_IC)
+        case .library: return Int32(CPUSHIM_SPLIT_LIBRARY)
+        case .rows: return Int32(CPUSHIM_SPLIT_JC)
+        case .columns: return Int32(CPUSHIM_SPLIT_IC)
+        }
+    }
+}

@@ -72,8 +72,9 @@ public final class CPUBackend: Backend {
     /// Why `threads`, when it is the default (nil: given by the caller).
     public let threadReason: String?
     private let parallel: CPUParallel
-    /// The thread count last given to the BLAS (a process-wide setting of the library).
-    nonisolated(unsafe) private static var blasThreads = 0
+    /// The thread count and split (`BLASThreadSplit`) last given to the BLAS (a process-wide setting
+    /// of the library; a call racing another backend's setting gets other threads or split, never other bits).
+    nonisolated(unsafe) private static var blasSetting: (threads: Int, split: Int32) = (0, -1)
     private static let blasLock = NSLock()
 
     /// The cores this process can have to itself: among the ranks of an Open MPI job on this node
@@ -99,10 +100,13 @@ public final class CPUBackend: Backend {
 
     /// The instruction set of the fused hidden-block kernels.
     public let kernelLevel: CPUKernelLevel
+    /// How the BLAS divides each GEMM among the threads.
+    public let threadSplit: BLASThreadSplit
 
     /// Opens the BLAS (once per process) and uses `threads` threads (default: `defaultThreads`) and the fused
-    /// kernels at `kernelLevel` (default: `$HRTRAIN_CPU_KERNELS`, else the widest the CPU runs).
-    public init(threads: Int? = nil, kernelLevel: CPUKernelLevel? = nil) throws {
+    /// kernels at `kernelLevel` (default: `$HRTRAIN_CPU_KERNELS`, else the widest the CPU runs), the BLAS's
+    /// threads split by `threadSplit` (default: `BLASThreadSplit.fromEnvironment()`).
+    public init(threads: Int? = nil, kernelLevel: CPUKernelLevel? = nil, threadSplit: BLASThreadSplit? = nil) throws {
         // The free cores are measured (0.1 s) only when the caller leaves the count to the backend.
         let choice = threads == nil ? Self.defaultThreadChoice : nil
         let count = threads ?? choice!.threads
@@ -119,6 +123,7 @@ public final class CPUBackend: Backend {
                 + CPUFeatures.current.level)
         CPUKernels.installTanhConstants
         self.kernelLevel = level
+        self.threadSplit = try threadSplit ?? BLASThreadSplit.fromEnvironment()
         self.threads = count
         parallel = CPUParallel(threads: count)
     }
@@ -126,6 +131,7 @@ public final class CPUBackend: Backend {
     public var name: String {
         "CPU: \(threads) thread\(threads == 1 ? "" : "s")\(threadReason.map { " (\($0))" } ?? ""), \(blas.summary), "
             + "\(kernelLevel.rawValue) kernels"
+            + (threadSplit == .measured ? "" : ", BLAS threads split: \(threadSplit.rawValue)")
     }
 
     // MARK: Memory
@@ -191,10 +197,11 @@ public final class CPUBackend: Backend {
         {
             return
         }
+        let split = threadSplit.shimValue(transposeA: transposeA, m: m, n: n, k: k)
         Self.blasLock.lock()
-        if Self.blasThreads != threads {
-            cpushim_blas_set_threads(Int32(threads))
-            Self.blasThreads = threads
+        if Self.blasSetting != (threads, split) {
+            cpushim_blas_set_split(Int32(threads), split)
+            Self.blasSetting = (threads, split)
         }
         Self.blasLock.unlock()
         cpushim_sgemm(
