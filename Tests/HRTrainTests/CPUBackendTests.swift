@@ -510,9 +510,12 @@ final class CPUBackendTests: XCTestCase {
 
     /// The BLAS's GEMMs give bitwise the same results for every thread split and 1, 2 or 3 threads, close to the
     /// Double reference: on shapes of BLIS's packed path (every dimension ≥ 256, odd) and on one of its
-    /// small-matrix path, where a split would change the bits (601×131×257 A·Bᵀ, 3 threads) and none is applied;
+    /// small-matrix path, where a split would change the bits (601×131×257 A·Bᵀ) and none is applied;
     /// an unknown `$HRTRAIN_BLAS_SPLIT` is an error naming it.
     func testBLASThreadSplitsGiveBitwiseTheSameGEMMs() throws {
+        try XCTSkipIf(
+            try devices()[0].blas.library != .blis,
+            "OpenBLAS's bits depend on its thread count (Aᵀ·B with k = 601, 722, 1001, 4001; README, Deterministic)")
         try checkThreadSplits(m: 263, k: 257, n: 259, reference: true)
         try checkThreadSplits(m: 601, k: 131, n: 257, reference: false)
         XCTAssertEqual(try BLASThreadSplit.fromEnvironment([:]), .measured)

@@ -255,8 +255,9 @@ extension CPUFeatures {
 ///
 /// A split is applied only where m, n and k are all at least `minimumSplitDimension`: there BLIS takes its
 /// packed path, whose ranges end on whole micro-tiles and never divide k, so every split gives the same bits.
-/// Smaller shapes go to BLIS's small-matrix ("sup") kernels, whose edge kernels follow the ranges: a split of
-/// 601×131×257 A·Bᵀ over 3 threads changed the bits there (`CPUBackendTests`), so those keep BLIS's own split.
+/// Smaller shapes go to BLIS's small-matrix ("sup") kernels, whose edge kernels follow the ranges: splitting
+/// 601×131×257 A·Bᵀ over C's columns on 2 threads, or over either dimension on 3, changed the bits there
+/// (`CPUBackendTests`, `Benchmarks/cpu/blas-bits.c`), so those keep BLIS's own split.
 public enum BLASThreadSplit: String, Sendable, CaseIterable {
     /// Over C's rows for C = Aᵀ·B (the weight gradients), over C's columns otherwise: the measured best.
     case measured
@@ -283,9 +284,12 @@ public enum BLASThreadSplit: String, Sendable, CaseIterable {
         return split
     }
 
-    /// The shim's split for one call (`CPUSHIM_SPLIT_*`) of C (m×n) = op(A)·op(B) with inner dimension k.
-    func shimValue(transposeA: Bool, m: Int, n: Int, k: Int) -> Int32 {
-        if Swift.min(m, n, k) < Self.minimumSplitDimension { return Int32(CPUSHIM_SPLIT_LIBRARY) }
+    /// The shim's split for one call (`CPUSHIM_SPLIT_*`) of C (m×n) = op(A)·op(B) with inner dimension k through
+    /// `library` (OpenBLAS: always its own, so that its thread count is not set again between calls).
+    func shimValue(library: BLASSelection.Library, transposeA: Bool, m: Int, n: Int, k: Int) -> Int32 {
+        if library != .blis || Swift.min(m, n, k) < Self.minimumSplitDimension {
+            return Int32(CPUSHIM_SPLIT_LIBRARY)
+        }
         switch self {
         case .measured: return Int32(transposeA ? CPUSHIM_SPLIT_JC : CPUSHIM_SPLIT_IC)
         case .library: return Int32(CPUSHIM_SPLIT_LIBRARY)
