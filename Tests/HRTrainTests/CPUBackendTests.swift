@@ -1,3 +1,4 @@
+import CPUShim
 import XCTest
 
 @testable import HRTrain
@@ -518,6 +519,22 @@ final class CPUBackendTests: XCTestCase {
             "OpenBLAS's bits depend on its thread count (Aᵀ·B with k = 601, 722, 1001, 4001; README, Deterministic)")
         try checkThreadSplits(m: 263, k: 257, n: 259, reference: true)
         try checkThreadSplits(m: 601, k: 131, n: 257, reference: false)
+        // The measured rule: BLIS `haswell` only, m, n, k ≥ 256 only; OpenBLAS always its own split.
+        var blas = try devices()[0].blas
+        (blas.library, blas.reportedKernels) = (.blis, "haswell")
+        func split(_ rule: BLASThreadSplit, _ transposeA: Bool, _ m: Int, _ n: Int, _ k: Int) -> Int32 {
+            rule.shimValue(blas: blas, transposeA: transposeA, m: m, n: n, k: k)
+        }
+        let (library, rows, columns) = (Int32(CPUSHIM_SPLIT_LIBRARY), Int32(CPUSHIM_SPLIT_JC), Int32(CPUSHIM_SPLIT_IC))
+        XCTAssertEqual(split(.measured, true, 256, 256, 4000), rows)
+        XCTAssertEqual(split(.measured, false, 4000, 256, 256), columns)
+        XCTAssertEqual(split(.measured, true, 38, 256, 4000), library)
+        XCTAssertEqual(split(.rows, false, 300, 300, 255), library)
+        blas.reportedKernels = "skx"
+        XCTAssertEqual(split(.measured, true, 256, 256, 4000), library)
+        XCTAssertEqual(split(.columns, true, 256, 256, 4000), columns)
+        (blas.library, blas.reportedKernels) = (.openblas, "SkylakeX")
+        XCTAssertEqual(split(.rows, true, 256, 256, 4000), library)
         XCTAssertEqual(try BLASThreadSplit.fromEnvironment([:]), .measured)
         XCTAssertEqual(try BLASThreadSplit.fromEnvironment(["HRTRAIN_BLAS_SPLIT": "Rows"]), .rows)
         XCTAssertThrowsError(try BLASThreadSplit.fromEnvironment(["HRTRAIN_BLAS_SPLIT": "diagonal"])) {

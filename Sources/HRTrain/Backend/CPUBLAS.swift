@@ -259,7 +259,8 @@ extension CPUFeatures {
 /// 601×131×257 A·Bᵀ over C's columns on 2 threads, or over either dimension on 3, changed the bits there
 /// (`CPUBackendTests`, `Benchmarks/cpu/blas-bits.c`), so those keep BLIS's own split.
 public enum BLASThreadSplit: String, Sendable, CaseIterable {
-    /// Over C's rows for C = Aᵀ·B (the weight gradients), over C's columns otherwise: the measured best.
+    /// Over C's rows for C = Aᵀ·B (the weight gradients), over C's columns otherwise, with the kernels it was
+    /// measured best for (`measuredKernels`); BLIS's own split with other kernels.
     case measured
     /// BLIS's own factorisation of the thread count.
     case library
@@ -284,14 +285,21 @@ public enum BLASThreadSplit: String, Sendable, CaseIterable {
         return split
     }
 
+    /// The BLIS kernels `.measured` splits for: `haswell` (the Zen 4's). With `skx` (Intel AVX-512, Zen 5) the same
+    /// harness, run on the Zen 4, found the rule slower for Aᵀ·B (117 against 126 GFLOP/s) and A·Bᵀ (156 against
+    /// 164), so `skx` keeps BLIS's own split until measured on its CPUs.
+    public static let measuredKernels: Set<String> = ["haswell"]
+
     /// The shim's split for one call (`CPUSHIM_SPLIT_*`) of C (m×n) = op(A)·op(B) with inner dimension k through
-    /// `library` (OpenBLAS: always its own, so that its thread count is not set again between calls).
-    func shimValue(library: BLASSelection.Library, transposeA: Bool, m: Int, n: Int, k: Int) -> Int32 {
-        if library != .blis || Swift.min(m, n, k) < Self.minimumSplitDimension {
+    /// `blas` (OpenBLAS: always its own, so that its thread count is not set again between calls).
+    func shimValue(blas: BLASSelection, transposeA: Bool, m: Int, n: Int, k: Int) -> Int32 {
+        if blas.library != .blis || Swift.min(m, n, k) < Self.minimumSplitDimension {
             return Int32(CPUSHIM_SPLIT_LIBRARY)
         }
         switch self {
-        case .measured: return Int32(transposeA ? CPUSHIM_SPLIT_JC : CPUSHIM_SPLIT_IC)
+        case .measured:
+            guard Self.measuredKernels.contains(blas.reportedKernels) else { return Int32(CPUSHIM_SPLIT_LIBRARY) }
+            return Int32(transposeA ? CPUSHIM_SPLIT_JC : CPUSHIM_SPLIT_IC)
         case .library: return Int32(CPUSHIM_SPLIT_LIBRARY)
         case .rows: return Int32(CPUSHIM_SPLIT_JC)
         case .columns: return Int32(CPUSHIM_SPLIT_IC)

@@ -197,7 +197,7 @@ public final class CPUBackend: Backend {
         {
             return
         }
-        let split = threadSplit.shimValue(library: blas.library, transposeA: transposeA, m: m, n: n, k: k)
+        let split = threadSplit.shimValue(blas: blas, transposeA: transposeA, m: m, n: n, k: k)
         Self.blasLock.lock()
         if Self.blasSetting != (threads, split) {
             cpushim_blas_set_split(Int32(threads), split)
