@@ -132,15 +132,14 @@ void cpushim_blas_set_threads(int threads) {
     if (blas_kind == CPUSHIM_BLAS_OPENBLAS) openblas_set_threads(threads);
 }
 
-int cpushim_blas_set_split(int threads, int split) {
+void cpushim_blas_set_split(int threads, int split) {
     if (blas_kind != CPUSHIM_BLAS_BLIS || !blis_set_ways || threads <= 1 || split == CPUSHIM_SPLIT_LIBRARY) {
         cpushim_blas_set_threads(threads);
-        return split == CPUSHIM_SPLIT_LIBRARY || threads <= 1;
+    } else if (split == CPUSHIM_SPLIT_JC) {
+        blis_set_ways(threads, 1, 1, 1, 1);  // jc, pc, ic, jr, ir; pc (the k loop) stays 1
+    } else {
+        blis_set_ways(1, 1, threads, 1, 1);
     }
-    // jc, pc, ic, jr, ir; pc (the k loop) stays 1
-    if (split == CPUSHIM_SPLIT_JC) blis_set_ways(threads, 1, 1, 1, 1);
-    else blis_set_ways(1, 1, threads, 1, 1);
-    return 1;
 }
 
 void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,

@@ -523,7 +523,7 @@ final class CPUBackendTests: XCTestCase {
         var blas = try devices()[0].blas
         (blas.library, blas.reportedKernels) = (.blis, "haswell")
         func split(_ rule: BLASThreadSplit, _ transposeA: Bool, _ m: Int, _ n: Int, _ k: Int) -> Int32 {
-            rule.shimValue(blas: blas, transposeA: transposeA, m: m, n: n, k: k)
+            rule.resolved(for: blas).shimValue(transposeA: transposeA, m: m, n: n, k: k)
         }
         let (library, rows, columns) = (Int32(CPUSHIM_SPLIT_LIBRARY), Int32(CPUSHIM_SPLIT_JC), Int32(CPUSHIM_SPLIT_IC))
         XCTAssertEqual(split(.measured, true, 256, 256, 4000), rows)

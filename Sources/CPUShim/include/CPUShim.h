@@ -43,12 +43,13 @@ void cpushim_blas_set_threads(int threads);
 
 /// How BLIS divides a GEMM among its threads: its own factorisation of the count, or all threads on one loop of
 /// its column-major view of the call (row-major C = A·B is BLIS's Cᵀ = Bᵀ·Aᵀ): JC over its columns (the rows
-/// of our C), IC over its rows (our C's columns). No split divides k, so every split gives the same bits.
+/// of our C), IC over its rows (our C's columns). No split divides k; on BLIS's packed path every split gives the
+/// same bits, its small-matrix kernels may not (BLASThreadSplit in Swift).
 enum { CPUSHIM_SPLIT_LIBRARY = 0, CPUSHIM_SPLIT_JC = 1, CPUSHIM_SPLIT_IC = 2 };
 
 /// Sets `threads` threads with `split` for the calls that follow. BLIS only (others, or a BLIS without
-/// bli_thread_set_ways: the thread count alone). Returns whether the split was applied.
-int cpushim_blas_set_split(int threads, int split);
+/// bli_thread_set_ways: the thread count alone).
+void cpushim_blas_set_split(int threads, int split);
 
 /// Row-major C = op(A)·op(B) (alpha 1, beta 0) through the opened library's cblas_sgemm.
 void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,

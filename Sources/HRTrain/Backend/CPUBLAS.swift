@@ -250,8 +250,8 @@ extension CPUFeatures {
 
 /// How BLIS divides one GEMM among its threads. BLIS's own factorisation of the thread count is slower on the
 /// training step's large shapes than all threads on one dimension of C (`Benchmarks/cpu/blis-split.c` on the
-/// 2-core Zen 4, BLIS `haswell`, 2 threads, medians of 7 rounds, four runs; README, "How BLIS splits"): faster
-/// in 11 of the 12 shape-run pairs, by 1.04–1.38×.
+/// 2-core Zen 4, BLIS `haswell`, 2 threads, medians of 7 rounds, five runs; README, "How BLIS splits"): faster
+/// in 14 of the 15 shape-run pairs, by 1.04–1.38×.
 ///
 /// A split is applied only where m, n and k are all at least `minimumSplitDimension`: there BLIS takes its
 /// packed path, whose ranges end on whole micro-tiles and never divide k, so every split gives the same bits.
@@ -290,16 +290,21 @@ public enum BLASThreadSplit: String, Sendable, CaseIterable {
     /// 164), so `skx` keeps BLIS's own split until measured on its CPUs.
     public static let measuredKernels: Set<String> = ["haswell"]
 
-    /// The shim's split for one call (`CPUSHIM_SPLIT_*`) of C (m×n) = op(A)·op(B) with inner dimension k through
-    /// `blas` (OpenBLAS: always its own, so that its thread count is not set again between calls).
-    func shimValue(blas: BLASSelection, transposeA: Bool, m: Int, n: Int, k: Int) -> Int32 {
-        if blas.library != .blis || Swift.min(m, n, k) < Self.minimumSplitDimension {
-            return Int32(CPUSHIM_SPLIT_LIBRARY)
-        }
+    /// The split a backend on `blas` uses: this one, except `.library` wherever another split is unmeasured or
+    /// meaningless (OpenBLAS, whose thread count is then not set again between calls; `.measured` with kernels
+    /// outside `measuredKernels`). Resolved once, when the backend opens, not per GEMM.
+    func resolved(for blas: BLASSelection) -> BLASThreadSplit {
+        if blas.library != .blis { return .library }
+        if self == .measured && !Self.measuredKernels.contains(blas.reportedKernels) { return .library }
+        return self
+    }
+
+    /// The shim's split (`CPUSHIM_SPLIT_*`) for one call of C (m×n) = op(A)·op(B) with inner dimension k, of a
+    /// split already `resolved(for:)` the library.
+    func shimValue(transposeA: Bool, m: Int, n: Int, k: Int) -> Int32 {
+        if Swift.min(m, n, k) < Self.minimumSplitDimension { return Int32(CPUSHIM_SPLIT_LIBRARY) }
         switch self {
-        case .measured:
-            guard Self.measuredKernels.contains(blas.reportedKernels) else { return Int32(CPUSHIM_SPLIT_LIBRARY) }
-            return Int32(transposeA ? CPUSHIM_SPLIT_JC : CPUSHIM_SPLIT_IC)
+        case .measured: return Int32(transposeA ? CPUSHIM_SPLIT_JC : CPUSHIM_SPLIT_IC)
         case .library: return Int32(CPUSHIM_SPLIT_LIBRARY)
         case .rows: return Int32(CPUSHIM_SPLIT_JC)
         case .columns: return Int32(CPUSHIM_SPLIT_IC)

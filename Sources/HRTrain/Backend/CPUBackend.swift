@@ -72,8 +72,8 @@ public final class CPUBackend: Backend {
     /// Why `threads`, when it is the default (nil: given by the caller).
     public let threadReason: String?
     private let parallel: CPUParallel
-    /// The thread count and split (`BLASThreadSplit`) last given to the BLAS (a process-wide setting
-    /// of the library; a call racing another backend's setting gets other threads or split, never other bits).
+    /// The thread count and split (`BLASThreadSplit`) last given to the BLAS: a process-wide setting of the
+    /// library, so a call racing another backend's setting may run with that backend's threads or split.
     nonisolated(unsafe) private static var blasSetting: (threads: Int, split: Int32) = (0, -1)
     private static let blasLock = NSLock()
 
@@ -100,8 +100,10 @@ public final class CPUBackend: Backend {
 
     /// The instruction set of the fused hidden-block kernels.
     public let kernelLevel: CPUKernelLevel
-    /// How the BLAS divides each GEMM among the threads.
+    /// How the BLAS divides each GEMM among the threads, as asked for.
     public let threadSplit: BLASThreadSplit
+    /// `threadSplit` resolved for the library and kernels in use (`BLASThreadSplit.resolved(for:)`).
+    private let blasSplit: BLASThreadSplit
 
     /// Opens the BLAS (once per process) and uses `threads` threads (default: `defaultThreads`) and the fused
     /// kernels at `kernelLevel` (default: `$HRTRAIN_CPU_KERNELS`, else the widest the CPU runs), the BLAS's
@@ -124,6 +126,7 @@ public final class CPUBackend: Backend {
         CPUKernels.installTanhConstants
         self.kernelLevel = level
         self.threadSplit = try threadSplit ?? BLASThreadSplit.fromEnvironment()
+        blasSplit = self.threadSplit.resolved(for: blas)
         self.threads = count
         parallel = CPUParallel(threads: count)
     }
@@ -197,7 +200,7 @@ public final class CPUBackend: Backend {
         {
             return
         }
-        let split = threadSplit.shimValue(blas: blas, transposeA: transposeA, m: m, n: n, k: k)
+        let split = blasSplit.shimValue(transposeA: transposeA, m: m, n: n, k: k)
         Self.blasLock.lock()
         if Self.blasSetting != (threads, split) {
             cpushim_blas_set_split(Int32(threads), split)
