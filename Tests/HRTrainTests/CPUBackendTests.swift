@@ -532,11 +532,15 @@ final class CPUBackendTests: XCTestCase {
         XCTAssertEqual(split(.rows, false, 300, 300, 255), library)
         blas.reportedKernels = "skx"
         XCTAssertEqual(split(.measured, true, 256, 256, 4000), library)
+        XCTAssertEqual(split(.byShape, true, 256, 256, 4000), rows)
+        XCTAssertEqual(split(.byShape, false, 256, 4000, 256), columns)
+        XCTAssertEqual(split(.byShape, false, 255, 4000, 256), library)
         XCTAssertEqual(split(.columns, true, 256, 256, 4000), columns)
         (blas.library, blas.reportedKernels) = (.openblas, "SkylakeX")
         XCTAssertEqual(split(.rows, true, 256, 256, 4000), library)
         XCTAssertEqual(try BLASThreadSplit.fromEnvironment([:]), .measured)
         XCTAssertEqual(try BLASThreadSplit.fromEnvironment(["HRTRAIN_BLAS_SPLIT": "Rows"]), .rows)
+        XCTAssertEqual(try BLASThreadSplit.fromEnvironment(["HRTRAIN_BLAS_SPLIT": "by-shape"]), .byShape)
         XCTAssertThrowsError(try BLASThreadSplit.fromEnvironment(["HRTRAIN_BLAS_SPLIT": "diagonal"])) {
             XCTAssertTrue("\($0)".contains("HRTRAIN_BLAS_SPLIT=diagonal"), "\($0)")
         }

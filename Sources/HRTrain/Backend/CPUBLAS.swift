@@ -262,6 +262,9 @@ public enum BLASThreadSplit: String, Sendable, CaseIterable {
     /// Over C's rows for C = Aᵀ·B (the weight gradients), over C's columns otherwise, with the kernels it was
     /// measured best for (`measuredKernels`); BLIS's own split with other kernels.
     case measured
+    /// The rule of `.measured` (C's rows for Aᵀ·B, C's columns otherwise) with any BLIS kernels: for measuring it
+    /// on kernels outside `measuredKernels` (`HRTRAIN_BLAS_SPLIT=by-shape`).
+    case byShape = "by-shape"
     /// BLIS's own factorisation of the thread count.
     case library
     /// Every thread on a range of C's rows (BLIS's JC loop: row-major C is its column-major Cᵀ).
@@ -295,7 +298,7 @@ public enum BLASThreadSplit: String, Sendable, CaseIterable {
     /// outside `measuredKernels`). Resolved once, when the backend opens, not per GEMM.
     func resolved(for blas: BLASSelection) -> BLASThreadSplit {
         if blas.library != .blis { return .library }
-        if self == .measured && !Self.measuredKernels.contains(blas.reportedKernels) { return .library }
+        if self == .measured { return Self.measuredKernels.contains(blas.reportedKernels) ? .byShape : .library }
         return self
     }
 
@@ -304,7 +307,7 @@ public enum BLASThreadSplit: String, Sendable, CaseIterable {
     func shimValue(transposeA: Bool, m: Int, n: Int, k: Int) -> Int32 {
         if Swift.min(m, n, k) < Self.minimumSplitDimension { return Int32(CPUSHIM_SPLIT_LIBRARY) }
         switch self {
-        case .measured: return Int32(transposeA ? CPUSHIM_SPLIT_JC : CPUSHIM_SPLIT_IC)
+        case .measured, .byShape: return Int32(transposeA ? CPUSHIM_SPLIT_JC : CPUSHIM_SPLIT_IC)
         case .library: return Int32(CPUSHIM_SPLIT_LIBRARY)
         case .rows: return Int32(CPUSHIM_SPLIT_JC)
         case .columns: return Int32(CPUSHIM_SPLIT_IC)
