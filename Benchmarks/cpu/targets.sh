@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Every measurement behind the CPU backend's targets (issue 13), in one run, on whatever machine this is:
+#
+#     Benchmarks/cpu/targets.sh            # from anywhere; --help lists the options
+#
+# 1. machine facts: CPU model, family and model, cores, load, the BLAS and kernels hrtrain picks;
+# 2. R alternating pairs of `hrtrain bench --backend cpu` with the default BLAS split and with
+#    HRTRAIN_BLAS_SPLIT=ALT (default by-shape: the Zen 4's rule forced on any BLIS kernels; with haswell
+#    kernels that is the default itself, so there ALT defaults to library): events/s, the step over its GEMMs;
+# 3. the peers side by side (Benchmarks/peers/run.sh: hrtrain CPU and OpenCL without a stored `tune`,
+#    PyTorch eager, Keras fit; 3 rounds, 200,000 generated events, batch 4000);
+# 4. E thesis-size epochs (`hrtrain generate --events 2275902 --seed 42`, 1,820,722 training events,
+#    `hrtrain train --backend cpu --epochs 1`), alternating the two splits when E ≥ 2;
+# 5. a summary against the targets: CPU ≥ 1.3× PyTorch eager and ≥ 2× Keras fit, the step within 1.4× of its
+#    GEMMs, an epoch under 12 s, untuned OpenCL ≥ 1.5 × 18,424 events/s.
+#
+# Everything goes to Benchmarks/raw/cpu/targets-<cpu>-<UTC date and time>.txt (the peers also write their own
+# results-*.jsonl and last-run.md). Nothing is asserted: a target missed is printed as missed.
+#
+# Options (defaults in brackets):
+#   --threads T        [2, the issue's]
+#   --pairs R          bench pairs [4]
+#   --epochs E         thesis-size epochs [2]
+#   --alternative ALT  the other HRTRAIN_BLAS_SPLIT of the pairs [by-shape, or library with haswell kernels]
+#   --no-peers         skip step 3 (it needs the peers venv; about 6 minutes)
+#   --events-file F    the thesis-size sample [.build/targets-events.npy, generated if missing]
+# Environment: HRTRAIN (binary) [.build/release/hrtrain]; PEERS_VENV (for step 3) [.build/peers-venv].
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+threads=2 pairs=4 epochs=2 alternative="" with_peers=1 events_file="$root/.build/targets-events.npy"
+command_line="Benchmarks/cpu/targets.sh $*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --threads) threads=$2; shift 2 ;;
+        --pairs) pairs=$2; shift 2 ;;
+        --epochs) epochs=$2; shift 2 ;;
+        --alternative) alternative=$2; shift 2 ;;
+        --no-peers) with_peers=0; shift ;;
+        --events-file) events_file=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "targets.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+hrtrain="${HRTRAIN:-$root/.build/release/hrtrain}"
+if [ ! -x "$hrtrain" ]; then
+    echo "targets.sh: no hrtrain binary at $hrtrain (build it: swift build -c release, or set HRTRAIN)" >&2
+    exit 1
+fi
+cpu_family=$(awk -F': ' '/^cpu family/ {print $2; exit}' /proc/cpuinfo)
+cpu_model=$(awk -F': ' '/^model\t/ {print $2; exit}' /proc/cpuinfo)
+vendor=$(awk -F': ' '/^vendor_id/ {print $2; exit}' /proc/cpuinfo)
+stamp=$(date -u +%Y-%m-%d-%H%M%S)
+mkdir -p Benchmarks/raw/cpu
+out="Benchmarks/raw/cpu/targets-${vendor}-${cpu_family}-${cpu_model}-${stamp}.txt"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+log() { printf '[targets] %s\n' "$*" | tee -a "$out" >&2; }
+
+{
+    echo "# $command_line, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), vendor $vendor family $cpu_family model" \
+        "$cpu_model, $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "hrtrain: $hrtrain (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+    "$hrtrain" devices 2>&1 | grep -i -E "cpu|blas" || true
+} | tee "$out" >&2
+
+# The kernels hrtrain picks decide the default alternative: with haswell the default already is the rule.
+kernels=$("$hrtrain" bench --backend cpu --threads "$threads" --steps 1 --warmup-steps 0 --json 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["blas"].get("reportedKernels", ""))' || true)
+if [ -z "$alternative" ]; then
+    if [ "$kernels" = haswell ]; then alternative=library; else alternative=by-shape; fi
+fi
+log "BLAS kernels: ${kernels:-unknown}; pairs: default split against HRTRAIN_BLAS_SPLIT=$alternative"
+
+# 2. bench pairs, alternating.
+bench() {  # $1: label, $2: split ("" = default); appends one JSON line to $work/bench.jsonl
+    local json
+    if ! json=$(HRTRAIN_BLAS_SPLIT="$2" "$hrtrain" bench --backend cpu --threads "$threads" --steps 40 --json \
+        2>"$work/bench.err"); then
+        log "hrtrain bench (HRTRAIN_BLAS_SPLIT=$2) failed: $(cat "$work/bench.err")"
+        exit 1
+    fi
+    python3 - "$1" "$json" >>"$work/bench.jsonl" <<'EOF'
+import json, sys
+d = json.loads(sys.argv[2])
+print(json.dumps({"split": sys.argv[1], "events_per_second": d["training"]["events_per_second"],
+                  "step_over_gemms": d["stepOverIsolatedGEMMs"], "gemm_ms": d["isolatedGEMMMilliseconds"],
+                  "gemm_gflops": d["isolatedGEMMGFLOPs"], "loadavg": open("/proc/loadavg").read().split()[0]}))
+EOF
+    tail -n 1 "$work/bench.jsonl" | tee -a "$out" >&2
+}
+for ((i = 1; i <= pairs; i++)); do
+    bench default ""
+    bench "$alternative" "$alternative"
+done
+
+# 3. peers.
+if [ "$with_peers" = 1 ]; then
+    log "peers: Benchmarks/peers/run.sh --skip-install --repeats 3 --events 200000 --batch 4000 --threads $threads"
+    HRTRAIN="$hrtrain" HRTRAIN_CACHE_DIR="$work/empty-cache" Benchmarks/peers/run.sh --skip-install --repeats 3 \
+        --events 200000 --batch 4000 --threads "$threads" 2>&1 | tail -n 12 | tee -a "$out" >&2
+    cat Benchmarks/peers/last-run.md >>"$out"
+fi
+
+# 4. thesis-size epochs.
+if [ "$epochs" -gt 0 ]; then
+    if [ ! -s "$events_file" ]; then
+        log "generating $events_file (2,275,902 events, seed 42)"
+        "$hrtrain" generate --events 2275902 --seed 42 --output "$events_file" >&2
+    fi
+    for ((i = 1; i <= epochs; i++)); do
+        split=""
+        if [ $((i % 2)) = 0 ]; then split="$alternative"; fi
+        if ! HRTRAIN_BLAS_SPLIT="$split" "$hrtrain" train --backend cpu --threads "$threads" --data "$events_file" \
+            --epochs 1 --model "$work/epoch.safetensors" >"$work/train.log" 2>&1; then
+            log "hrtrain train failed: $(tail -n 3 "$work/train.log")"
+            exit 1
+        fi
+        line=$(grep -E '^epoch 1/1' "$work/train.log")
+        echo "{\"split\": \"${split:-default}\", \"epoch\": \"$line\"}" >>"$work/epochs.jsonl"
+        log "epoch (split ${split:-default}): $line"
+    done
+fi
+
+# 5. summary.
+python3 - "$work" "$with_peers" >>"$out" <<'EOF'
+import json, os, re, statistics, sys
+work, with_peers = sys.argv[1], sys.argv[2] == "1"
+def lines(name):
+    path = os.path.join(work, name)
+    return [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+print("\n## Summary against the targets")
+bench = lines("bench.jsonl")
+for split in dict.fromkeys(b["split"] for b in bench):
+    runs = [b for b in bench if b["split"] == split]
+    eps = statistics.median(b["events_per_second"] for b in runs)
+    ratio = statistics.median(b["step_over_gemms"] for b in runs)
+    print(f"- bench, split {split}: median {eps:,.0f} events/s; step / its GEMMs median {ratio:.2f}x "
+          f"(target <= 1.4: {'met' if ratio <= 1.4 else 'missed'})")
+if len(bench) >= 2:
+    pairs = [bench[i + 1]["events_per_second"] / bench[i]["events_per_second"] for i in range(0, len(bench) - 1, 2)]
+    print(f"- pairs ({bench[1]['split']} / default): " + ", ".join(f"{p:.2f}" for p in pairs)
+          + f"; median {statistics.median(pairs):.2f}")
+for e in lines("epochs.jsonl"):
+    m = re.search(r"([0-9.]+) s ", e["epoch"])
+    seconds = float(m.group(1)) if m else float("nan")
+    print(f"- thesis-size epoch, split {e['split']}: {seconds} s (target < 12 s: "
+          f"{'met' if seconds < 12 else 'missed'}): {e['epoch']}")
+if with_peers:
+    table = open("Benchmarks/peers/last-run.md").read()
+    medians = {}
+    for row in table.splitlines():
+        cells = [c.strip() for c in row.split("|")]
+        if len(cells) > 4 and cells[3].replace(",", "").isdigit():
+            medians[cells[1]] = float(cells[3].replace(",", ""))
+    cpu, cl = medians.get("hrtrain (cpu)"), medians.get("hrtrain (opencl)")
+    torch, keras = medians.get("pytorch (eager)"), medians.get("keras (fit)")
+    if cpu and torch:
+        print(f"- CPU / PyTorch eager: {cpu / torch:.2f}x (target >= 1.3: {'met' if cpu / torch >= 1.3 else 'missed'})")
+    if cpu and keras:
+        print(f"- CPU / Keras fit: {cpu / keras:.2f}x (target >= 2: {'met' if cpu / keras >= 2 else 'missed'})")
+    if cl:
+        print(f"- OpenCL untuned: {cl:,.0f} events/s = {cl / 18424:.2f}x the issue's 18,424 "
+              f"(target >= 1.5: {'met' if cl / 18424 >= 1.5 else 'missed'})")
+EOF
+sed -n '/^## Summary/,$p' "$out" >&2
+echo "[targets] written: $out" >&2
