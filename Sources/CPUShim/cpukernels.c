@@ -12,6 +12,7 @@
 #include "CPUShim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,14 +70,22 @@ void cpushim_block_inference_rows(int level, int tanh_first, const float *z, con
 /// Rows per work item: a multiple of SUM_BLOCK, fixed (the results do not depend on it anyway).
 enum { ROW_CHUNK = 4 * SUM_BLOCK };
 
-/// A growing scratch buffer per calling thread (no allocation per call: large mallocs are mmaps here).
+/// A growing scratch buffer per calling thread (no allocation per call: large mallocs are mmaps here). The kernels
+/// have no error path, and the buffer is small beside the tensors the backend checked against the memory there is
+/// (the block sums: a 64th of a block's matrix), so running out here ends the process with a message, never a NULL.
 static float *scratch(size_t count) {
     static __thread float *buffer;
     static __thread size_t capacity;
     if (count > capacity) {
         free(buffer);
-        capacity = count + count / 4;
-        buffer = malloc(capacity * sizeof(float));
+        size_t wanted = count + count / 4;
+        buffer = malloc(wanted * sizeof(float));
+        if (!buffer) {
+            fprintf(stderr, "hrtrain: out of memory for %zu bytes of the CPU kernels' scratch\n",
+                    wanted * sizeof(float));
+            abort();
+        }
+        capacity = wanted;
     }
     return buffer;
 }
@@ -115,7 +124,7 @@ static void run_rows(void *context, int item) {
 
 void cpushim_hidden_block_forward(int level, int threads, int tanh_first, const float *z, const float *bias, int rows,
                            int cols, const cpushim_batch_norm *bn, float *saved, float *y) {
-    long blocks = (rows + SUM_BLOCK - 1) / SUM_BLOCK, items = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
+    long blocks = ((long)rows + SUM_BLOCK - 1) / SUM_BLOCK, items = ((long)rows + ROW_CHUNK - 1) / ROW_CHUNK;
     float *sums = scratch((size_t)(blocks + 4) * cols), *mean = sums + blocks * cols, *variance = mean + cols;
     float *g = variance + cols, *total = g + cols;
     row_job job = {.level = level, .tanh_first = tanh_first, .z = z, .bias = bias, .rows = rows, .cols = cols,
@@ -144,7 +153,7 @@ void cpushim_hidden_block_forward(int level, int threads, int tanh_first, const 
 
 void cpushim_hidden_block_backward(int level, int threads, const cpushim_block_backward *arguments, int rows,
                                    int cols) {
-    long blocks = (rows + SUM_BLOCK - 1) / SUM_BLOCK, items = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
+    long blocks = ((long)rows + SUM_BLOCK - 1) / SUM_BLOCK, items = ((long)rows + ROW_CHUNK - 1) / ROW_CHUNK;
     float *sums = scratch((size_t)(2 * blocks + 4) * cols), *sums2 = sums + blocks * cols;
     float *sum_g = sums2 + blocks * cols, *sum_gx = sum_g + cols, *k = sum_gx + cols, *total = k + cols;
     row_job job = {.level = level, .phase = 3, .rows = rows, .cols = cols, .sums = sums, .sums2 = sums2,
@@ -202,7 +211,7 @@ int cpushim_narrow_sgemm(int level, int threads, int transpose_a, int transpose_
             for (long p = 0; p < k; ++p) bt[j * k + p] = j < n ? b[p * ldb + j] : 0;
         job.form = 0;
         job.bt = bt;
-        items = (m + ROW_CHUNK - 1) / ROW_CHUNK;
+        items = ((long)m + ROW_CHUNK - 1) / ROW_CHUNK;
     } else if (transpose_a && !transpose_b && n <= NARROW_WIDTH) {
         job.form = 1;
         items = (m + NARROW_COLUMNS - 1) / NARROW_COLUMNS;
@@ -212,7 +221,7 @@ int cpushim_narrow_sgemm(int level, int threads, int transpose_a, int transpose_
             for (long i = 0; i < n; ++i) bt[p * n + i] = b[i * ldb + p];
         job.form = 2;
         job.bt = bt;
-        items = (m + ROW_CHUNK - 1) / ROW_CHUNK;
+        items = ((long)m + ROW_CHUNK - 1) / ROW_CHUNK;
     } else {
         return 0;
     }

@@ -103,10 +103,13 @@ int cpushim_blas_open(const char *path, int kind, char *error, int error_length)
 
 int cpushim_blis_arch_id(const char *name) {
     if (blas_kind != CPUSHIM_BLAS_BLIS) return -1;
+    // bli_arch_string indexes BLIS's table of configuration names without a bounds check, and "generic" is the
+    // table's last entry in every BLIS release: stop there rather than read past its end.
     for (int id = 0; id < 64; ++id) {
         const char *s = blis_arch_string(id);
         if (!s) return -1;
         if (strcmp(s, name) == 0) return id;
+        if (strcmp(s, "generic") == 0) return -1;
     }
     return -1;
 }

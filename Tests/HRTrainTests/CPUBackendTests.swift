@@ -748,6 +748,21 @@ final class CPUBackendTests: XCTestCase {
         }
     }
 
+    /// BLIS's configuration names are looked up within its table (whose lookup has no bounds check): every name of
+    /// the table is found, the last one ("generic") too, and a name outside it, in any case, is not.
+    func testBLISConfigurationNamesAreLookedUpWithinTheTable() throws {
+        try XCTSkipIf(try devices()[0].blas.library != .blis, "the BLAS is not BLIS")
+        let generic = cpushim_blis_arch_id("generic")
+        XCTAssertGreaterThan(generic, 0, "generic")
+        for name in ["skx", "haswell", "zen3"] {
+            let id = cpushim_blis_arch_id(name)
+            XCTAssertTrue(id >= 0 && id < generic, "\(name): \(id), generic \(generic)")
+        }
+        for name in ["Haswell", "SkylakeX", "nosuch", ""] {
+            XCTAssertEqual(cpushim_blis_arch_id(name), -1, name)
+        }
+    }
+
     /// The kernels chosen from the CPU's features, and a mismatch reported as a failure.
     func testBLASKernelsFollowTheCPUFeaturesAndAMismatchFails() throws {
         let device = try devices()[0]
