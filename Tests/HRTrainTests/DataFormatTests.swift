@@ -67,6 +67,20 @@ final class DataFormatTests: XCTestCase {
         XCTAssertEqual(read.values.map(\.bitPattern), written.values.map(\.bitPattern), line: line)
     }
 
+    // MARK: - Splits
+
+    /// The validation rows are Keras' `validation_split`: training = floor(n · (1 − v)) (its
+    /// `train_validation_split`), the rest validation; values from Python's `int(math.floor(n * (1.0 - 0.2)))`.
+    func testValidationSplitIsKerasTrainValidationSplit() throws {
+        for (rows, training) in [(1001, 800), (2_275_902, 1_820_721), (1000, 800), (183, 146), (5, 4)] {
+            let split = try SampleSplit(rows: rows, file: "f", testFraction: 0, separateTest: true, validationSplit: 0.2)
+            XCTAssertEqual(split.trainingRows, training, "\(rows) rows")
+            XCTAssertEqual(split.validationRows, rows - training, "\(rows) rows")
+        }
+        let none = try SampleSplit(rows: 7, file: "f", testFraction: 0, separateTest: true, validationSplit: 0)
+        XCTAssertEqual([none.trainingRows, none.validationRows], [7, 0])
+    }
+
     // MARK: - Round trips
 
     func testAllFormatsRoundTripBitExact() throws {

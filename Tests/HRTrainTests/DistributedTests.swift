@@ -238,11 +238,12 @@ final class DistributedTests: XCTestCase {
                 scaleTargets: true, weightColumn: "w", flattening: flattening, baseline: ["a", "b"])
         }
         let parts = try (0..<ranks).map { try XCTUnwrap(results[$0]) }
-        // 203 rows: 20 test, 183 usable, 36 validation, 147 training (49 per rank), 12 validation per rank.
-        XCTAssertEqual(asked[1], [49..<98, 147 + 12..<147 + 24])
-        XCTAssertEqual(asked[0], [0..<49, 147..<159, 183..<203])
+        // 203 rows: 20 test, 183 usable, floor(183 · 0.8) = 146 training (49, 49, 48 per rank) and 37 validation
+        // (13, 12, 12).
+        XCTAssertEqual(asked[1], [49..<98, 146 + 13..<146 + 25])
+        XCTAssertEqual(asked[0], [0..<49, 146..<159, 183..<203])
         for (rank, part) in parts.enumerated() {
-            XCTAssertEqual(part.shard, RowShard(trainingRows: 147, validationRows: 36, rank: rank, ranks: ranks))
+            XCTAssertEqual(part.shard, RowShard(trainingRows: 146, validationRows: 37, rank: rank, ranks: ranks))
             XCTAssertEqual(part.totalTrainingRows, single.train.rows)
             XCTAssertEqual(part.flattening, single.flattening, "flattening on rank \(rank)")
             assertClose(part.featureScaler.mean, single.featureScaler.mean, limit: 1e-12, "feature means")

@@ -295,8 +295,9 @@ public struct SampleSplit: Sendable, Equatable {
             }
             usableRows = rows - testRows
         }
-        validationRows = Int((Double(usableRows) * validationSplit).rounded(.down))
-        trainingRows = usableRows - validationRows
+        // Keras' train_validation_split: split_at = floor(n · (1 − validation_split)), the same Double operations.
+        trainingRows = Int((Double(usableRows) * (1.0 - validationSplit)).rounded(.down))
+        validationRows = usableRows - trainingRows
         guard trainingRows >= 2 else {
             throw DataError(
                 "only \(trainingRows) training row\(trainingRows == 1 ? "" : "s") left after the test and validation "
