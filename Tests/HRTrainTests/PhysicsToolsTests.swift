@@ -209,6 +209,32 @@ final class PhysicsToolsTests: XCTestCase {
         return zip(parallel, total).map { $0 / $1 }
     }
 
+    /// A truth bin whose calibrated response is set by events beyond another bin's knot cannot close: its own
+    /// knot would grow without bound (each iteration by up to √2). The fit is refused, naming the bin, instead of
+    /// returning a calibration 10²⁸ away from the data (what it did before the check).
+    func testCalibrationInTruthBinsThatCannotCloseIsRefused() throws {
+        var truth: [Float] = []
+        var estimate: [Float] = []
+        // |u_t| = 5: 80 % estimated at 0.1, 20 % at 50 (beyond the last knot); |u_t| = 15: estimated at 15.
+        for r in 0..<2000 {
+            let (t, u): (Float, Float) = r < 1000 ? (5, r < 800 ? 0.1 : 50) : (15, 15)
+            truth += [t, 0]
+            estimate += [u, 0]
+        }
+        XCTAssertThrowsError(
+            try ResponseCalibration.fit(
+                predictions: estimate, truth: truth, truthEdges: [0, 10], minimumEventsPerBin: 200)
+        ) { error in
+            XCTAssertTrue("\(error)".contains("did not close after 200 iterations"), "\(error)")
+            XCTAssertTrue("\(error)".contains("[0, 10) 2"), "the bin and its closure near 2: \(error)")
+        }
+        // The same bins with a closable estimate (û = 0.8 u_t) fit and close.
+        let closable = truth.map { 0.8 * $0 }
+        let calibration = try ResponseCalibration.fit(
+            predictions: closable, truth: truth, truthEdges: [0, 10], minimumEventsPerBin: 200)
+        for value in calibration.closure ?? [] { XCTAssertEqual(value, 1, accuracy: 1e-4) }
+    }
+
     func testCalibrationInTruthBinsRecoversTheKnownResponseAndClosesInTruthBins() throws {
         let (truth, estimate) = syntheticRecoil(events: 60_000, seed: 21)
         let edges: [Double] = [0, 5, 10, 20, 30, 50, 75, 100, 150]

@@ -185,6 +185,10 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
         }
     }
 
+    /// The largest |ρ_k − 1| a fit in bins of |u_t| may end with in a bin whose knot is not held back: a fit
+    /// that stops further from closure has not converged and is refused.
+    public static let closureLimit = 0.01
+
     /// Fits the calibration of `predictions` (`[rows, 2]`, uncalibrated) against `truth` (`[rows, 2]`) in bins
     /// of the truth |u_t| with edges `truthEdges` (ascending; the last bin open): numerical inversion iterated
     /// until the calibrated response of every bin is within `tolerance` of 1 (see the type's documentation).
@@ -283,6 +287,25 @@ public struct ResponseCalibration: Codable, Sendable, Equatable {
         calibration.iterations = iterations
         calibration.closure = current
         try requirePositive(calibration.responses)
+        // A bin that no knot can close (its response set by the events beyond another knot, as with a nearly
+        // flat or tiny response) makes its knot grow without bound: refuse, never write such a calibration.
+        let unclosed = (0..<binCount).filter { !capped[$0] && !(abs(current[$0] - 1) < closureLimit) }
+        if !unclosed.isEmpty {
+            let bins = unclosed.prefix(4).map { k in
+                let next = merged[k].upperBound + 1
+                let high = next < truthEdges.count ? String(format: "%g", truthEdges[next]) : "∞"
+                let low = String(format: "%g", truthEdges[merged[k].lowerBound])
+                return "[\(low), \(high)) \(String(format: "%.4g", current[k]))"
+            }
+            throw FitError(
+                description:
+                    "the fit in bins of |u_t| did not close after \(iterations) iterations: calibrated response "
+                    + bins.joined(separator: "; ") + (unclosed.count > 4 ? "; …" : "")
+                    + " (more than \(String(format: "%g", closureLimit * 100)) % from 1; measured responses "
+                    + measured.map { String(format: "%.3g", $0) }.joined(separator: ", ")
+                    + "). The estimate's response is too small or too flat in |u_t| to invert; nothing was "
+                    + "written. Train the model further, or fit in bins of the predicted |û| (--binning predicted)")
+        }
         try calibration.validate()
         return calibration
     }
