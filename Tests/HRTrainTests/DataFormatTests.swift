@@ -73,7 +73,8 @@ final class DataFormatTests: XCTestCase {
     /// `train_validation_split`), the rest validation; values from Python's `int(math.floor(n * (1.0 - 0.2)))`.
     func testValidationSplitIsKerasTrainValidationSplit() throws {
         for (rows, training) in [(1001, 800), (2_275_902, 1_820_721), (1000, 800), (183, 146), (5, 4)] {
-            let split = try SampleSplit(rows: rows, file: "f", testFraction: 0, separateTest: true, validationSplit: 0.2)
+            let split = try SampleSplit(
+                rows: rows, file: "f", testFraction: 0, separateTest: true, validationSplit: 0.2)
             XCTAssertEqual(split.trainingRows, training, "\(rows) rows")
             XCTAssertEqual(split.validationRows, rows - training, "\(rows) rows")
         }
