@@ -178,6 +178,7 @@ extension TrainingOptionsError {
             case .minDelta: "--min-delta"
             case .reduceLearningRatePatience: "--reduce-lr-patience"
             case .reduceLearningRateFactor: "--reduce-lr-factor"
+            case .reduceLearningRateMinDelta: "--reduce-lr-min-delta"
             case .minimumLearningRate: "--min-learning-rate"
             case .weightColumn: "--weights"
             case .flatteningEdges: "--flatten-target-magnitude"

@@ -11,7 +11,9 @@ extension HRTrainCommand {
                 before any shuffling; the StandardScaler is fitted on the non-test rows; every epoch shuffles the \
                 training rows with a permutation from (--seed, epoch); the last partial batch is used (a single \
                 leftover row joins the batch before it). A checkpoint is written atomically after every epoch; \
-                --resume continues from one and ends with bitwise the same weights as an uninterrupted run.
+                --resume continues from one and ends with bitwise the same weights as an uninterrupted run (on the \
+                cpu and opencl backends; checkpoints hold Float32, so the reference backend's Double state resumes \
+                rounded).
 
                 SIGINT (Ctrl-C) or SIGTERM during training: the current step is finished, a checkpoint is written at \
                 that step (mid-epoch), the command that resumes is printed, and hrtrain exits with status 130 \

@@ -87,6 +87,18 @@ final class HardeningTests: XCTestCase {
             ],
             ["--model", "declared in the metadata", "needs", "more than"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: output.path))
+        // A column named twice would leave another column unread: refused.
+        var twice = try SafeTensorsFile.read(from: url)
+        var metadata = try JSONDecoder().decode(ModelMetadata.self, from: Data(json.utf8))
+        metadata.featureNames[1] = metadata.featureNames[0]
+        twice.metadata["hrtrain"] = try JSON.string(metadata)
+        try twice.write(to: hostile)
+        try refused(
+            [
+                "predict", "--model", hostile.path, "--data", data.path, "--output", output.path, "--backend",
+                "reference",
+            ],
+            ["--model", "is named twice"])
     }
 
     func testFlagsAreBoundedAndNegativeValuesMeetTheRangeCheck() throws {
@@ -116,6 +128,19 @@ final class HardeningTests: XCTestCase {
         try refused(
             ["train", "--data", data.path, "--model", model, "--learning-rate", "-1e-3"], status: 64,
             ["--learning-rate", "-0.001"])
+        try refused(
+            [
+                "train", "--data", data.path, "--model", model, "--reduce-lr-patience", "2", "--reduce-lr-min-delta",
+                "nan",
+            ], status: 64, ["--reduce-lr-min-delta must be finite"])
+        try refused(
+            [
+                "train", "--data", data.path, "--model", model, "--reduce-lr-patience", "2", "--min-learning-rate",
+                "inf",
+            ], status: 64, ["--min-learning-rate must be a finite number"])
+        try refused(
+            ["train", "--data", data.path, "--model", model, "--epochs", "4611686018427387904"], status: 64,
+            ["--epochs must be at most 1000000"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         XCTAssertFalse(FileManager.default.fileExists(atPath: model))
     }
@@ -261,6 +286,18 @@ final class HardeningTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: fresh.path))
         let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
         XCTAssertEqual(names, ["t.npy", "t.npy.columns"])
+        // A replaced file keeps its permissions; a new one gets 0666 less the umask, as `open` would give it.
+        func permissions(_ url: URL) throws -> Int {
+            try XCTUnwrap(FileManager.default.attributesOfItem(atPath: url.path)[.posixPermissions] as? Int)
+        }
+        let kept = dir.appendingPathComponent("kept.txt")
+        try AtomicFile.write(to: kept) { try $0.write("old") }
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: kept.path)
+        try AtomicFile.write(to: kept) { try $0.write("new") }
+        XCTAssertEqual(try permissions(kept), 0o600, "the replaced file")
+        XCTAssertEqual(try String(contentsOf: kept, encoding: .utf8), "new")
+        try AtomicFile.write(to: fresh) { try $0.write("new") }
+        XCTAssertEqual(try permissions(fresh), 0o666 & ~Int(AtomicFile.processUmask), "a new file")
     }
 
     // MARK: 9. Duplicate column names
@@ -305,7 +342,7 @@ final class HardeningTests: XCTestCase {
             ["train", "--data", other.path, "--model", model.path, "--resume", checkpoint.path, "--epochs", "2"],
             ["--resume", "other data", "same columns and 120 rows but other values"])
 
-        // Options read back from a checkpoint are validated as flags are (a stored batch size of 0).
+        // Options read back from a checkpoint are validated as flags are (a stored batch size of 0), when it is read.
         var file = try SafeTensorsFile.read(from: checkpoint)
         let json = try XCTUnwrap(file.metadata["checkpoint"])
         XCTAssertTrue(json.contains("\"batchSize\":32"), json)
@@ -314,7 +351,7 @@ final class HardeningTests: XCTestCase {
         try file.write(to: zero)
         try refused(
             ["train", "--data", data.path, "--model", model.path, "--resume", zero.path, "--epochs", "2"],
-            ["--batch-size must be at least 2", "got 0"])
+            ["--resume", zero.path, "training options are not valid", "batch size must be at least 2", "got 0"])
 
         // Divergence: a learning rate that blows the weights up stops training with epoch and step named;
         // the model and the last good checkpoint stay as they were.

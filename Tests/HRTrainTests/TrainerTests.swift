@@ -320,6 +320,31 @@ final class TrainerTests: XCTestCase {
         XCTAssertThrowsError(try Checkpoint.read(from: url)) {
             XCTAssertTrue("\($0)".contains("does not follow the"), "\($0)")
         }
+        // Edited values that a run cannot have written, or that would trap or mislead when continued, are refused
+        // when read, naming the file.
+        metadata.state.partialEpoch = nil
+        let edits: [(String, (inout Checkpoint.Metadata) -> Void)] = [
+            ("another network", { $0.options.spec.hiddenSizes = [4, 4] }),
+            ("Adam step count", { $0.adamStep = Int.max }),
+            ("epochs done", { $0.state.epoch = Int.max }),
+            ("learning rate", { $0.state.learningRate = -1 }),
+            ("waits", { $0.state.earlyStoppingWait = Int.max }),
+            ("waits", { $0.state.plateauWait = -1 }),
+            ("training options are not valid", { $0.options.batchSize = 1 }),
+            ("best epoch", { $0.state.bestEpoch = $0.state.epoch + 1 }),
+        ]
+        for (expected, edit) in edits {
+            var edited = metadata
+            edit(&edited)
+            file.metadata["checkpoint"] = try JSON.string(edited)
+            try file.write(to: url)
+            XCTAssertThrowsError(try Checkpoint.read(from: url), expected) {
+                XCTAssertTrue("\($0)".contains(expected) && "\($0)".contains(url.path), "\(expected): \($0)")
+            }
+        }
+        file.metadata["checkpoint"] = try JSON.string(metadata)
+        try file.write(to: url)
+        XCTAssertNoThrow(try Checkpoint.read(from: url), "the unedited metadata")
     }
 
     func testInitFromAModelOfAnotherArchitectureIsRefused() throws {

@@ -61,15 +61,30 @@ public enum AtomicFile {
         let temporary: String
     }
 
-    /// Creates an empty, uniquely named file next to `target` (mode 0644); returns its descriptor and path.
+    /// Creates an empty, uniquely named file next to `target` with the mode the target would get: the existing
+    /// target's permissions, else 0666 less the umask (as `open` would create it); returns its descriptor and path.
     private static func makeTemporary(for target: URL) throws -> (Int32, String) {
         let directory = target.deletingLastPathComponent().path
         var template = Array("\(directory)/.\(target.lastPathComponent).tmp-XXXXXX".utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard descriptor >= 0 else { throw systemError("cannot create a temporary file in \(directory)", target) }
-        fchmod(descriptor, 0o644)
+        var existing = stat()
+        let mode = stat(target.path, &existing) == 0 ? existing.st_mode & 0o7777 : 0o666 & ~processUmask
+        fchmod(descriptor, mode)
         return (descriptor, String(cString: template))
     }
+
+    /// The process's umask, read once from `/proc/self/status` (reading it with `umask(2)` means setting it,
+    /// a race with other threads creating files); 022 where that line is missing.
+    static let processUmask: mode_t = {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("Umask:") {
+            if let value = mode_t(line.dropFirst("Umask:".count).trimmingCharacters(in: .whitespaces), radix: 8) {
+                return value
+            }
+        }
+        return 0o022
+    }()
 
     /// `fsync`s a descriptor, naming `target` on failure.
     private static func sync(_ descriptor: Int32, _ target: URL) throws {

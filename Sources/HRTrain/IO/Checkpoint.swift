@@ -38,7 +38,9 @@ public struct Checkpoint: Sendable {
         }
     }
 
+    /// The checkpoint's JSON part.
     public var metadata: Metadata
+    /// The network's weights and running statistics, scalers and metadata.
     public var model: Model
     public var firstMoment: [Float]
     public var secondMoment: [Float]
@@ -102,12 +104,50 @@ public struct Checkpoint: Sendable {
                 try flat("best.parameters", layout.parameterCount),
                 try flat("best.running_statistics", layout.runningCount)
             )
-        guard metadata.adamStep >= 0, metadata.state.epoch >= 0 else { throw fail("negative step or epoch") }
+        if let problem = metadata.inconsistency() { throw fail(problem) }
         if let problem = metadata.state.partialEpoch?.inconsistency(completedEpochs: metadata.state.epoch) {
             throw fail(problem)
         }
         return Checkpoint(
             metadata: metadata, model: model, firstMoment: try flat("adam.m", layout.parameterCount),
             secondMoment: try flat("adam.v", layout.parameterCount), best: best)
+    }
+}
+
+extension Checkpoint.Metadata {
+    /// Why these values cannot come from a run (a damaged or edited checkpoint); nil when they can. Every count
+    /// is bounded (so that continuing cannot overflow), the options are valid and describe the model's network,
+    /// and the schedule's state is finite and within the epochs done.
+    func inconsistency() -> String? {
+        do { try options.validate() } catch { return "its training options are not valid: \(error)" }
+        if options.spec != model.spec || options.profile != model.profile {
+            return "its training options describe another network (\(options.spec.hiddenSizes), \(options.profile)) "
+                + "than its model (\(model.spec.hiddenSizes), \(model.profile))"
+        }
+        let epochs = TrainingOptions.maximumEpochs
+        guard (0...epochs).contains(state.epoch) else { return "epochs done \(state.epoch) are not in 0...\(epochs)" }
+        guard (0...(1 << 40)).contains(trainingRows), (0...(1 << 40)).contains(validationRows) else {
+            return "its row counts \(trainingRows) and \(validationRows) are out of range"
+        }
+        // Each step takes at least one row: at most (epochs + 1) × rows steps.
+        guard adamStep >= 0, adamStep <= (state.epoch + 1) * Swift.max(trainingRows, 1) else {
+            return "its Adam step count \(adamStep) does not fit \(state.epoch) epochs of \(trainingRows) rows"
+        }
+        guard state.learningRate.isFinite, state.learningRate > 0 else {
+            return "its learning rate \(state.learningRate) is not a positive number"
+        }
+        guard (0...state.epoch).contains(state.earlyStoppingWait), (0...state.epoch).contains(state.plateauWait) else {
+            return "its waits (\(state.earlyStoppingWait), \(state.plateauWait)) exceed the \(state.epoch) epochs done"
+        }
+        if [state.best, state.plateauBest].contains(where: { $0.map { !$0.isFinite } ?? false }) {
+            return "its best monitored losses are not finite"
+        }
+        if let bestEpoch = state.bestEpoch, !(1...Swift.max(state.epoch, 1)).contains(bestEpoch) {
+            return "its best epoch \(bestEpoch) is not one of the \(state.epoch) epochs done"
+        }
+        if state.history.count > state.epoch {
+            return "its history has \(state.history.count) epochs, more than the \(state.epoch) done"
+        }
+        return nil
     }
 }

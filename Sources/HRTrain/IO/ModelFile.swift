@@ -230,6 +230,12 @@ public struct Model: Sendable, Equatable {
                     + "network of \(spec.inputSize) inputs and \(spec.outputSize) outputs"
             )
         }
+        for names in [metadata.featureNames, metadata.targetNames] {
+            var seen = Set<String>()
+            if let repeated = names.first(where: { !seen.insert($0).inserted }) {
+                throw fail("the column \"\(repeated)\" is named twice among \(names.joined(separator: ","))")
+            }
+        }
         do {
             try SizeLimits.requireModel(spec, tensorBytes: file.tensors.values.reduce(0) { $0 + $1.bytes.count })
         } catch let error as SizeLimitError { throw fail(error.description) }

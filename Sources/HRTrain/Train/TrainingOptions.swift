@@ -32,6 +32,10 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     /// The defaults: the thesis configuration (keras profile, batch 4000, lr 1e-3, 20 % validation).
     public init() {}
 
+    /// The most epochs a run may ask for (far beyond any training; keeps every epoch and step count, and the
+    /// counters of a checkpoint, far from overflow).
+    public static let maximumEpochs = 1_000_000
+
     /// Checks every value; the one place where training options are validated (the CLI maps the failing
     /// field to its flag). Throws `TrainingOptionsError`.
     public func validate() throws {
@@ -39,6 +43,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
             if !condition { throw TrainingOptionsError(field: field, message: message) }
         }
         try check(epochs >= 1, .epochs, "must be at least 1, got \(epochs)")
+        try check(
+            epochs <= Self.maximumEpochs, .epochs, "must be at most \(Self.maximumEpochs), got \(epochs)")
         try check(
             batchSize >= 2, .batchSize, "must be at least 2 (batch normalisation needs two rows), got \(batchSize)")
         try check(learningRate > 0 && learningRate.isFinite, .learningRate, "must be positive, got \(learningRate)")
@@ -63,7 +69,11 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
             try check(
                 plateau.factor > 0 && plateau.factor < 1, .reduceLearningRateFactor,
                 "must be in (0, 1), got \(plateau.factor)")
-            try check(plateau.minimum >= 0, .minimumLearningRate, "must be ≥ 0, got \(plateau.minimum)")
+            try check(
+                plateau.minimum >= 0 && plateau.minimum.isFinite, .minimumLearningRate,
+                "must be a finite number ≥ 0, got \(plateau.minimum)")
+            try check(
+                plateau.minDelta.isFinite, .reduceLearningRateMinDelta, "must be finite, got \(plateau.minDelta)")
         }
         if let weightColumn { try check(!weightColumn.isEmpty, .weightColumn, "must name a column") }
         if let f = flattening {
@@ -103,6 +113,7 @@ public struct TrainingOptionsError: Error, CustomStringConvertible, Equatable, S
         case minDelta = "early-stopping minimum delta"
         case reduceLearningRatePatience = "learning-rate schedule patience"
         case reduceLearningRateFactor = "learning-rate schedule factor"
+        case reduceLearningRateMinDelta = "learning-rate schedule minimum delta"
         case minimumLearningRate = "minimum learning rate"
         case weightColumn = "weight column"
         case flatteningEdges = "flattening bin edges"
