@@ -298,6 +298,14 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(try String(contentsOf: kept, encoding: .utf8), "new")
         try AtomicFile.write(to: fresh) { try $0.write("new") }
         XCTAssertEqual(try permissions(fresh), 0o666 & ~Int(AtomicFile.processUmask), "a new file")
+        // A name of 249 bytes (the file system allows 255) still gets its temporary sibling, and several files
+        // their backups.
+        let long = dir.appendingPathComponent("a" + String(repeating: "é", count: 124))
+        XCTAssertEqual(long.lastPathComponent.utf8.count, 249)
+        try AtomicFile.write(to: long) { try $0.write("one") }
+        try AtomicFile.write([(long, { try $0.write("two") }), (kept, { try $0.write("three") })])
+        XCTAssertEqual(try String(contentsOf: long, encoding: .utf8), "two")
+        XCTAssertEqual(AtomicFile.siblingStem(of: long).utf8.count, 199, "whole characters, at most 200 bytes")
     }
 
     // MARK: 9. Duplicate column names

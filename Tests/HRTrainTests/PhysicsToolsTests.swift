@@ -33,6 +33,9 @@ final class PhysicsToolsTests: XCTestCase {
             magnitudes: [1, 2, 3], edges: [0, 10, 20], power: 1, maximumWeight: 7, file: "test")
         XCTAssertEqual(empty.trainingCounts, [3, 0])
         XCTAssertEqual(empty.binWeights[1] / empty.binWeights[0], 7 / (3.0 / 2 / 3), accuracy: 1e-12)
+        // Power 0 is unit weights everywhere, empty bins too.
+        let unit = try TargetMagnitudeFlattening.fit(counts: [5, 0, 5], edges: [0, 1, 2, 3], power: 0, file: "test")
+        XCTAssertEqual(unit.binWeights, [1, 1, 1])
 
         XCTAssertThrowsError(
             try TargetMagnitudeFlattening.fit(magnitudes: [1], edges: [0, 0], power: 1, file: "test"))

@@ -60,8 +60,11 @@ public struct TargetMagnitudeFlattening: Codable, Sendable, Equatable {
             edges: edges, power: power, maximumWeight: maximumWeight, trainingCounts: counts, binWeights: [])
         let n = Double(counts.reduce(0, +))
         let binCount = Double(edges.count - 1)
+        // An empty bin (no training event; it weights validation and test rows only) gets the limit of the rule as
+        // its count goes to 0: the cap for a power above 0, and 1 for power 0 (unit weights everywhere).
         let raw = flattening.trainingCounts.map { count -> Double in
-            count == 0 ? maximumWeight : min(pow(n / binCount / Double(count), power), maximumWeight)
+            count == 0
+                ? (power == 0 ? 1 : maximumWeight) : min(pow(n / binCount / Double(count), power), maximumWeight)
         }
         let mean = zip(raw, flattening.trainingCounts).reduce(0) { $0 + $1.0 * Double($1.1) } / n
         flattening.binWeights = raw.map { $0 / mean }

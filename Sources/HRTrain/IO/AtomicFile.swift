@@ -65,13 +65,21 @@ public enum AtomicFile {
     /// target's permissions, else 0666 less the umask (as `open` would create it); returns its descriptor and path.
     private static func makeTemporary(for target: URL) throws -> (Int32, String) {
         let directory = target.deletingLastPathComponent().path
-        var template = Array("\(directory)/.\(target.lastPathComponent).tmp-XXXXXX".utf8CString)
+        var template = Array("\(directory)/.\(siblingStem(of: target)).tmp-XXXXXX".utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard descriptor >= 0 else { throw systemError("cannot create a temporary file in \(directory)", target) }
         var existing = stat()
         let mode = stat(target.path, &existing) == 0 ? existing.st_mode & 0o7777 : 0o666 & ~processUmask
         fchmod(descriptor, mode)
         return (descriptor, String(cString: template))
+    }
+
+    /// The target's name as the stem of its temporary and backup siblings: at most 200 bytes of it (whole
+    /// characters), so that `.<stem>.tmp-XXXXXX` stays within the 255 bytes a file name may have.
+    static func siblingStem(of target: URL) -> String {
+        var stem = Substring(target.lastPathComponent)
+        while stem.utf8.count > 200 { stem = stem.dropLast() }
+        return String(stem)
     }
 
     /// The process's umask, read once from `/proc/self/status` (reading it with `umask(2)` means setting it,
@@ -132,7 +140,7 @@ public enum AtomicFile {
         guard lstat(target.path, &info) == 0 else { return nil }
         let directory = target.deletingLastPathComponent().path
         for attempt in 0..<100 {
-            let name = "\(directory)/.\(target.lastPathComponent).old-\(getpid())-\(attempt)"
+            let name = "\(directory)/.\(siblingStem(of: target)).old-\(getpid())-\(attempt)"
             if link(target.path, name) == 0 { return name }
             if errno != EEXIST { break }
         }
