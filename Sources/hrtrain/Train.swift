@@ -91,6 +91,37 @@ extension HRTrainCommand {
                 visibility: .hidden)) var maxDeviceMemory: Int?
         @OptionGroup var verbosity: VerbosityOptions
 
+        /// The training settings given on the command line that a resumed run takes from its checkpoint instead.
+        var ignoredWhenResuming: [String] {
+            let given: [(String, Bool)] = [
+                ("--layout", layout != nil), ("--hidden", hidden != nil), ("--profile", profile != nil),
+                ("--batch-size", batchSize != nil), ("--learning-rate", learningRate != nil), ("--seed", seed != nil),
+                ("--validation-split", validationSplit != nil), ("--test-fraction", testFraction != nil),
+                ("--no-shuffle", !shuffle), ("--patience", patience != nil), ("--min-delta", minDelta != 0),
+                ("--restore-best", restoreBest), ("--reduce-lr-patience", reduceLrPatience != nil),
+                ("--reduce-lr-factor", reduceLrFactor != 0.1), ("--reduce-lr-min-delta", reduceLrMinDelta != 1e-4),
+                ("--min-learning-rate", minLearningRate != 0), ("--scale-targets", scaleTargets),
+                ("--weights", weights != nil), ("--flatten-target-magnitude", flattenTargetMagnitude != nil),
+                ("--baseline", baseline != nil),
+            ]
+            return given.filter(\.1).map(\.0)
+        }
+
+        /// A resumed run's `--epochs` (the total) must at least finish the epoch the checkpoint stopped in: fewer
+        /// would write a model whose weights belong to no epoch count. Equal to the epochs done, nothing is trained
+        /// and the model is written from the checkpoint.
+        static func checkResumedEpochs(_ state: TrainerState, total: Int, file: String) throws {
+            let needed = state.partialEpoch?.epoch ?? state.epoch
+            guard total >= needed else {
+                let place =
+                    state.partialEpoch.map { "stopped in epoch \($0.epoch) (after \(state.epoch) done)" }
+                    ?? "has \(state.epoch) epochs done"
+                throw ValidationError(
+                    "--epochs \(total): the checkpoint \(file) \(place); --epochs is the total of the run, "
+                        + "give at least \(needed)")
+            }
+        }
+
         func validate() throws {
             if testFile != nil && testFraction != nil {
                 throw ValidationError("give either --test-file or --test-fraction, not both")
@@ -187,11 +218,15 @@ extension HRTrainCommand {
             var options = try resumed?.metadata.options ?? flagOptions(initialModel: initial)
             options.epochs = epochs ?? options.epochs
             try options.validate()  // options read back from a checkpoint are checked as flags are
-            let ignored = [layout, hidden, profile, batchSize, learningRate, seed] as [Any?]
-            if resumed != nil && ignored.contains(where: { $0 != nil }) {
-                log.warn(
-                    "--resume: the architecture and optimiser settings come from the checkpoint; "
-                        + "the ones given on the command line are ignored")
+            if let resumed, let resume {
+                try Self.checkResumedEpochs(resumed.metadata.state, total: options.epochs, file: resume)
+                let ignored = ignoredWhenResuming
+                if !ignored.isEmpty {
+                    log.warn(
+                        "--resume: every setting but --epochs comes from the checkpoint; "
+                            + ignored.joined(separator: ", ") + " given on the command line "
+                            + (ignored.count == 1 ? "is" : "are") + " ignored")
+                }
             }
 
             if syncBatchnorm && !communicator.usesMPI {

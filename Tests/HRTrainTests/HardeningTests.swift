@@ -344,6 +344,28 @@ final class HardeningTests: XCTestCase {
         let savedCheckpoint = try bytes(checkpoint)
         let savedModel = try bytes(model)
 
+        // --epochs is the run's total: fewer than the checkpoint has done is refused (exit 64), naming the file;
+        // settings given with --resume are named as ignored.
+        let two = dir.appendingPathComponent("two.safetensors")
+        let twice = try runHRTrain(
+            [
+                "train", "--data", data.path, "--model", two.path, "--quiet", "--hidden", "4", "--batch-size", "32",
+                "--epochs", "2",
+            ])
+        XCTAssertEqual(twice.status, 0, twice.err)
+        try refused(
+            ["train", "--data", data.path, "--model", two.path, "--resume", two.path + ".checkpoint", "--epochs", "1"],
+            status: 64, ["--epochs 1", two.path + ".checkpoint", "has 2 epochs done", "give at least 2"])
+        let ignored = try runHRTrain(
+            [
+                "train", "--data", data.path, "--model", two.path, "--resume", two.path + ".checkpoint", "--epochs",
+                "3",
+                "--patience", "1", "--no-shuffle",
+            ])
+        XCTAssertEqual(ignored.status, 0, ignored.err)
+        XCTAssertTrue(
+            ignored.err.contains("--no-shuffle, --patience given on the command line are ignored"), ignored.err)
+
         // Same columns and row count, other values: refused, naming what differs.
         let other = try sample("other.csv", in: dir, seed: 4)
         try refused(
