@@ -430,14 +430,14 @@ final class ONNXExportTests: XCTestCase {
         var model = Self.randomModel(
             profile: .keras, layout: .denseTanhBatchNorm, scaleTargets: true, features: features, rows: 4, seed: 9)
         model.metadata.calibration = other
-        let file = model.safeTensors()
+        let file = try model.safeTensors()
         XCTAssertThrowsError(try ONNXExport.checkExportable(file, model: model, path: "m")) {
             XCTAssertTrue("\($0)".contains("\"isotonic-log-linear-iterated\""), "\($0)")
             XCTAssertTrue("\($0)".contains("cannot export"), "\($0)")
         }
         XCTAssertNoThrow(try ONNXExport.checkExportable(file, model: model, path: "m", calibrated: false))
         model.metadata.calibration = Self.handCalibration
-        var extraKey = model.safeTensors()
+        var extraKey = try model.safeTensors()
         var json = try JSONSerialization.jsonObject(with: Data(extraKey.metadata["hrtrain"]!.utf8)) as! [String: Any]
         var stored = json["calibration"] as! [String: Any]
         stored["smoothing"] = 3
@@ -448,7 +448,7 @@ final class ONNXExportTests: XCTestCase {
         }
         // The newer fit's method and provenance keys (notes-calibration.md): same apply rule, exported.
         model.metadata.calibration!.method = "inverted-log-linear"
-        var newer = model.safeTensors()
+        var newer = try model.safeTensors()
         json = try JSONSerialization.jsonObject(with: Data(newer.metadata["hrtrain"]!.utf8)) as! [String: Any]
         stored = json["calibration"] as! [String: Any]
         stored["binning"] = "truth"
@@ -457,7 +457,7 @@ final class ONNXExportTests: XCTestCase {
         json["calibration"] = stored
         newer.metadata["hrtrain"] = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
         XCTAssertNoThrow(try ONNXExport.checkExportable(newer, model: model, path: "m"))
-        XCTAssertNoThrow(try ONNXExport.checkExportable(model.safeTensors(), model: model, path: "m"))
+        XCTAssertNoThrow(try ONNXExport.checkExportable(try model.safeTensors(), model: model, path: "m"))
     }
 
     /// The graph's structure, decoded with the generated messages (no Python needed).
@@ -563,7 +563,7 @@ final class ONNXExportTests: XCTestCase {
         let features = (0..<38 * 4).map { Float($0 % 5) }
         let model = Self.randomModel(
             profile: .keras, layout: .denseTanhBatchNorm, scaleTargets: false, features: features, rows: 4, seed: 9)
-        let good = model.safeTensors()
+        let good = try model.safeTensors()
         func withJSON(_ edit: (inout [String: Any]) -> Void) throws -> SafeTensorsFile {
             var file = good
             var json = try JSONSerialization.jsonObject(with: Data(file.metadata["hrtrain"]!.utf8)) as! [String: Any]

@@ -163,7 +163,7 @@ public enum ONNXExport {
         }
         // The safetensors metadata repeats parts of the JSON: each key must be one hrtrain writes, with the value
         // it writes for this model.
-        let written = model.safeTensors().metadata
+        let written = try model.safeTensors().metadata
         for key in file.metadata.keys.sorted() where key != "hrtrain" {
             guard let expected = written[key] else { throw refuse("the model file's metadata has the key \"\(key)\"") }
             if file.metadata[key] != expected {

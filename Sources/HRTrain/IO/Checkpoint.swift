@@ -60,7 +60,7 @@ public struct Checkpoint: Sendable {
 
     /// Writes the checkpoint atomically (temporary file, flush, rename).
     public func write(to url: URL) throws {
-        var file = model.safeTensors()
+        var file = try model.safeTensors()
         let p = firstMoment.count
         file.tensors["adam.m"] = SafeTensor(shape: [p], floats: firstMoment)
         file.tensors["adam.v"] = SafeTensor(shape: [p], floats: secondMoment)

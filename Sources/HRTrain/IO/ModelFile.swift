@@ -151,8 +151,9 @@ public struct Model: Sendable, Equatable {
         self.targetScaler = targetScaler
     }
 
-    /// The safetensors contents of this model.
-    public func safeTensors() -> SafeTensorsFile {
+    /// The safetensors contents of this model (throws if its metadata cannot be written as JSON, e.g. a
+    /// non-finite option set by a library caller, rather than write a model that cannot be read back).
+    public func safeTensors() throws -> SafeTensorsFile {
         let layout = ParameterLayout(metadata.spec)
         var tensors: [String: SafeTensor] = [:]
         for e in layout.parameters {
@@ -171,7 +172,7 @@ public struct Model: Sendable, Equatable {
         var stored = metadata
         // Version 2 only where it matters: an older hrtrain refuses a model it would mispredict.
         stored.formatVersion = metadata.baseline != nil || metadata.calibration != nil ? 2 : 1
-        let json = (try? JSON.string(stored)) ?? ""
+        let json = try JSON.string(stored)
         let conventions = metadata.inference ?? InferenceConventions(spec: metadata.spec, profile: metadata.profile)
         return SafeTensorsFile(
             tensors: tensors,
