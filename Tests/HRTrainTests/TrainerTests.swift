@@ -347,6 +347,37 @@ final class TrainerTests: XCTestCase {
         XCTAssertNoThrow(try Checkpoint.read(from: url), "the unedited metadata")
     }
 
+    /// A checkpoint written with the older validation split (floor(n·v) validation rows, before it was made Keras'
+    /// floor(n·(1−v)) training rows) is refused on resume with that reason, not as other data.
+    func testACheckpointOfTheOlderValidationSplitIsRefusedWithTheReason() throws {
+        let backend = try CPUBackend(threads: 1)
+        let dir = try temporaryDirectory(self)
+        let data = try PreparedData.prepare(
+            table: Self.sample(rows: 301, seed: 5), file: "sample", features: nil,
+            targets: ["truth_hr_x", "truth_hr_y"], validationSplit: 0.2, scaleTargets: true)
+        XCTAssertEqual([data.totalTrainingRows, data.totalValidationRows], [240, 61], "Keras: floor(301 · 0.8)")
+        let url = dir.appendingPathComponent("run.checkpoint")
+        _ = try TrainingSession(
+            backend: backend, data: data, options: Self.resumeOptions(epochs: 1), start: .fresh(seed: 11),
+            settings: .init(checkpoint: url)
+        ).run()
+        var file = try SafeTensorsFile.read(from: url)
+        var metadata = try JSONDecoder().decode(
+            Checkpoint.Metadata.self, from: Data(try XCTUnwrap(file.metadata["checkpoint"]).utf8))
+        (metadata.trainingRows, metadata.validationRows) = (241, 60)
+        file.metadata["checkpoint"] = try JSON.string(metadata)
+        try file.write(to: url)
+        let checkpoint = try Checkpoint.read(from: url)
+        XCTAssertThrowsError(
+            try TrainingSession(
+                backend: backend, data: data, options: Self.resumeOptions(epochs: 2),
+                start: .resume(checkpoint, file: url.path)
+            ).run()
+        ) {
+            XCTAssertTrue("\($0)".contains("before the validation split was made Keras' own"), "\($0)")
+        }
+    }
+
     func testInitFromAModelOfAnotherArchitectureIsRefused() throws {
         let data = try PreparedData.prepare(
             table: Self.sample(rows: 100, seed: 6), file: "sample", features: nil,

@@ -203,10 +203,20 @@ public final class TrainingSession<B: Backend> {
             }
             guard saved.trainingRows == data.totalTrainingRows, saved.validationRows == data.totalValidationRows
             else {
+                // hrtrain before 3 Dec 2026 took floor(n·v) validation rows; Keras (and hrtrain since) floor(n·(1−v))
+                // training rows: one row apart where n·v is not whole.
+                let usable = saved.trainingRows + saved.validationRows
+                let olderSplit =
+                    usable == data.totalTrainingRows + data.totalValidationRows
+                    && saved.validationRows == Int((Double(usable) * saved.options.validationSplit).rounded(.down))
                 throw DataError(
                     "the checkpoint was written for \(saved.trainingRows) training and \(saved.validationRows) "
                         + "validation rows, but \(settings.dataFile ?? "the data") gives \(data.totalTrainingRows) "
-                        + "and \(data.totalValidationRows): use the same data and split",
+                        + "and \(data.totalValidationRows): "
+                        + (olderSplit
+                            ? "the checkpoint comes from an hrtrain before the validation split was made Keras' own "
+                                + "(floor(n·(1−v)) training rows); start the run again, or finish it with that version"
+                            : "use the same data and split"),
                     file: place, field: .checkpoint)
             }
             data.featureScaler = checkpoint.model.featureScaler
