@@ -12,6 +12,9 @@ final class InProcessReduction: @unchecked Sendable {
     private var result: [Double] = []
     private var collected = 0
     private var generation = 0
+    /// Set when a rank's body failed: the others stop waiting for it (their reductions return unchanged) and
+    /// `run` throws the failure, instead of hanging.
+    private var abandoned = false
 
     init(parts: Int) {
         self.parts = parts
@@ -21,7 +24,8 @@ final class InProcessReduction: @unchecked Sendable {
     func reduce(rank: Int, _ values: inout [Double]) {
         condition.lock()
         defer { condition.unlock() }
-        while deposits[rank] != nil { condition.wait() }  // the previous round is still being collected
+        while deposits[rank] != nil && !abandoned { condition.wait() }  // the previous round is being collected
+        if abandoned { return }
         let round = generation
         deposits[rank] = values
         if deposits.allSatisfy({ $0 != nil }) {
@@ -30,13 +34,21 @@ final class InProcessReduction: @unchecked Sendable {
             collected = 0
             condition.broadcast()
         }
-        while generation == round { condition.wait() }
+        while generation == round && !abandoned { condition.wait() }
+        if abandoned { return }
         values = result
         collected += 1
         if collected == parts {
             deposits = Array(repeating: nil, count: parts)
             condition.broadcast()
         }
+    }
+
+    private func abandon() {
+        condition.lock()
+        abandoned = true
+        condition.broadcast()
+        condition.unlock()
     }
 
     /// Runs `body(rank)` on `parts` threads at once and waits for all of them.
@@ -46,7 +58,10 @@ final class InProcessReduction: @unchecked Sendable {
         for rank in 0..<parts {
             group.enter()
             Thread {
-                do { try body(rank) } catch { failures[rank] = error }
+                do { try body(rank) } catch {
+                    failures[rank] = error
+                    self.abandon()
+                }
                 group.leave()
             }.start()
         }
@@ -335,6 +350,37 @@ final class DistributedTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// With synchronised batch norm a rank may hold a single row of the batch (the whole batch's statistics
+    /// count): two ranks holding 2 and 1 rows of a 3-row batch give the network's training-mode forward of the
+    /// whole batch.
+    func testSynchronizedBatchNormAcceptsAOneRowShare() throws {
+        let spec = NetworkSpec(inputSize: 4, hiddenSizes: [5, 3], outputSize: 2)
+        let initial = Network<ReferenceBackend>.initialValues(spec: spec, profile: .keras, seed: 5)
+        let x = randomValues(3 * 4, seed: 911)
+        @Sendable func network(_ backend: ReferenceBackend) throws -> Network<ReferenceBackend> {
+            try Network(
+                backend: backend, spec: spec, profile: .keras, parameters: initial.parameters,
+                runningStatistics: initial.runningStatistics)
+        }
+        let reference = ReferenceBackend()
+        let batch = try reference.tensor(x, shape: [3, 4])
+        let whole = try reference.read(try network(reference).forward(batch, training: true))
+        let reduction = InProcessReduction(parts: 2)
+        let outputs = ResultSlots<[Double]>(count: 2)
+        try reduction.run { rank in
+            let b = ReferenceBackend()
+            let range = Sharding.range(count: 3, parts: 2, index: rank)
+            let net = try network(b)
+            net.batchNormSynchronization = BatchNormSynchronization(
+                reduce: { reduction.reduce(rank: rank, &$0) },
+                gradientWeight: Sharding.gradientWeight(rows: 3, ranks: 2, rank: rank))
+            let mine = try b.tensor(Array(x[range.lowerBound * 4..<range.upperBound * 4]), shape: [range.count, 4])
+            outputs[rank] = try b.read(try net.forward(mine, training: true))
+        }
+        XCTAssertEqual(Sharding.range(count: 3, parts: 2, index: 1).count, 1, "rank 1 holds one row")
+        assertClose((0..<2).flatMap { outputs[$0]! }, whole, limit: 1e-13, "outputs")
     }
 
     /// Three ranks holding 13, 12 and 12 rows of a 37-row batch compute, with the statistics all-reduced, the

@@ -197,7 +197,7 @@ public final class Network<B: Backend> {
             shape.count == 2 && shape[1] == spec.inputSize, "input has shape \(shape), expected [N, \(spec.inputSize)]")
         let rows = shape[0]
         try require(rows >= 1, "empty batch")
-        if training {
+        if training && batchNormSynchronization == nil {  // synchronised: the whole batch across ranks counts
             try require(
                 rows >= 2,
                 "a training batch of \(rows) row cannot be batch-normalised (its variance is zero); "
