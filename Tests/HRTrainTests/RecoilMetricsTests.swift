@@ -5,6 +5,17 @@ import XCTest
 /// Tests of the recoil response and resolution figures.
 final class RecoilMetricsTests: XCTestCase {
     /// u∥ = u·n and u⊥ = u_x n_y − u_y n_x, checked on hand-computed vectors.
+    /// The verdict of a resolution ratio against its error: 2σ below or above 1; undefined ("-") where the
+    /// network's response is not positive (a negative ratio) or the error is missing (a single event).
+    func testVerdictsNeedAPositiveRatioAndAnError() {
+        XCTAssertEqual(RecoilVerdictBin.verdict(ratio: 0.8, error: 0.05), "better")
+        XCTAssertEqual(RecoilVerdictBin.verdict(ratio: 1.2, error: 0.05), "worse")
+        XCTAssertEqual(RecoilVerdictBin.verdict(ratio: 0.95, error: 0.05), "equal")
+        XCTAssertEqual(RecoilVerdictBin.verdict(ratio: -0.5, error: 0.1), "-", "negative response")
+        XCTAssertEqual(RecoilVerdictBin.verdict(ratio: 0.5, error: .nan), "-", "no error")
+        XCTAssertEqual(RecoilVerdictBin.verdict(ratio: .nan, error: 0.1), "-", "empty bin")
+    }
+
     func testProjectionsOnHandComputedVectors() {
         // Truth (3, 4): n = (0.6, 0.8). Perfect prediction: u∥ = 5, u⊥ = 0. Rotated by +90°: u = (−4, 3),
         // u∥ = 0, u⊥ = −4·0.8 − 3·0.6 = −5.

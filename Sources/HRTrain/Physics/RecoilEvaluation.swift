@@ -79,9 +79,10 @@ public struct RecoilVerdictBin: Codable, Sendable, Equatable {
     public var perpendicularRatioError: Double
 
     /// `better` (ratio more than 2σ below 1), `worse` (more than 2σ above), else `equal` (within 2σ);
-    /// `-` for an empty bin.
+    /// `-` for an empty bin, and where the ratio or its error is undefined: a network whose response in the bin
+    /// is not positive (σ/R ≤ 0), or a width without an error (a single event).
     public static func verdict(ratio: Double, error: Double) -> String {
-        guard ratio.isFinite else { return "-" }
+        guard ratio.isFinite, ratio > 0, error.isFinite else { return "-" }
         if ratio + 2 * error < 1 { return "better" }
         if ratio - 2 * error > 1 { return "worse" }
         return "equal"
