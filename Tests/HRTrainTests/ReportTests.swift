@@ -13,6 +13,14 @@ import XCTest
 final class ReportTests: XCTestCase {
     // MARK: Plot layer
 
+    /// CSV links of a report named like `run#3 ü&x.html` open the CSV files next to it: percent-encoded for the
+    /// URL, then XML-escaped for the attribute.
+    func testRelativeLinksArePercentEncodedAndEscaped() {
+        XCTAssertEqual(relativeLink("run#3 ü&x_summary.csv"), "run%233%20%C3%BC&amp;x_summary.csv")
+        XCTAssertEqual(relativeLink("a:b?c%d.csv"), "a%3Ab%3Fc%25d.csv")
+        XCTAssertEqual(relativeLink("plain_summary.csv"), "plain_summary.csv")
+    }
+
     func testNiceTicksOnLinearAndLogAxes() {
         XCTAssertEqual(niceTicks(lower: 0, upper: 97), [0, 20, 40, 60, 80, 100])
         let response = niceTicks(lower: 0.43, upper: 1.07)

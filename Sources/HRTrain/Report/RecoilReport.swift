@@ -547,7 +547,7 @@ public struct RecoilReport: Sendable {
             for f in figures where f.section == section {
                 page +=
                     "<figure>\n\(f.rendered.svg)<figcaption>\(xmlEscaped(f.caption)) <a "
-                    + "href=\"\(xmlEscaped("\(csvStem)_\(f.id).csv"))\">CSV</a></figcaption>\n</figure>\n"
+                    + "href=\"\(relativeLink("\(csvStem)_\(f.id).csv"))\">CSV</a></figcaption>\n</figure>\n"
             }
             page += "</div>\n</section>\n"
         }
@@ -614,7 +614,7 @@ public struct RecoilReport: Sendable {
         }
         html +=
             "</tbody>\n</table>\n<p class=\"note\">The same figures as <code>hrtrain evaluate --json</code>; <a "
-            + "href=\"\(xmlEscaped(csvStem))_summary.csv\">CSV</a>.</p>\n"
+            + "href=\"\(relativeLink("\(csvStem)_summary.csv"))\">CSV</a>.</p>\n"
         return html
     }
 
@@ -692,4 +692,12 @@ public func readMetrics(from url: URL) throws -> [EpochRecord] {
     }
     guard !records.isEmpty else { throw DataError("the metrics file holds no epochs", url: url) }
     return records
+}
+
+/// A file name as a relative link in an `href`: percent-encoded (a `#`, `?` or `%` in the name would otherwise start
+/// a fragment or a query) and then XML-escaped.
+func relativeLink(_ fileName: String) -> String {
+    var allowed = CharacterSet.urlPathAllowed
+    allowed.remove(charactersIn: "?#%;:")
+    return xmlEscaped(fileName.addingPercentEncoding(withAllowedCharacters: allowed) ?? fileName)
 }
