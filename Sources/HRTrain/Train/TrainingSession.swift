@@ -203,8 +203,8 @@ public final class TrainingSession<B: Backend> {
             }
             guard saved.trainingRows == data.totalTrainingRows, saved.validationRows == data.totalValidationRows
             else {
-                // hrtrain before 3 Dec 2026 took floor(n·v) validation rows; Keras (and hrtrain since) floor(n·(1−v))
-                // training rows: one row apart where n·v is not whole.
+                // hrtrain before 3 Dec 2026 took floor(n·v) validation rows; Keras (and hrtrain since)
+                // floor(n·(1−v)) training rows: one row apart where n·v is not whole.
                 let usable = saved.trainingRows + saved.validationRows
                 let olderSplit =
                     usable == data.totalTrainingRows + data.totalValidationRows
@@ -215,7 +215,8 @@ public final class TrainingSession<B: Backend> {
                         + "and \(data.totalValidationRows): "
                         + (olderSplit
                             ? "the checkpoint comes from an hrtrain before the validation split was made Keras' own "
-                                + "(floor(n·(1−v)) training rows); start the run again, or finish it with that version"
+                                + "(floor(n·(1−v)) training rows); start the run again, or finish it with that "
+                                + "version"
                             : "use the same data and split"),
                     file: place, field: .checkpoint)
             }
