@@ -133,8 +133,9 @@ extension Checkpoint.Metadata {
         guard adamStep >= 0, adamStep <= (state.epoch + 1) * Swift.max(trainingRows, 1) else {
             return "its Adam step count \(adamStep) does not fit \(state.epoch) epochs of \(trainingRows) rows"
         }
-        guard state.learningRate.isFinite, state.learningRate > 0 else {
-            return "its learning rate \(state.learningRate) is not a positive number"
+        // (0 is reachable: the plateau schedule with a minimum of 0 may underflow the rate after many reductions)
+        guard state.learningRate.isFinite, state.learningRate >= 0 else {
+            return "its learning rate \(state.learningRate) is not a finite number ≥ 0"
         }
         guard (0...state.epoch).contains(state.earlyStoppingWait), (0...state.epoch).contains(state.plateauWait) else {
             return "its waits (\(state.earlyStoppingWait), \(state.plateauWait)) exceed the \(state.epoch) epochs done"
