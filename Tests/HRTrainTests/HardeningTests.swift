@@ -98,7 +98,7 @@ final class HardeningTests: XCTestCase {
                 "predict", "--model", hostile.path, "--data", data.path, "--output", output.path, "--backend",
                 "reference",
             ],
-            ["--model", "is named twice"])
+            ["--model", "its feature list names two columns"])
     }
 
     func testFlagsAreBoundedAndNegativeValuesMeetTheRangeCheck() throws {

@@ -231,11 +231,13 @@ public struct Model: Sendable, Equatable {
                     + "network of \(spec.inputSize) inputs and \(spec.outputSize) outputs"
             )
         }
-        for names in [metadata.featureNames, metadata.targetNames] {
-            var seen = Set<String>()
-            if let repeated = names.first(where: { !seen.insert($0).inserted }) {
-                throw fail("the column \"\(repeated)\" is named twice among \(names.joined(separator: ","))")
-            }
+        do {
+            let url = URL(fileURLWithPath: path)
+            try requireUniqueColumnNames(metadata.featureNames, source: "its feature list", url: url)
+            try requireUniqueColumnNames(metadata.targetNames, source: "its target list", url: url)
+        } catch var error as DataError {
+            error.field = field
+            throw error
         }
         do {
             try SizeLimits.requireModel(spec, tensorBytes: file.tensors.values.reduce(0) { $0 + $1.bytes.count })
