@@ -57,13 +57,16 @@ extension HRTrainCommand {
         @Flag(inversion: .prefixedNo, help: "Shuffle the training rows every epoch.") var shuffle = true
         @Option(help: "Early stopping: epochs without improvement of val_loss before stopping (off unless given).")
         var patience: Int?
-        @Option(help: "Early stopping: the smallest change that counts as an improvement.") var minDelta: Double = 0
+        @Option(help: "Early stopping: the smallest change that counts as an improvement.")
+        var minDelta = EarlyStopping().minDelta
         @Flag(help: "Early stopping: put back the best epoch's weights when it stops.") var restoreBest = false
         @Option(help: "Reduce the learning rate after this many epochs without improvement (off unless given).")
         var reduceLrPatience: Int?
-        @Option(help: "Factor of the learning-rate reduction.") var reduceLrFactor: Double = 0.1
-        @Option(help: "Smallest improvement for the learning-rate schedule.") var reduceLrMinDelta: Double = 1e-4
-        @Option(help: "Lower bound of the learning rate.") var minLearningRate: Double = 0
+        @Option(help: "Factor of the learning-rate reduction.")
+        var reduceLrFactor = ReduceLearningRateOnPlateau().factor
+        @Option(help: "Smallest improvement for the learning-rate schedule.")
+        var reduceLrMinDelta = ReduceLearningRateOnPlateau().minDelta
+        @Option(help: "Lower bound of the learning rate.") var minLearningRate = ReduceLearningRateOnPlateau().minimum
         @Flag(help: "Standardise the targets too (inverted on prediction).") var scaleTargets = false
         @Option(help: "A data column of per-event loss weights (finite, > 0; not a feature): the weighted MSE.")
         var weights: String?
@@ -93,14 +96,17 @@ extension HRTrainCommand {
 
         /// The training settings given on the command line that a resumed run takes from its checkpoint instead.
         var ignoredWhenResuming: [String] {
+            let plateau = ReduceLearningRateOnPlateau()
             let given: [(String, Bool)] = [
                 ("--layout", layout != nil), ("--hidden", hidden != nil), ("--profile", profile != nil),
                 ("--batch-size", batchSize != nil), ("--learning-rate", learningRate != nil), ("--seed", seed != nil),
                 ("--validation-split", validationSplit != nil), ("--test-fraction", testFraction != nil),
-                ("--no-shuffle", !shuffle), ("--patience", patience != nil), ("--min-delta", minDelta != 0),
+                ("--no-shuffle", !shuffle), ("--patience", patience != nil),
+                ("--min-delta", minDelta != EarlyStopping().minDelta),
                 ("--restore-best", restoreBest), ("--reduce-lr-patience", reduceLrPatience != nil),
-                ("--reduce-lr-factor", reduceLrFactor != 0.1), ("--reduce-lr-min-delta", reduceLrMinDelta != 1e-4),
-                ("--min-learning-rate", minLearningRate != 0), ("--scale-targets", scaleTargets),
+                ("--reduce-lr-factor", reduceLrFactor != plateau.factor),
+                ("--reduce-lr-min-delta", reduceLrMinDelta != plateau.minDelta),
+                ("--min-learning-rate", minLearningRate != plateau.minimum), ("--scale-targets", scaleTargets),
                 ("--weights", weights != nil), ("--flatten-target-magnitude", flattenTargetMagnitude != nil),
                 ("--baseline", baseline != nil),
             ]
