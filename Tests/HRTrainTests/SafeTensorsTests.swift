@@ -145,6 +145,25 @@ final class SafeTensorsTests: XCTestCase {
         }
     }
 
+    /// A header of more values than the limit is refused before it is held in memory; one at the limit is read.
+    func testHeadersOfTooManyValuesAreRefused() throws {
+        func file(values: Int) -> [UInt8] {
+            // `{`, the "__metadata__" object and its values: 1 + 1 + (values - 2).
+            let pairs = (0..<(values - 2)).map { "\"k\($0)\":\"\"" }.joined(separator: ",")
+            return fixture("{\"__metadata__\":{\(pairs)}}")
+        }
+        let atTheLimit = try SafeTensorsFile(decoding: file(values: 500), file: "m", maximumValues: 500)
+        XCTAssertEqual(atTheLimit.metadata.count, 498)
+        do {
+            _ = try SafeTensorsFile(decoding: file(values: 501), file: "model.safetensors", maximumValues: 500)
+            XCTFail("a header of 501 values was read under a limit of 500")
+        } catch let error as DataError {
+            XCTAssertEqual(error.file, "model.safetensors")
+            XCTAssertTrue(error.message.contains("more than 500 JSON values"), error.message)
+        }
+        XCTAssertEqual(SafeTensorsFile.maximumHeaderValues, 1_000_000)
+    }
+
     /// Every truncation and many single-byte corruptions of a valid file decode or throw; none traps.
     func testCorruptedBytesNeverCrash() {
         let bytes = sample.encoded()

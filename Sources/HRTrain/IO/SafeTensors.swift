@@ -105,8 +105,11 @@ public struct SafeTensorsFile: Equatable, Sendable {
     /// The `__metadata__` string map.
     public var metadata: [String: String]
 
-    /// The largest header accepted (100 MB), against hostile length fields.
+    /// The largest header accepted (100 MB, the safetensors format's own limit), against hostile length fields.
     public static let maximumHeaderLength = 100_000_000
+    /// The most JSON values a header may hold (a tensor takes about ten): parsed, each costs tens of bytes, so a
+    /// 100 MB header of tiny values would otherwise take gigabytes.
+    public static let maximumHeaderValues = 1_000_000
 
     /// Creates a file's contents.
     public init(tensors: [String: SafeTensor] = [:], metadata: [String: String] = [:]) {
@@ -153,8 +156,9 @@ public struct SafeTensorsFile: Equatable, Sendable {
         return bytes
     }
 
-    /// Decodes and validates the bytes of a safetensors file; `file` names it in errors.
-    public init(decoding bytes: [UInt8], file: String) throws {
+    /// Decodes and validates the bytes of a safetensors file; `file` names it in errors. A header of more than
+    /// `maximumValues` JSON values is refused.
+    public init(decoding bytes: [UInt8], file: String, maximumValues: Int = maximumHeaderValues) throws {
         func failure(_ message: String) -> DataError { DataError(message, file: file) }
         guard bytes.count >= 8 else {
             throw failure("not a safetensors file: \(bytes.count) bytes, shorter than the 8-byte header length")
@@ -178,7 +182,7 @@ public struct SafeTensorsFile: Equatable, Sendable {
             throw failure("the header is not valid UTF-8")
         }
         guard header.first == UInt8(ascii: "{") else { throw failure("the header does not start with '{'") }
-        var parser = JSONParser(text: header)
+        var parser = JSONParser(text: header, maximumValues: maximumValues)
         let root: JSONValue
         do {
             root = try parser.parseDocument()
@@ -334,7 +338,8 @@ private enum JSONValue: CustomStringConvertible {
     }
 }
 
-/// A strict RFC 8259 parser that also rejects duplicate keys and nesting deeper than 64.
+/// A strict RFC 8259 parser that also rejects duplicate keys, nesting deeper than 64 and more than
+/// `maximumValues` values.
 private struct JSONParser {
     /// A syntax error at a byte offset of the header.
     struct Failure: Error {
@@ -343,10 +348,15 @@ private struct JSONParser {
     }
 
     let text: [UInt8]
+    let maximumValues: Int
     var position = 0
     var depth = 0
+    var values = 0
 
-    init(text: [UInt8]) { self.text = text }
+    init(text: [UInt8], maximumValues: Int) {
+        self.text = text
+        self.maximumValues = maximumValues
+    }
 
     /// Parses one value followed only by whitespace.
     mutating func parseDocument() throws -> JSONValue {
@@ -372,6 +382,8 @@ private struct JSONParser {
     mutating func parseValue() throws -> JSONValue {
         skipSpace()
         guard position < text.count else { throw fail("unexpected end of the header") }
+        values += 1
+        guard values <= maximumValues else { throw fail("more than \(maximumValues) JSON values") }
         switch text[position] {
         case UInt8(ascii: "{"): return try parseObject()
         case UInt8(ascii: "["): return try parseArray()
