@@ -21,6 +21,30 @@ final class CommandCountTests: XCTestCase {
         XCTAssertEqual(wait.synchronisations, 1)
     }
 
+    /// `tune` only offers splits between direct and indirect shapes that CLBlast's size rule (m·n·k < T³ goes
+    /// direct) can make: shapes of equal volume go the same way, and the T it stores routes exactly as labelled.
+    func testTuneSplitsOnlyWhereTheSizeRuleCanSeparateTheShapes() {
+        let shapes = Benchmark.trainingGEMMs(spec: NetworkSpec(), batch: 4000).sorted { $0.flops < $1.flops }
+        let volumes = shapes.map { $0.m * $0.n * $0.k }
+        var realisable = 0
+        for count in 0...volumes.count {
+            let size = GEMMTuning.minIndirectSize(sendingDirect: count, of: volumes)
+            let separable = count == 0 || count == volumes.count || volumes[count - 1] < volumes[count]
+            XCTAssertEqual(size != nil, separable, "split after \(count) of the volumes \(volumes)")
+            guard let size else { continue }
+            realisable += 1
+            if count == volumes.count { continue }
+            let direct = volumes.map { $0 < size * size * size }
+            XCTAssertEqual(direct, volumes.indices.map { $0 < count }, "T = \(size) for the first \(count) direct")
+        }
+        XCTAssertLessThan(realisable, volumes.count + 1, "the thesis step has shapes of equal volume: \(volumes)")
+        // No cube lies between 1000 and 1330 exclusive of 11³ = 1331; one does below 1331.
+        XCTAssertNil(GEMMTuning.minIndirectSize(sendingDirect: 1, of: [1000, 1330]))
+        XCTAssertEqual(GEMMTuning.minIndirectSize(sendingDirect: 1, of: [1000, 1331]), 11)
+        XCTAssertEqual(GEMMTuning.minIndirectSize(sendingDirect: 1, of: [999, 1000]), 10)
+        XCTAssertNil(GEMMTuning.minIndirectSize(sendingDirect: 1, of: [1000, 1000]))
+    }
+
     /// `GEMMKernelPlan` predicts the kernels CLBlast launches for a GEMM, indirect (the size rule alone) and routed
     /// (`maximumIndirectHelpers`), and routing changes which kernel runs, not the product.
     func testGEMMKernelPlanMatchesCLBlastsLaunches() throws {

@@ -175,8 +175,11 @@ extension GEMMTuning {
         }
 
         // The split: the k smallest shapes direct, the rest indirect; the best kernel of each kind for its part.
-        var best: (cost: Double, k: Int, direct: [String: Int], indirect: [String: Int])?
+        // CLBlast routes by m·n·k alone, so only splits that some XGEMM_MIN_INDIRECT_SIZE makes are considered.
+        let volumes = shapes.map { $0.m * $0.n * $0.k }
+        var best: (cost: Double, k: Int, threshold: Int, direct: [String: Int], indirect: [String: Int])?
         for k in 0...shapes.count {
+            guard let threshold = minIndirectSize(sendingDirect: k, of: volumes) else { continue }
             func partCost(_ times: [Double], _ range: Range<Int>) -> Double {
                 range.reduce(0) { $0 + times[$1] * Double(shapes[$1].calls) }
             }
@@ -185,16 +188,10 @@ extension GEMMTuning {
                 indirect.min { partCost($0.times, k..<shapes.count) < partCost($1.times, k..<shapes.count) }
                 ?? anyIndirect
             let total = partCost(d.times, 0..<k) + partCost(i.times, k..<shapes.count)
-            if best == nil || total < best!.cost { best = (total, k, d.params, i.params) }
+            if best == nil || total < best!.cost { best = (total, k, threshold, d.params, i.params) }
         }
         let choice = best!
-        // Smallest T with m·n·k < T³ for the direct shapes and not for the others.
-        let threshold: Int = {
-            if choice.k == 0 { return 1 }
-            if choice.k == shapes.count { return 1 << 20 }
-            let below = Double(shapes[choice.k - 1].m) * Double(shapes[choice.k - 1].n) * Double(shapes[choice.k - 1].k)
-            return Int(cbrt(below).rounded(.down)) + 1
-        }()
+        let threshold = choice.threshold
         let parameters = GEMMParameters(indirect: choice.indirect, direct: choice.direct, minIndirectSize: threshold)
         try CLBlastParameters.apply(parameters, to: context)
         progress("checking the chosen parameters: \(parameters.summary)")
@@ -232,6 +229,21 @@ extension GEMMTuning {
             builtInSeconds: builtInTimes.map(cost), parameters: parameters, candidatesTried: tried,
             candidatesFailed: failed, seconds: elapsed(since: start),
             storedAt: storedAt)
+    }
+
+    /// The `XGEMM_MIN_INDIRECT_SIZE` T that sends exactly the first `count` of `volumes` (m·n·k, ascending) to the
+    /// direct kernel — CLBlast goes direct when m·n·k < T³ — or nil when no T does (equal volumes, or no cube
+    /// between the two). 1 sends none direct, 2²⁰ all.
+    static func minIndirectSize(sendingDirect count: Int, of volumes: [Int]) -> Int? {
+        precondition((0...volumes.count).contains(count) && zip(volumes, volumes.dropFirst()).allSatisfy { $0 <= $1 })
+        if count == 0 { return 1 }
+        if count == volumes.count { return 1 << 20 }
+        let below = volumes[count - 1]
+        // The smallest T with T³ > below, in integers (cbrt's rounding only gives the start).
+        var size = max(1, Int(cbrt(Double(below))))
+        while size > 1 && (size - 1) * (size - 1) * (size - 1) > below { size -= 1 }
+        while size * size * size <= below { size += 1 }
+        return size * size * size <= volumes[count] ? size : nil
     }
 
     private static func describe(_ p: [String: Int]) -> String {
