@@ -246,9 +246,12 @@ extension HRTrainCommand {
                 log.warn("--resume: --sync-batchnorm comes from the checkpoint, which was written without it")
             }
 
-            // Data: one process reads the whole file; each rank of a data-parallel job only its own rows.
+            // Data: one process reads the whole file; each rank of a data-parallel job only its own rows (rank 0
+            // the test rows too, so the collectives meanwhile wait longer for it).
             let start = DispatchTime.now()
-            let sample = try readSample(communicator, options: options, resumed: resumed, log: log)
+            let sample = try communicator.whileReadingData {
+                try readSample(communicator, options: options, resumed: resumed, log: log)
+            }
             let prepared = sample.prepared
             for warning in prepared.warnings { log.warn(warning) }
             if options.batchSize > prepared.totalTrainingRows {

@@ -129,6 +129,20 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(LaunchEnvironment([:]).timeoutSeconds, 300)
     }
 
+    /// While the ranks read their data a collective waits `readingPatience` times as long, nested scopes included,
+    /// and the limit is back once the reading ends, also when it throws.
+    func testCollectivesWaitLongerWhileTheRanksReadTheirData() {
+        let communicator = Communicator(rank: 0, size: 2, localRank: 0, usesMPI: false, timeoutSeconds: 7)
+        XCTAssertEqual(communicator.collectiveTimeoutSeconds, 7)
+        communicator.whileReadingData {
+            XCTAssertEqual(communicator.collectiveTimeoutSeconds, 70)
+            communicator.whileReadingData { XCTAssertEqual(communicator.collectiveTimeoutSeconds, 70) }
+            XCTAssertEqual(communicator.collectiveTimeoutSeconds, 70)
+        }
+        XCTAssertThrowsError(try communicator.whileReadingData { throw CommunicatorError("unreadable") })
+        XCTAssertEqual(communicator.collectiveTimeoutSeconds, 7)
+    }
+
     func testWithoutALauncherTheCommunicatorIsOneRankAndCollectivesReturnTheirInput() throws {
         let communicator = try Communicator.start(mode: .auto, environment: LaunchEnvironment([:]))
         XCTAssertEqual(communicator.rank, 0)

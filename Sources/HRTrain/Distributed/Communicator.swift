@@ -70,7 +70,9 @@ public struct CommunicatorError: Error, CustomStringConvertible, Equatable {
 ///
 /// A watchdog thread ends the whole job when a collective waits longer than `timeoutSeconds` (a rank that
 /// died without the launcher noticing, or hangs): it prints which rank waited for what and calls
-/// `MPI_Abort`. Collectives must be called from one thread at a time (the training loop's).
+/// `MPI_Abort`. While the ranks read their data (`whileReadingData`) a collective waits ten times as long: rank 0
+/// reads the test rows as well, several times what another rank reads. Collectives must be called from one
+/// thread at a time (the training loop's).
 public final class Communicator: @unchecked Sendable {
     /// This process' rank, 0..<size.
     public let rank: Int
@@ -86,13 +88,18 @@ public final class Communicator: @unchecked Sendable {
     public private(set) var allReduceSeconds = 0.0
     public private(set) var allReduceCalls = 0
 
+    /// How many times `timeoutSeconds` a collective may wait inside `whileReadingData`.
+    public static let readingPatience = 10.0
+
     private let lock = NSLock()
     private var deadline: UInt64?
     private var waitingFor = ""
+    private var waitedSeconds = 0.0
+    private var reading = false
     private var watchdog: Thread?
     private var finalized = false
 
-    private init(rank: Int, size: Int, localRank: Int, usesMPI: Bool, timeoutSeconds: Double) {
+    init(rank: Int, size: Int, localRank: Int, usesMPI: Bool, timeoutSeconds: Double) {
         self.rank = rank
         self.size = size
         self.localRank = localRank
@@ -244,6 +251,29 @@ public final class Communicator: @unchecked Sendable {
         try collective("MPI_Barrier") { cmpi_barrier() }
     }
 
+    /// How long a collective called now may wait: `timeoutSeconds`, `readingPatience` times that inside
+    /// `whileReadingData`.
+    public var collectiveTimeoutSeconds: Double {
+        lock.lock()
+        defer { lock.unlock() }
+        return reading ? timeoutSeconds * Self.readingPatience : timeoutSeconds
+    }
+
+    /// Runs `body`, in which the ranks read and prepare their data: its collectives wait for the slowest reader
+    /// `readingPatience` times as long as the training's.
+    public func whileReadingData<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        let outer = reading
+        reading = true
+        lock.unlock()
+        defer {
+            lock.lock()
+            reading = outer
+            lock.unlock()
+        }
+        return try body()
+    }
+
     /// Prints `message` (prefixed with this rank) and ends every rank of the job with exit status `code`
     /// (MPI_Abort); without MPI, just exits.
     public func abort(_ message: String, code: Int32 = 1) -> Never {
@@ -265,9 +295,11 @@ public final class Communicator: @unchecked Sendable {
     /// Runs one MPI call under the watchdog and times it.
     private func collective(_ what: String, _ call: () -> Int32) throws {
         let start = DispatchTime.now().uptimeNanoseconds
+        let limit = collectiveTimeoutSeconds
         lock.lock()
-        deadline = start + UInt64(min(timeoutSeconds, 1e9) * 1e9)
-        waitingFor = what
+        deadline = start + UInt64(min(limit, 1e9) * 1e9)
+        waitingFor = reading ? "\(what) (while the ranks read their data: 10 × HRTRAIN_MPI_TIMEOUT)" : what
+        waitedSeconds = limit
         lock.unlock()
         let code = call()
         let end = DispatchTime.now().uptimeNanoseconds
@@ -289,12 +321,13 @@ public final class Communicator: @unchecked Sendable {
                 self.lock.lock()
                 let expired = self.deadline.map { DispatchTime.now().uptimeNanoseconds > $0 } ?? false
                 let what = self.waitingFor
+                let limit = self.waitedSeconds
                 let done = self.finalized
                 self.lock.unlock()
                 if done { return }
                 if expired {
                     let message =
-                        "error: \(self.label)\(what) waited more than \(self.timeoutSeconds) s for the other ranks "
+                        "error: \(self.label)\(what) waited more than \(limit) s for the other ranks "
                         + "(one died or hangs; HRTRAIN_MPI_TIMEOUT sets the limit): ending the job\n"
                     FileHandle.standardError.write(Data(message.utf8))
                     // MPI_Abort from this thread needs MPI_THREAD_MULTIPLE; otherwise exit, and the launcher
