@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from inside the bundle made by build-bundle.sh (or from the repository with HRTRAIN
 # set): finds the GPU's OpenCL driver, runs the PyTorch peer on CUDA (eager and torch.compile), checks hrtrain's
-# numerics against the Double reference, benchmarks training before and after a bounded CLBlast tuning, and
-# trains one full epoch of the thesis' sample size. Every result lands in $OUT; each step is time-boxed and
-# the whole run fits in TOTAL_SECONDS (a step that would not fit is skipped, and says so).
+# numerics against the Double reference, benchmarks training and trains one full epoch of the thesis' sample
+# size (both without any `tune`, as a new user runs them), benchmarks again after a bounded CLBlast tuning, and
+# then, on the node's CPU, runs hrtrain's CPU backend alternately with PyTorch eager on the CPU. Every result
+# lands in $OUT; each step is time-boxed and the whole run fits in TOTAL_SECONDS (a step that would not fit is
+# skipped, and says so).
 #
 #   ./run-on-gpu.sh               # everything
 #   ./run-on-gpu.sh --find-gpu    # only find (and if needed register) the GPU's OpenCL library; exit status 0
@@ -18,7 +20,8 @@
 # TUNE_SECONDS [60; 0: no tuning], EVENTS generated for the epoch [2275902: the thesis' training split; 80 % of
 # it, 1,820,721 events, train], BATCH [4000], HIDDEN [256,256,256], BENCH_STEPS [100], PEER_STEPS [100],
 # PEER_DEVICE [cuda], PYTHON [python3], CEILING_SIZE (n of the n×n×n SGEMM ceiling) [8192],
-# TOTAL_SECONDS [450], GPU_LIBRARY_DIRS [the folders below], GPU_SEARCH_LDCONFIG [1], HRTRAIN [the bundle's hrtrain].
+# TOTAL_SECONDS [450], GPU_LIBRARY_DIRS [the folders below], GPU_SEARCH_LDCONFIG [1], HRTRAIN [the bundle's hrtrain],
+# CPU_THREADS (thread counts of the CPU comparison; empty: none) ["2 <all cores>"], CPU_ROUNDS [2].
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 hrtrain=${HRTRAIN:-$here/hrtrain}
@@ -36,6 +39,8 @@ PEER_STEPS=${PEER_STEPS:-100}
 PEER_DEVICE=${PEER_DEVICE:-cuda}
 CEILING_SIZE=${CEILING_SIZE:-8192}
 PYTHON=${PYTHON:-python3}
+CPU_THREADS=${CPU_THREADS-2 $(nproc)}
+CPU_ROUNDS=${CPU_ROUNDS:-2}
 default_dirs="/usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /usr/local/nvidia/lib64 /usr/local/nvidia/lib \
 /usr/lib/x86_64-linux-gnu/nvidia/current /usr/lib/nvidia /usr/local/cuda/lib64 /usr/local/cuda/compat \
 /run/nvidia/driver/usr/lib/x86_64-linux-gnu /run/nvidia/driver/usr/lib64 /opt/rocm/lib /opt/amdgpu/lib64"
@@ -138,6 +143,7 @@ log "hrtrain GPU run: results in $OUT"
 {
   date -u
   uname -a
+  lscpu 2> /dev/null || head -30 /proc/cpuinfo
   nvidia-smi 2> /dev/null || echo "nvidia-smi: not available"
   command -v clinfo > /dev/null && clinfo -l
   "$hrtrain" --version 2> /dev/null
@@ -166,13 +172,8 @@ step verify.txt 90 "$hrtrain" verify "${device[@]}" --batch "$BATCH" --hidden "$
 bench=("$hrtrain" bench "${device[@]}" --batch "$BATCH" --hidden "$HIDDEN" --steps "$BENCH_STEPS"
   --ceiling-size "$CEILING_SIZE")
 step bench-untuned.json 120 "${bench[@]}" --json
-if [ "$TUNE_SECONDS" != 0 ]; then
-  step tune.txt $((TUNE_SECONDS + 90)) "$hrtrain" tune "${device[@]}" --batch "$BATCH" --budget "$TUNE_SECONDS"
-  step bench-tuned.json 120 "${bench[@]}" --json
-  step bench-tuned.txt 120 "${bench[@]}"
-fi
-
-# One training epoch at the thesis' scale, from a generated sample (kept out of $OUT: it is data, not a result).
+# One training epoch at the thesis' scale with CLBlast's defaults (what a new user gets), from a generated sample
+# (kept out of $OUT: it is data, not a result).
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
 step generate.txt 120 "$hrtrain" generate --events "$EVENTS" --seed 42 --output "$data/events.npy"
@@ -181,14 +182,34 @@ if [ -f "$data/events.npy" ]; then
     --epochs 1 --batch-size "$BATCH" --hidden "$HIDDEN" --seed 42 --verbose
 fi
 
+if [ "$TUNE_SECONDS" != 0 ]; then
+  step tune.txt $((TUNE_SECONDS + 90)) "$hrtrain" tune "${device[@]}" --batch "$BATCH" --budget "$TUNE_SECONDS"
+  step bench-tuned.json 120 "${bench[@]}" --json
+  step bench-tuned.txt 120 "${bench[@]}"
+fi
+
+# The node's CPU: hrtrain's CPU backend and PyTorch eager on the CPU, alternately, at each of CPU_THREADS.
+if [ -n "$CPU_THREADS" ]; then
+  for round in $(seq 1 "$CPU_ROUNDS"); do
+    for t in $CPU_THREADS; do
+      step "cpu-bench-t$t-r$round.json" 60 "$hrtrain" bench --backend cpu --threads "$t" --batch "$BATCH" \
+        --hidden "$HIDDEN" --steps 40 --json
+      if "$PYTHON" -c "import torch, numpy" 2> /dev/null; then
+        step "cpu-torch-t$t-r$round.json" 60 "$PYTHON" "$peers/torch_peer.py" --synthetic 200000 --batch "$BATCH" \
+          --hidden "$HIDDEN" --steps 40 --warmup-steps 5 --threads "$t" --device cpu
+      fi
+    done
+  done
+fi
+
 # A summary of the figures, from the JSON results (needs Python; the raw files are there either way).
 "$PYTHON" - "$OUT" << 'EOF' > "$OUT/summary.md" 2>&1 || log "no summary: $PYTHON failed (see $OUT/summary.md)"
-import json, os, re, sys
+import json, os, re, statistics, sys
 out = sys.argv[1]
 def load(name):
     try:
         with open(os.path.join(out, name)) as f:
-            return json.loads(f.read().strip().splitlines()[-1] if name.startswith("torch") else f.read())
+            return json.loads(f.read().strip().splitlines()[-1] if "torch" in name else f.read())
     except Exception:
         return None
 rows = []
@@ -204,6 +225,13 @@ for name, label in [("torch-eager.json", "PyTorch eager"), ("torch-compile.json"
     t = load(name)
     if t:
         rows.append((f"{label} ({t['device']}, torch {t['version']})", t["events_per_second"], t["ms_per_step"], ""))
+cpu = {}
+for name in sorted(os.listdir(out)):
+    m = re.match(r"cpu-(bench|torch)-t(\d+)-r(\d+)\.json$", name)
+    r = load(name) if m else None
+    if r:
+        eps = r["training"]["events_per_second"] if m.group(1) == "bench" else r["events_per_second"]
+        cpu.setdefault(int(m.group(2)), {}).setdefault(m.group(1), []).append(eps)
 print("| run | training events/s | ms/step | notes |\n|---|---:|---:|---|")
 for label, eps, ms, note in rows:
     print(f"| {label} | {eps:,.0f} | {ms:.3f} | {note} |")
@@ -211,6 +239,14 @@ best = max((r for r in rows if r[0].startswith("hrtrain")), key=lambda r: r[1], 
 for r in rows:
     if best and r[0].startswith("PyTorch"):
         print(f"\nhrtrain (best) / {r[0]}: {best[1] / r[1]:.2f}")
+if cpu:
+    print("\nOn the node's CPU (each round alternates the two; median of the rounds):\n")
+    print("| threads | hrtrain --backend cpu events/s | PyTorch eager (CPU) events/s | hrtrain / PyTorch |")
+    print("|---:|---:|---:|---:|")
+    median = lambda v: statistics.median(v) if v else float("nan")
+    for t in sorted(cpu):
+        h, p = median(cpu[t].get("bench", [])), median(cpu[t].get("torch", []))
+        print(f"| {t} | {h:,.0f} | {p:,.0f} | {h / p:.2f} |")
 try:
     epoch = "".join(open(os.path.join(out, f)).read() for f in os.listdir(out) if f.startswith("train-epoch.txt"))
     print("\none epoch (train-epoch.txt):", *[l for l in epoch.splitlines() if re.match(r"epoch \d", l)], sep="\n")
