@@ -2,7 +2,7 @@
 # Builds a self-contained hrtrain for a Linux GPU machine that has an OpenCL driver but no Swift toolchain:
 # a release binary with the Swift runtime and Foundation linked in statically (--static-swift-stdlib), the
 # shared libraries it needs that are not part of a base system (CLBlast, the OpenCL ICD loader, HDF5, the CPU
-# backend's BLIS and OpenBLAS, and their dependencies) in lib/, run-on-gpu.sh (which finds the GPU's OpenCL
+# backend's BLIS, OpenBLAS and oneDNN, and their dependencies) in lib/, run-on-gpu.sh (which finds the GPU's OpenCL
 # driver and runs the PyTorch peer on CUDA, `verify`, `bench`, one full training epoch, `tune` and `bench` there,
 # then the CPU backend next to PyTorch on the node's CPU), and the PyTorch peer in peers/.
 #
@@ -21,7 +21,8 @@ cp .build-static/release/hrtrain "$out/"
 # the dynamic loader, which the target has.
 # The BLAS libraries the CPU backend opens at run time (dlopen: ldd does not see them) travel too, under their
 # sonames, which the backend tries after Debian's paths, so LD_LIBRARY_PATH=lib finds them.
-blas=(/usr/lib/x86_64-linux-gnu/blis-openmp/libblis.so.4 /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0)
+blas=(/usr/lib/x86_64-linux-gnu/blis-openmp/libblis.so.4 /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0
+  /usr/lib/x86_64-linux-gnu/libdnnl.so.2)
 for lib in "${blas[@]}"; do
   if [ -e "$lib" ]; then cp -L "$lib" "$out/lib/"; else echo "build-bundle.sh: no $lib (CPU backend BLAS)" >&2; fi
 done
@@ -37,7 +38,7 @@ done
 cp Benchmarks/gpu/run-on-gpu.sh "$out/"
 mkdir -p "$out/peers"
 cp Benchmarks/peers/torch_peer.py Benchmarks/peers/peer_common.py "$out/peers/"
-# One file to carry to the GPU machine (the device tool takes 64 MiB; the bundle is about 170 MB unpacked).
+# One file to carry to the GPU machine (the device tool takes 64 MiB; the bundle is about 205 MB unpacked).
 tar -C "$(dirname "$out")" -cf - "$(basename "$out")" | xz -T0 -6 > "$out.tar.xz"
 echo "bundle in $out ($(du -sh "$out" | cut -f1)), packed as $out.tar.xz ($(du -sh "$out.tar.xz" | cut -f1)):"
 ls -la "$out" "$out/lib"

@@ -56,6 +56,12 @@ static const char *(*blis_arch_string)(int);
 static void (*blis_set_threads)(long);
 static void (*blis_set_ways)(long, long, long, long, long);
 static void (*blis_init)(void);
+typedef int (*dnnl_sgemm_fn)(char, char, long long, long long, long long, float, const float *, long long,
+                             const float *, long long, float, float *, long long);
+static dnnl_sgemm_fn onednn_sgemm;
+static int (*onednn_set_max_isa)(int);
+static int (*onednn_effective_isa)(void);
+static int blas_threads = 1;
 static char *(*openblas_corename)(void);
 static char *(*openblas_config)(void);
 static void (*openblas_set_threads)(int);
@@ -71,6 +77,18 @@ int cpushim_blas_open(const char *path, int kind, char *error, int error_length)
     if (!handle) {
         snprintf(error, (size_t)error_length, "%s", dlerror());
         return -1;
+    }
+    if (kind == CPUSHIM_BLAS_ONEDNN) {
+        onednn_sgemm = (dnnl_sgemm_fn)dlsym(handle, "dnnl_sgemm");
+        onednn_set_max_isa = (int (*)(int))dlsym(handle, "dnnl_set_max_cpu_isa");
+        onednn_effective_isa = (int (*)(void))dlsym(handle, "dnnl_get_effective_cpu_isa");
+        if (!onednn_sgemm || !onednn_set_max_isa || !onednn_effective_isa) {
+            snprintf(error, (size_t)error_length, "%s does not export oneDNN's dnnl_sgemm and dnnl_set_max_cpu_isa",
+                     path);
+            return -1;
+        }
+        blas_kind = kind;
+        return 0;
     }
     cblas_sgemm_fn sgemm = (cblas_sgemm_fn)dlsym(handle, "cblas_sgemm");
     if (!sgemm) {
@@ -101,6 +119,29 @@ int cpushim_blas_open(const char *path, int kind, char *error, int error_length)
     return 0;
 }
 
+int cpushim_onednn_set_max_isa(int isa) {
+    if (blas_kind != CPUSHIM_BLAS_ONEDNN) return -1;
+    return onednn_set_max_isa(isa);
+}
+
+/// oneDNN 2.x's dnnl_cpu_isa_t values and their names (dnnl_types.h).
+static const char *onednn_isa_name(int isa) {
+    switch (isa) {
+    case 0x0: return "all";
+    case 0x1: return "sse41";
+    case 0x3: return "avx";
+    case 0x7: return "avx2";
+    case 0xf: return "avx512_mic";
+    case 0x1f: return "avx512_mic_4ops";
+    case 0x27: return "avx512_core";
+    case 0x67: return "avx512_core_vnni";
+    case 0xe7: return "avx512_core_bf16";
+    case 0x3e7: return "avx512_core_amx";
+    case 0x407: return "avx2_vnni";
+    default: return "unknown";
+    }
+}
+
 int cpushim_blis_arch_id(const char *name) {
     if (blas_kind != CPUSHIM_BLAS_BLIS) return -1;
     // bli_arch_string indexes BLIS's table of configuration names without a bounds check, and "generic" is the
@@ -121,6 +162,7 @@ void cpushim_blas_kernels(char *out, int length) {
         name = blis_arch_string(blis_arch_query_id());
     }
     if (blas_kind == CPUSHIM_BLAS_OPENBLAS) name = openblas_corename();
+    if (blas_kind == CPUSHIM_BLAS_ONEDNN) name = onednn_isa_name(onednn_effective_isa());
     snprintf(out, (size_t)length, "%s", name ? name : "");
 }
 
@@ -131,6 +173,7 @@ void cpushim_blas_config(char *out, int length) {
 }
 
 void cpushim_blas_set_threads(int threads) {
+    blas_threads = threads;
     if (blas_kind == CPUSHIM_BLAS_BLIS) blis_set_threads(threads);
     if (blas_kind == CPUSHIM_BLAS_OPENBLAS) openblas_set_threads(threads);
 }
@@ -145,9 +188,41 @@ void cpushim_blas_set_split(int threads, int split) {
     }
 }
 
+typedef struct {
+    int transpose_a, transpose_b, m, n, k, lda, ldb, ldc, column_tiles;
+    const float *a, *b;
+    float *c;
+} tile_job;
+
+static void (*omp_set_threads)(int);
+
+/// One tile of C through a one-thread dnnl_sgemm over the whole of k (row-major: op(A)'s rows r0.., op(B)'s
+/// columns c0..).
+static void run_tile(void *context, int item) {
+    const tile_job *j = context;
+    long r0 = (long)(item / j->column_tiles) * CPUSHIM_TILE_ROWS;
+    long c0 = (long)(item % j->column_tiles) * CPUSHIM_TILE_COLUMNS;
+    long rows = j->m - r0 < CPUSHIM_TILE_ROWS ? j->m - r0 : CPUSHIM_TILE_ROWS;
+    long columns = j->n - c0 < CPUSHIM_TILE_COLUMNS ? j->n - c0 : CPUSHIM_TILE_COLUMNS;
+    const float *a = j->transpose_a ? j->a + r0 : j->a + r0 * j->lda;
+    const float *b = j->transpose_b ? j->b + c0 * j->ldb : j->b + c0;
+    // Outside an active parallel region (one thread, or one tile) oneDNN would use libgomp's default team.
+    if (omp_set_threads) omp_set_threads(1);
+    onednn_sgemm(j->transpose_a ? 'T' : 'N', j->transpose_b ? 'T' : 'N', rows, columns, j->k, 1.0f, a, j->lda, b,
+                 j->ldb, 0.0f, j->c + r0 * j->ldc + c0, j->ldc);
+}
+
 void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
                    int ldb, float *c, int ldc) {
     enum { row_major = 101, no_trans = 111, trans = 112 };
+    if (blas_kind == CPUSHIM_BLAS_ONEDNN) {
+        if (m <= 0 || n <= 0) return;
+        int row_tiles = (m + CPUSHIM_TILE_ROWS - 1) / CPUSHIM_TILE_ROWS;
+        int column_tiles = (n + CPUSHIM_TILE_COLUMNS - 1) / CPUSHIM_TILE_COLUMNS;
+        tile_job job = {transpose_a, transpose_b, m, n, k, lda, ldb, ldc, column_tiles, a, b, c};
+        cpushim_parallel_for(blas_threads, row_tiles * column_tiles, run_tile, &job);
+        return;
+    }
     blas_sgemm(row_major, transpose_a ? trans : no_trans, transpose_b ? trans : no_trans, m, n, k, 1.0f, a, lda, b,
                ldb, 0.0f, c, ldc);
 }
@@ -160,7 +235,10 @@ static int gomp_resolved;
 static void resolve_gomp(void) {
     if (gomp_resolved) return;
     void *handle = dlopen("libgomp.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (handle) gomp_parallel = (void (*)(void (*)(void *), void *, unsigned, unsigned))dlsym(handle, "GOMP_parallel");
+    if (handle) {
+        gomp_parallel = (void (*)(void (*)(void *), void *, unsigned, unsigned))dlsym(handle, "GOMP_parallel");
+        omp_set_threads = (void (*)(int))dlsym(handle, "omp_set_num_threads");
+    }
     __atomic_store_n(&gomp_resolved, 1, __ATOMIC_RELEASE);
 }
 

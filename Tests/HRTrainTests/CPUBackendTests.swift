@@ -511,14 +511,16 @@ final class CPUBackendTests: XCTestCase {
 
     /// The BLAS's GEMMs give bitwise the same results for every thread split and 1, 2 or 3 threads, close to the
     /// Double reference: on shapes of BLIS's packed path (every dimension ≥ 256, odd) and on one of its
-    /// small-matrix path, where a split would change the bits (601×131×257 A·Bᵀ) and none is applied;
-    /// an unknown `$HRTRAIN_BLAS_SPLIT` is an error naming it.
+    /// small-matrix path, where a split would change the bits (601×131×257 A·Bᵀ) and none is applied; with oneDNN
+    /// the same shapes span several of its fixed tiles of C; an unknown `$HRTRAIN_BLAS_SPLIT` is an error naming it.
     func testBLASThreadSplitsGiveBitwiseTheSameGEMMs() throws {
         try XCTSkipIf(
-            try devices()[0].blas.library != .blis,
+            try devices()[0].blas.library == .openblas,
             "OpenBLAS's bits depend on its thread count (Aᵀ·B with k = 601, 722, 1001, 4001; README, Deterministic)")
         try checkThreadSplits(m: 263, k: 257, n: 259, reference: true)
         try checkThreadSplits(m: 601, k: 131, n: 257, reference: false)
+        // oneDNN's own threads split k here on 8 threads (the first layer's weight gradient) and change the bits.
+        try checkThreadSplits(m: 4000, k: 38, n: 256, reference: false, threads: [1, 2, 8])
         // The measured rule: BLIS `haswell` only, m, n, k ≥ 256 only; OpenBLAS always its own split.
         var blas = try devices()[0].blas
         (blas.library, blas.reportedKernels) = (.blis, "haswell")
@@ -548,7 +550,9 @@ final class CPUBackendTests: XCTestCase {
 
     /// x·W (m×k by k×n), xᵀ·dy and dy·Wᵀ for every split and thread count: bitwise equal (and, with
     /// `reference`, close to the Double reference).
-    private func checkThreadSplits(m: Int, k: Int, n: Int, reference checked: Bool) throws {
+    private func checkThreadSplits(
+        m: Int, k: Int, n: Int, reference checked: Bool, threads threadCounts: [Int] = [1, 2, 3]
+    ) throws {
         let x = randomValues(m * k, seed: 81)
         let w = randomValues(k * n, seed: 82)
         let dy = randomValues(m * n, seed: 83)
@@ -561,7 +565,7 @@ final class CPUBackendTests: XCTestCase {
         for (name, a, aShape, ta, b, bShape, tb, cShape) in forms {
             var first: [UInt32]?
             for split in BLASThreadSplit.allCases {
-                for threads in [1, 2, 3] {
+                for threads in threadCounts {
                     let device = try CPUBackend(threads: threads, threadSplit: split)
                     let c = try device.scratch(cShape)
                     try device.fill(c, with: .nan)
@@ -774,7 +778,7 @@ final class CPUBackendTests: XCTestCase {
         XCTAssertEqual(BLASSelection.kernels(for: .blis, features: skylake), "skx")
         let zen4 = CPUFeatures(vendor: "AuthenticAMD", family: 25, model: 17, avx2: true, avx512: true, avx: true)
         XCTAssertEqual(BLASSelection.defaultLibrary(for: skylake), .blis, "fastest step on Intel AVX-512")
-        XCTAssertEqual(BLASSelection.defaultLibrary(for: zen4), .blis, "measured fastest on Zen 4")
+        XCTAssertEqual(BLASSelection.defaultLibrary(for: zen4), .onednn, "measured fastest on Zen 4")
         XCTAssertEqual(BLASSelection.kernels(for: .blis, features: zen4), "haswell")
         let zen5 = CPUFeatures(vendor: "AuthenticAMD", family: 26, model: 2, avx2: true, avx512: true, avx: true)
         XCTAssertEqual(BLASSelection.kernels(for: .blis, features: zen5), "skx", "full-width AVX-512 on Zen 5")
@@ -782,7 +786,10 @@ final class CPUBackendTests: XCTestCase {
             vendor: "AuthenticAMD", family: 26, model: 2, avx2: true, avx512: false, avx: true)
         XCTAssertEqual(BLASSelection.kernels(for: .blis, features: zen5WithoutAVX512), "haswell")
         if ProcessInfo.processInfo.environment["HRTRAIN_BLAS"] == nil {
-            XCTAssertEqual(blas.library, BLASSelection.defaultLibrary(for: .current))
+            let expected = BLASSelection.defaultLibrary(for: .current)
+            XCTAssertTrue(
+                blas.library == expected || (blas.library == .blis && blas.reason.contains("not installed")),
+                blas.summary)
         }
         // OpenBLAS 0.3.21's own choice on that CPU: its SSE3 kernels. Must never pass as "right".
         XCTAssertNotNil(

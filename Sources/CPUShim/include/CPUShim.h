@@ -19,11 +19,15 @@ typedef struct {
 void cpushim_query_features(cpushim_features *out);
 
 /// Which library `cpushim_blas_open` opened.
-enum { CPUSHIM_BLAS_NONE = 0, CPUSHIM_BLAS_BLIS = 1, CPUSHIM_BLAS_OPENBLAS = 2 };
+enum { CPUSHIM_BLAS_NONE = 0, CPUSHIM_BLAS_BLIS = 1, CPUSHIM_BLAS_OPENBLAS = 2, CPUSHIM_BLAS_ONEDNN = 3 };
 
-/// Opens the BLAS shared library at `path` (kind: BLIS or OpenBLAS) and resolves cblas_sgemm and the
-/// library's own kernel-report functions. Returns 0, or -1 with a message in `error`.
+/// Opens the BLAS shared library at `path` (kind: BLIS, OpenBLAS or oneDNN) and resolves its SGEMM (cblas_sgemm;
+/// oneDNN's dnnl_sgemm) and the library's own kernel-report functions. Returns 0, or -1 with a message in `error`.
 int cpushim_blas_open(const char *path, int kind, char *error, int error_length);
+
+/// oneDNN: caps the instruction set its JIT kernels use (dnnl_set_max_cpu_isa: 0x27 avx512_core, 0x7 avx2, 0x3
+/// avx, 0x1 sse41), before its first GEMM. Returns oneDNN's status (0: success); -1 when oneDNN is not open.
+int cpushim_onednn_set_max_isa(int isa);
 
 /// Whether a library with this soname is already loaded in the process (then its environment was read).
 int cpushim_library_loaded(const char *path);
@@ -31,7 +35,8 @@ int cpushim_library_loaded(const char *path);
 /// BLIS: the id of the configuration called `name` (what BLIS_ARCH_TYPE takes), or -1 if the library has none.
 int cpushim_blis_arch_id(const char *name);
 
-/// The kernel configuration the opened library runs (BLIS: its arch name; OpenBLAS: its core name).
+/// The kernel configuration the opened library runs (BLIS: its arch name; OpenBLAS: its core name; oneDNN: the
+/// name of its effective instruction set, e.g. "avx512_core").
 /// Forces BLIS's lazy initialisation. Writes "" when nothing is open.
 void cpushim_blas_kernels(char *out, int length);
 
@@ -51,9 +56,15 @@ enum { CPUSHIM_SPLIT_LIBRARY = 0, CPUSHIM_SPLIT_JC = 1, CPUSHIM_SPLIT_IC = 2 };
 /// bli_thread_set_ways: the thread count alone).
 void cpushim_blas_set_split(int threads, int split);
 
-/// Row-major C = op(A)·op(B) (alpha 1, beta 0) through the opened library's cblas_sgemm.
+/// Row-major C = op(A)·op(B) (alpha 1, beta 0) through the opened library's SGEMM. oneDNN's own threading splits
+/// the work by its thread count, so with oneDNN C is cut into fixed tiles (CPUSHIM_TILE_ROWS × CPUSHIM_TILE_COLUMNS)
+/// computed by one-thread calls over the whole of k, in parallel on the threads set last: bitwise the same for any
+/// thread count.
 void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
                    int ldb, float *c, int ldc);
+
+/// The tile of C one oneDNN call computes (see cpushim_sgemm).
+enum { CPUSHIM_TILE_ROWS = 256, CPUSHIM_TILE_COLUMNS = 128 };
 
 /// Calls body(context, item) for every item in 0..<items on up to `threads` threads of libgomp's team
 /// (items are handed out in order through an atomic counter); serial when threads ≤ 1 or libgomp is absent.

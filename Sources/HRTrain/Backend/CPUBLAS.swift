@@ -41,9 +41,18 @@ public struct CPUFeatures: Codable, Sendable, Equatable {
 /// its SSE3 "Prescott" kernels on CPUs it does not know), and the library is asked afterwards which kernels
 /// it runs: a mismatch is an error here and a FAIL in `hrtrain verify`.
 public struct BLASSelection: Codable, Sendable, Equatable {
-    /// The two libraries hrtrain can use.
+    /// The libraries hrtrain can use: BLIS, OpenBLAS and oneDNN (its `dnnl_sgemm`, Debian's `libdnnl2`).
     public enum Library: String, Codable, Sendable, CaseIterable {
-        case blis, openblas
+        case blis, openblas, onednn
+
+        /// The name as the library spells it.
+        public var displayName: String {
+            switch self {
+            case .blis: return "BLIS"
+            case .openblas: return "OpenBLAS"
+            case .onednn: return "oneDNN"
+            }
+        }
     }
     public var library: Library
     /// The shared library opened.
@@ -78,34 +87,76 @@ public struct BLASSelection: Codable, Sendable, Equatable {
     /// The kernels for the CPU's features: BLIS `skx` where AVX-512 runs at full width (Intel; AMD Zen 5, family
     /// 26, where `skx` measured 1.3-1.5x `haswell`'s GEMM rate), `haswell` on other AVX2+FMA CPUs (also on AMD
     /// Zen 4, family 25, whose AVX-512 runs at half width and where `haswell` measured faster); OpenBLAS
-    /// `SkylakeX`, `Haswell`, `Sandybridge`, else the library's generic x86-64 kernels.
+    /// `SkylakeX`, `Haswell`, `Sandybridge`, else the library's generic x86-64 kernels; oneDNN's instruction-set cap
+    /// `avx512_core`, `avx2`, `avx`, `sse41` (its JIT kernels use the widest the cap and the CPU allow).
     static func kernels(for library: Library, features f: CPUFeatures) -> String {
         let fullWidth512 = f.avx512 && (f.vendor == "GenuineIntel" || (f.vendor == "AuthenticAMD" && f.family >= 26))
         switch library {
         case .blis: return fullWidth512 ? "skx" : f.avx2 ? "haswell" : f.avx ? "sandybridge" : "generic"
         case .openblas: return f.avx512 ? "SkylakeX" : f.avx2 ? "Haswell" : f.avx ? "Sandybridge" : "Prescott"
+        case .onednn: return f.avx512 ? "avx512_core" : f.avx2 ? "avx2" : f.avx ? "avx" : "sse41"
         }
     }
 
+    /// oneDNN's `dnnl_cpu_isa_t` for the caps hrtrain requests (dnnl_types.h of oneDNN 2.x).
+    static let onednnInstructionSets: [String: Int32] = ["sse41": 0x1, "avx": 0x3, "avx2": 0x7, "avx512_core": 0x27]
+
     /// The library for a CPU, by measurement of the whole training step with 2 threads on a quiet machine
-    /// (`hrtrain bench --backend cpu`, alternating, README): BLIS everywhere. On the Xeon (family 6 model 207)
+    /// (`hrtrain bench --backend cpu`, alternating, README): oneDNN on AMD Zen 4 (family 25 with AVX-512), where
+    /// its `avx512_core` step ran 1.09-1.15x BLIS `haswell`'s (four alternating rounds, session 10), BLIS on every
+    /// other CPU (falling back to BLIS where oneDNN is not installed). On the Xeon (family 6 model 207)
     /// BLIS `skx` trains 1.15–1.32× faster than OpenBLAS `SkylakeX`, although OpenBLAS's GEMMs alone are as fast
-    /// or faster per core: OpenBLAS's own threads keep the cores from the step's other parallel regions. On AMD
-    /// Zen 4, BLIS `haswell` 179 GFLOP/s on 2 threads against OpenBLAS's 72–119.
+    /// or faster per core: OpenBLAS's own threads keep the cores from the step's other parallel regions; oneDNN is
+    /// not measured there yet (`HRTRAIN_BLAS=onednn`). On AMD Zen 4, BLIS `haswell` 179 GFLOP/s on 2 threads against
+    /// OpenBLAS's 72–119.
     static func defaultLibrary(for f: CPUFeatures) -> Library {
-        .blis
+        f.vendor == "AuthenticAMD" && f.family == 25 && f.avx512 ? .onednn : .blis
+    }
+
+    /// The shared library to open: Debian's path where it exists, else the soname (found through the loader's
+    /// search path, e.g. the `lib/` of the GPU bundle).
+    static func path(for library: Library) -> String {
+        let candidates: [String]
+        switch library {
+        case .blis: candidates = ["/usr/lib/x86_64-linux-gnu/blis-openmp/libblis.so.4", "libblis.so.4"]
+        case .openblas:
+            candidates = ["/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0", "libopenblas.so.0"]
+        case .onednn: candidates = ["/usr/lib/x86_64-linux-gnu/libdnnl.so.2", "libdnnl.so.2"]
+        }
+        return candidates.first { !$0.hasPrefix("/") || FileManager.default.fileExists(atPath: $0) }!
+    }
+
+    /// The Debian package that installs the library.
+    static func package(for library: Library) -> String {
+        switch library {
+        case .blis: return "libblis4-openmp"
+        case .openblas: return "libopenblas0-pthread"
+        case .onednn: return "libdnnl2"
+        }
+    }
+
+    /// Whether the library can be opened here (a default other than BLIS falls back to BLIS where it cannot). A
+    /// library that opens stays loaded (it is opened again at once; closing a C++ library and opening it again is
+    /// not safe everywhere); never asked of OpenBLAS, which must not load before `OPENBLAS_CORETYPE` is set.
+    static func loads(_ library: Library) -> Bool {
+        precondition(library != .openblas, "OpenBLAS reads its core type when it loads")
+        return dlopen(path(for: library), RTLD_NOW | RTLD_LOCAL) != nil
     }
 
     /// The vector level a kernel configuration executes (nil: unknown name, no requirement known).
     static func requiredLevel(library: Library, kernels: String) -> String? {
         let name = kernels.lowercased()
-        if ["skx", "knl", "skylakex", "cooperlake", "sapphirerapids"].contains(name) { return "AVX-512" }
-        if ["haswell", "zen", "zen2", "zen3", "excavator", "steamroller"].contains(name) { return "AVX2+FMA" }
-        if ["sandybridge", "piledriver", "bulldozer"].contains(name) { return "AVX" }
+        if ["skx", "knl", "skylakex", "cooperlake", "sapphirerapids"].contains(name) || name.hasPrefix("avx512") {
+            return "AVX-512"
+        }
+        if ["haswell", "zen", "zen2", "zen3", "excavator", "steamroller", "avx2", "avx2_vnni"].contains(name) {
+            return "AVX2+FMA"
+        }
+        if ["sandybridge", "piledriver", "bulldozer", "avx"].contains(name) { return "AVX" }
         return nil
     }
 
-    /// The selection of this process (opened on first use; `$HRTRAIN_BLAS` = blis|openblas overrides the library
+    /// The selection of this process (opened on first use; `$HRTRAIN_BLAS` = blis|openblas|onednn overrides the library
     /// `defaultLibrary(for:)` picks,
     /// `$HRTRAIN_BLAS_KERNELS` overrides the kernels, checked against the CPU's features).
     public static let shared: Result<BLASSelection, BackendError> = {
@@ -116,14 +167,19 @@ public struct BLASSelection: Codable, Sendable, Equatable {
 
     static func open(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> BLASSelection {
         let features = CPUFeatures.current
-        let library: Library
+        var library: Library
+        var fallback = ""
         if let name = environment["HRTRAIN_BLAS"], !name.isEmpty {
             guard let chosen = Library(rawValue: name.lowercased()) else {
-                throw BackendError("HRTRAIN_BLAS must be blis or openblas, got '\(name)'")
+                throw BackendError("HRTRAIN_BLAS must be blis, openblas or onednn, got '\(name)'")
             }
             library = chosen
         } else {
             library = defaultLibrary(for: features)
+            if library != .blis && !loads(library) {
+                fallback = "; \(library.displayName) not installed (\(package(for: library))), so BLIS"
+                library = .blis
+            }
         }
         var requested = kernels(for: library, features: features)
         var reason = "\(features.level) (cpuid)"
@@ -135,26 +191,22 @@ public struct BLASSelection: Codable, Sendable, Equatable {
             requested = override
             reason = "HRTRAIN_BLAS_KERNELS"
         }
-        let candidates: [String]
-        switch library {
-        case .blis:
-            candidates = ["/usr/lib/x86_64-linux-gnu/blis-openmp/libblis.so.4", "libblis.so.4"]
-        case .openblas:
-            candidates = ["/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0", "libopenblas.so.0"]
-        }
-        let path = candidates.first { !$0.hasPrefix("/") || FileManager.default.fileExists(atPath: $0) }!
-        let package = library == .blis ? "libblis4-openmp" : "libopenblas0-pthread"
+        reason += fallback
+        let path = self.path(for: library)
+        let package = self.package(for: library)
         if library == .openblas {
             if cpushim_library_loaded(path) == 0 { setenv("OPENBLAS_CORETYPE", requested, 1) }
         }
         let (waitSetting, waitPolicy) = try Self.chooseWaitPolicy(environment: environment)
         if let (name, value) = waitSetting { setenv(name, value, 0) }
         var error = [CChar](repeating: 0, count: 512)
-        guard
-            cpushim_blas_open(
-                path, library == .blis ? Int32(CPUSHIM_BLAS_BLIS) : Int32(CPUSHIM_BLAS_OPENBLAS), &error, 512)
-                == 0
-        else {
+        let kind: Int32
+        switch library {
+        case .blis: kind = Int32(CPUSHIM_BLAS_BLIS)
+        case .openblas: kind = Int32(CPUSHIM_BLAS_OPENBLAS)
+        case .onednn: kind = Int32(CPUSHIM_BLAS_ONEDNN)
+        }
+        guard cpushim_blas_open(path, kind, &error, 512) == 0 else {
             throw BackendError(
                 "cannot open \(library.rawValue) (\(String(cString: error))); install the Debian package \(package)")
         }
@@ -164,6 +216,18 @@ public struct BLASSelection: Codable, Sendable, Equatable {
                 throw BackendError("BLIS at \(path) has no configuration called '\(requested)'")
             }
             setenv("BLIS_ARCH_TYPE", String(id), 1)
+        }
+        if library == .onednn {
+            guard let isa = onednnInstructionSets[requested.lowercased()] else {
+                throw BackendError(
+                    "oneDNN has no instruction-set cap called '\(requested)' (expected one of "
+                        + onednnInstructionSets.keys.sorted().joined(separator: ", ") + ")")
+            }
+            let status = cpushim_onednn_set_max_isa(isa)
+            guard status == 0 else {
+                throw BackendError(
+                    "oneDNN at \(path) refused the instruction-set cap '\(requested)' (status \(status))")
+            }
         }
         var text = [CChar](repeating: 0, count: 256)
         cpushim_blas_kernels(&text, 256)
@@ -233,7 +297,7 @@ public struct BLASSelection: Codable, Sendable, Equatable {
     }
 
     /// `BLIS 'haswell' kernels (AVX2+FMA (cpuid))`.
-    public var summary: String { "\(library == .blis ? "BLIS" : "OpenBLAS") '\(reportedKernels)' kernels (\(reason))" }
+    public var summary: String { "\(library.displayName) '\(reportedKernels)' kernels (\(reason))" }
 }
 
 extension CPUFeatures {
