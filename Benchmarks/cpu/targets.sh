@@ -4,13 +4,14 @@
 #     Benchmarks/cpu/targets.sh            # from anywhere; --help lists the options
 #
 # 1. machine facts: CPU model, family and model, cores, load, the BLAS and kernels hrtrain picks;
-# 2. R alternating pairs of `hrtrain bench --backend cpu` with the default BLAS split and with
-#    HRTRAIN_BLAS_SPLIT=ALT (default by-shape: the Zen 4's rule forced on any BLIS kernels; with haswell
-#    kernels that is the default itself, so there ALT defaults to library): events/s, the step over its GEMMs;
+# 2. R alternating pairs of `hrtrain bench --backend cpu` with the defaults and with the alternative ALT, a
+#    variable=value for hrtrain: by default HRTRAIN_BLAS=blis where oneDNN is the default (AMD Zen 4), else
+#    HRTRAIN_BLAS=onednn where libdnnl2 is installed (the open question on the Xeon), else a BLIS split
+#    (HRTRAIN_BLAS_SPLIT=library with haswell kernels, =by-shape with others): events/s, the step over its GEMMs;
 # 3. the peers side by side (Benchmarks/peers/run.sh: hrtrain CPU and OpenCL without a stored `tune`,
 #    PyTorch eager, Keras fit; 3 rounds, 200,000 generated events, batch 4000);
 # 4. E thesis-size epochs (`hrtrain generate --events 2275902 --seed 42`, 1,820,722 training events,
-#    `hrtrain train --backend cpu --epochs 1`), alternating the two splits when E ≥ 2;
+#    `hrtrain train --backend cpu --epochs 1`), alternating the defaults and ALT when E ≥ 2;
 # 5. a summary against the targets: CPU ≥ 1.3× PyTorch eager and ≥ 2× Keras fit, the step within 1.4× of its
 #    GEMMs, an epoch under 12 s, untuned OpenCL ≥ 1.5 × 18,424 events/s.
 #
@@ -21,7 +22,7 @@
 #   --threads T        [2, the issue's]
 #   --pairs R          bench pairs [4]
 #   --epochs E         thesis-size epochs [2]
-#   --alternative ALT  the other HRTRAIN_BLAS_SPLIT of the pairs [by-shape, or library with haswell kernels]
+#   --alternative ALT  the other setting of the pairs, VARIABLE=value [see 2.], e.g. HRTRAIN_BLAS_SPLIT=rows
 #   --no-peers         skip step 3 (it needs the peers venv; about 6 minutes)
 #   --events-file F    the thesis-size sample [.build/targets-events.npy, generated if missing]
 # Environment: HRTRAIN (binary) [.build/release/hrtrain]; PEERS_VENV (for step 3) [.build/peers-venv].
@@ -73,26 +74,41 @@ log() { printf '[targets] %s\n' "$*" | tee -a "$out" >&2; }
     "$hrtrain" devices 2>&1 | grep -i -E "cpu|blas" || true
 } | tee "$out" >&2
 
-# The kernels hrtrain picks decide the default alternative: with haswell the default already is the rule.
-kernels=$("$hrtrain" bench --backend cpu --threads "$threads" --steps 1 --warmup-steps 0 --json 2>/dev/null |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["blas"].get("reportedKernels", ""))' || true)
+# The library and kernels hrtrain picks decide the default alternative (see 2.).
+picked=$("$hrtrain" bench --backend cpu --threads "$threads" --steps 1 --warmup-steps 0 --json 2>/dev/null |
+    python3 -c 'import json, sys; b = json.load(sys.stdin)["blas"]; print(b["library"], b["reportedKernels"])' ||
+    true)
+library=${picked%% *} kernels=${picked#* }
 if [ -z "$alternative" ]; then
-    if [ "$kernels" = haswell ]; then alternative=library; else alternative=by-shape; fi
+    if [ "$library" = onednn ]; then
+        alternative=HRTRAIN_BLAS=blis
+    elif [ -e /usr/lib/x86_64-linux-gnu/libdnnl.so.2 ]; then
+        alternative=HRTRAIN_BLAS=onednn
+    elif [ "$kernels" = haswell ]; then
+        alternative=HRTRAIN_BLAS_SPLIT=library
+    else
+        alternative=HRTRAIN_BLAS_SPLIT=by-shape
+    fi
 fi
-log "BLAS kernels: ${kernels:-unknown}; pairs: default split against HRTRAIN_BLAS_SPLIT=$alternative"
+case "$alternative" in
+    HRTRAIN_*=*) ;;
+    *) echo "targets.sh: --alternative takes VARIABLE=value (e.g. HRTRAIN_BLAS=onednn), got $alternative" >&2; exit 2 ;;
+esac
+log "BLAS: ${library:-unknown} '${kernels:-unknown}' kernels; pairs: the defaults against $alternative"
 
 # 2. bench pairs, alternating.
-bench() {  # $1: label, $2: split ("" = default); appends one JSON line to $work/bench.jsonl
+bench() {  # $1: label, $2: VARIABLE=value or "" (the defaults); appends one JSON line to $work/bench.jsonl
     local json
-    if ! json=$(HRTRAIN_BLAS_SPLIT="$2" "$hrtrain" bench --backend cpu --threads "$threads" --steps 40 --json \
+    if ! json=$(env ${2:+"$2"} "$hrtrain" bench --backend cpu --threads "$threads" --steps 40 --json \
         2>"$work/bench.err"); then
-        log "hrtrain bench (HRTRAIN_BLAS_SPLIT=$2) failed: $(cat "$work/bench.err")"
+        log "hrtrain bench (${2:-defaults}) failed: $(cat "$work/bench.err")"
         exit 1
     fi
     python3 - "$1" "$json" >>"$work/bench.jsonl" <<'EOF'
 import json, sys
 d = json.loads(sys.argv[2])
-print(json.dumps({"split": sys.argv[1], "events_per_second": d["training"]["events_per_second"],
+print(json.dumps({"setting": sys.argv[1], "library": d["blas"]["library"],
+                  "events_per_second": d["training"]["events_per_second"],
                   "step_over_gemms": d["stepOverIsolatedGEMMs"], "gemm_ms": d["isolatedGEMMMilliseconds"],
                   "gemm_gflops": d["isolatedGEMMGFLOPs"], "loadavg": open("/proc/loadavg").read().split()[0]}))
 EOF
@@ -124,9 +140,9 @@ if [ "$epochs" -gt 0 ]; then
         "$hrtrain" generate --events 2275902 --seed 42 --output "$events_file" >&2
     fi
     for ((i = 1; i <= epochs; i++)); do
-        split=""
-        if [ $((i % 2)) = 0 ]; then split="$alternative"; fi
-        if ! HRTRAIN_BLAS_SPLIT="$split" "$hrtrain" train --backend cpu --threads "$threads" --data "$events_file" \
+        setting=""
+        if [ $((i % 2)) = 0 ]; then setting="$alternative"; fi
+        if ! env ${setting:+"$setting"} "$hrtrain" train --backend cpu --threads "$threads" --data "$events_file" \
             --epochs 1 --model "$work/epoch.safetensors" >"$work/train.log" 2>&1; then
             log "hrtrain train failed: $(tail -n 3 "$work/train.log")"
             exit 1
@@ -136,8 +152,8 @@ if [ "$epochs" -gt 0 ]; then
             log "hrtrain train printed no epoch line: $(tail -n 3 "$work/train.log")"
             exit 1
         fi
-        printf '%s\t%s\n' "${split:-default}" "$line" >>"$work/epochs.tsv"
-        log "epoch (split ${split:-default}): $line"
+        printf '%s\t%s\n' "${setting:-default}" "$line" >>"$work/epochs.tsv"
+        log "epoch (${setting:-defaults}): $line"
     done
 fi
 
@@ -150,21 +166,22 @@ def lines(name):
     return [json.loads(l) for l in open(path)] if os.path.exists(path) else []
 print("\n## Summary against the targets")
 bench = lines("bench.jsonl")
-for split in dict.fromkeys(b["split"] for b in bench):
-    runs = [b for b in bench if b["split"] == split]
+for setting in dict.fromkeys(b["setting"] for b in bench):
+    runs = [b for b in bench if b["setting"] == setting]
     eps = statistics.median(b["events_per_second"] for b in runs)
     ratio = statistics.median(b["step_over_gemms"] for b in runs)
-    print(f"- bench, split {split}: median {eps:,.0f} events/s; step / its GEMMs median {ratio:.2f}x "
+    print(f"- bench, {setting} ({runs[0]['library']}): median {eps:,.0f} events/s; "
+          f"step / its GEMMs median {ratio:.2f}x "
           f"(target <= 1.4: {'met' if ratio <= 1.4 else 'missed'})")
 if len(bench) >= 2:
     pairs = [bench[i + 1]["events_per_second"] / bench[i]["events_per_second"] for i in range(0, len(bench) - 1, 2)]
-    print(f"- pairs ({bench[1]['split']} / default): " + ", ".join(f"{p:.2f}" for p in pairs)
+    print(f"- pairs ({bench[1]['setting']} / default): " + ", ".join(f"{p:.2f}" for p in pairs)
           + f"; median {statistics.median(pairs):.2f}")
 epochs = os.path.join(work, "epochs.tsv")
-for split, epoch in (l.rstrip("\n").split("\t", 1) for l in (open(epochs) if os.path.exists(epochs) else [])):
+for setting, epoch in (l.rstrip("\n").split("\t", 1) for l in (open(epochs) if os.path.exists(epochs) else [])):
     m = re.search(r"([0-9.]+) s ", epoch)
     seconds = float(m.group(1)) if m else float("nan")
-    print(f"- thesis-size epoch, split {split}: {seconds} s (target < 12 s: "
+    print(f"- thesis-size epoch, {setting}: {seconds} s (target < 12 s: "
           f"{'met' if seconds < 12 else 'missed'}): {epoch}")
 if with_peers:
     table = open("Benchmarks/peers/last-run.md").read()
