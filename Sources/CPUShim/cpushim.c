@@ -192,6 +192,7 @@ typedef struct {
     int transpose_a, transpose_b, m, n, k, lda, ldb, ldc, column_tiles;
     const float *a, *b;
     float *c;
+    int status;  // the first non-zero dnnl_status_t of a tile, else 0
 } tile_job;
 
 static void (*omp_set_threads)(int);
@@ -199,7 +200,7 @@ static void (*omp_set_threads)(int);
 /// One tile of C through a one-thread dnnl_sgemm over the whole of k (row-major: op(A)'s rows r0.., op(B)'s
 /// columns c0..).
 static void run_tile(void *context, int item) {
-    const tile_job *j = context;
+    tile_job *j = context;
     long r0 = (long)(item / j->column_tiles) * CPUSHIM_TILE_ROWS;
     long c0 = (long)(item % j->column_tiles) * CPUSHIM_TILE_COLUMNS;
     long rows = j->m - r0 < CPUSHIM_TILE_ROWS ? j->m - r0 : CPUSHIM_TILE_ROWS;
@@ -208,23 +209,28 @@ static void run_tile(void *context, int item) {
     const float *b = j->transpose_b ? j->b + c0 * j->ldb : j->b + c0;
     // Outside an active parallel region (one thread, or one tile) oneDNN would use libgomp's default team.
     if (omp_set_threads) omp_set_threads(1);
-    onednn_sgemm(j->transpose_a ? 'T' : 'N', j->transpose_b ? 'T' : 'N', rows, columns, j->k, 1.0f, a, j->lda, b,
-                 j->ldb, 0.0f, j->c + r0 * j->ldc + c0, j->ldc);
+    int status = onednn_sgemm(j->transpose_a ? 'T' : 'N', j->transpose_b ? 'T' : 'N', rows, columns, j->k, 1.0f, a,
+                              j->lda, b, j->ldb, 0.0f, j->c + r0 * j->ldc + c0, j->ldc);
+    if (status != 0) {
+        int none = 0;
+        __atomic_compare_exchange_n(&j->status, &none, status, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    }
 }
 
-void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
-                   int ldb, float *c, int ldc) {
+int cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
+                  int ldb, float *c, int ldc) {
     enum { row_major = 101, no_trans = 111, trans = 112 };
     if (blas_kind == CPUSHIM_BLAS_ONEDNN) {
-        if (m <= 0 || n <= 0) return;
+        if (m <= 0 || n <= 0) return 0;
         int row_tiles = (m + CPUSHIM_TILE_ROWS - 1) / CPUSHIM_TILE_ROWS;
         int column_tiles = (n + CPUSHIM_TILE_COLUMNS - 1) / CPUSHIM_TILE_COLUMNS;
-        tile_job job = {transpose_a, transpose_b, m, n, k, lda, ldb, ldc, column_tiles, a, b, c};
+        tile_job job = {transpose_a, transpose_b, m, n, k, lda, ldb, ldc, column_tiles, a, b, c, 0};
         cpushim_parallel_for(blas_threads, row_tiles * column_tiles, run_tile, &job);
-        return;
+        return job.status;
     }
     blas_sgemm(row_major, transpose_a ? trans : no_trans, transpose_b ? trans : no_trans, m, n, k, 1.0f, a, lda, b,
                ldb, 0.0f, c, ldc);
+    return 0;
 }
 
 // libgomp's entry points (the ABI GCC emits for `#pragma omp parallel`), resolved at run time so that this

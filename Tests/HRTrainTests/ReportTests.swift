@@ -454,7 +454,7 @@ private func runProcess(_ path: String, _ arguments: [String], timeout: TimeInte
     process.arguments = arguments
     // stderr goes to a file, so that neither pipe can fill up and block the process while the other is read.
     let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("hrtrain-stderr-\(UUID().uuidString)")
-    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)  // FileHandle below throws if not
     defer { try? FileManager.default.removeItem(at: errURL) }
     let errHandle = try FileHandle(forWritingTo: errURL)
     defer { try? errHandle.close() }

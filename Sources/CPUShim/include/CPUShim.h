@@ -59,9 +59,9 @@ void cpushim_blas_set_split(int threads, int split);
 /// Row-major C = op(A)·op(B) (alpha 1, beta 0) through the opened library's SGEMM. oneDNN's own threading splits
 /// the work by its thread count, so with oneDNN C is cut into fixed tiles (CPUSHIM_TILE_ROWS × CPUSHIM_TILE_COLUMNS)
 /// computed by one-thread calls over the whole of k, in parallel on the threads set last: bitwise the same for any
-/// thread count.
-void cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
-                   int ldb, float *c, int ldc);
+/// thread count. Returns 0, or the first non-zero status a dnnl_sgemm call returned (C is then not to be used).
+int cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
+                  int ldb, float *c, int ldc);
 
 /// The tile of C one oneDNN call computes (see cpushim_sgemm).
 enum { CPUSHIM_TILE_ROWS = 256, CPUSHIM_TILE_COLUMNS = 128 };

@@ -207,9 +207,13 @@ public final class CPUBackend: Backend {
             Self.blasSetting = (threads, split)
         }
         Self.blasLock.unlock()
-        cpushim_sgemm(
+        let status = cpushim_sgemm(
             transposeA ? 1 : 0, transposeB ? 1 : 0, Int32(m), Int32(n), Int32(k), a.constPointer, Int32(a.columns),
             b.constPointer, Int32(b.columns), c.pointer, Int32(c.columns))
+        // Only oneDNN reports a status (cblas_sgemm returns nothing): e.g. out of memory for its packing buffers.
+        try require(
+            status == 0,
+            "matmul \(m)×\(n)×\(k): \(blas.library.displayName)'s SGEMM failed (status \(status))")
     }
 
     public func biasAdd(_ z: CPUTensor, bias: CPUTensor, into y: CPUTensor) throws {
