@@ -188,8 +188,22 @@ void cpushim_blas_set_split(int threads, int split) {
     }
 }
 
+void cpushim_onednn_tile(int m, int n, int *tile_rows, int *tile_columns) {
+    long rows = CPUSHIM_TILE_ROWS, columns = CPUSHIM_TILE_COLUMNS;
+    while (((m + rows - 1L) / rows) * ((n + columns - 1L) / columns) < CPUSHIM_TILES_WANTED
+           && (rows > CPUSHIM_TILE_MINIMUM || columns > CPUSHIM_TILE_MINIMUM)) {
+        if (rows >= columns && rows > CPUSHIM_TILE_MINIMUM)
+            rows /= 2;
+        else
+            columns /= 2;
+    }
+    *tile_rows = (int)rows;
+    *tile_columns = (int)columns;
+}
+
 typedef struct {
-    int transpose_a, transpose_b, m, n, k, lda, ldb, ldc, column_tiles;
+    int transpose_a, transpose_b, m, n, k, lda, ldb, ldc, tile_rows, tile_columns;
+    long column_tiles;
     const float *a, *b;
     float *c;
     int status;  // the first non-zero dnnl_status_t of a tile, else 0
@@ -201,10 +215,9 @@ static void (*omp_set_threads)(int);
 /// columns c0..).
 static void run_tile(void *context, int item) {
     tile_job *j = context;
-    long r0 = (long)(item / j->column_tiles) * CPUSHIM_TILE_ROWS;
-    long c0 = (long)(item % j->column_tiles) * CPUSHIM_TILE_COLUMNS;
-    long rows = j->m - r0 < CPUSHIM_TILE_ROWS ? j->m - r0 : CPUSHIM_TILE_ROWS;
-    long columns = j->n - c0 < CPUSHIM_TILE_COLUMNS ? j->n - c0 : CPUSHIM_TILE_COLUMNS;
+    long r0 = (long)item / j->column_tiles * j->tile_rows, c0 = (long)item % j->column_tiles * j->tile_columns;
+    long rows = j->m - r0 < j->tile_rows ? j->m - r0 : j->tile_rows;
+    long columns = j->n - c0 < j->tile_columns ? j->n - c0 : j->tile_columns;
     const float *a = j->transpose_a ? j->a + r0 : j->a + r0 * j->lda;
     const float *b = j->transpose_b ? j->b + c0 * j->ldb : j->b + c0;
     // Outside an active parallel region (one thread, or one tile) oneDNN would use libgomp's default team.
@@ -222,10 +235,13 @@ int cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const f
     enum { row_major = 101, no_trans = 111, trans = 112 };
     if (blas_kind == CPUSHIM_BLAS_ONEDNN) {
         if (m <= 0 || n <= 0) return 0;
-        int row_tiles = (m + CPUSHIM_TILE_ROWS - 1) / CPUSHIM_TILE_ROWS;
-        int column_tiles = (n + CPUSHIM_TILE_COLUMNS - 1) / CPUSHIM_TILE_COLUMNS;
-        tile_job job = {transpose_a, transpose_b, m, n, k, lda, ldb, ldc, column_tiles, a, b, c, 0};
-        cpushim_parallel_for(blas_threads, row_tiles * column_tiles, run_tile, &job);
+        int tile_rows, tile_columns;
+        cpushim_onednn_tile(m, n, &tile_rows, &tile_columns);
+        long row_tiles = (m + tile_rows - 1L) / tile_rows, column_tiles = (n + tile_columns - 1L) / tile_columns;
+        tile_job job = {transpose_a, transpose_b, m, n, k, lda, ldb, ldc, tile_rows, tile_columns, column_tiles,
+                        a, b, c, 0};
+        // C's size passed the backend's memory check, so its tiles (at least 64 × 64 values each) fit an int.
+        cpushim_parallel_for(blas_threads, (int)(row_tiles * column_tiles), run_tile, &job);
         return job.status;
     }
     blas_sgemm(row_major, transpose_a ? trans : no_trans, transpose_b ? trans : no_trans, m, n, k, 1.0f, a, lda, b,

@@ -1,3 +1,4 @@
+import CPUShim
 import Foundation
 import XCTest
 
@@ -19,7 +20,9 @@ final class BLASLibraryTests: XCTestCase {
 
     func check(_ library: BLASSelection.Library) throws {
         try installed(library)
-        let environment = ["HRTRAIN_BLAS": library.rawValue]
+        // OMP_NUM_THREADS=8: a one-thread run must not hand oneDNN libgomp's default team (8 threads change its bits).
+        var environment = ["HRTRAIN_BLAS": library.rawValue]
+        if library == .onednn { environment["OMP_NUM_THREADS"] = "8" }
         let verify = try runHRTrain(
             ["verify", "--backend", "cpu", "--batch", "280", "--hidden", "140,20", "--fd-probes", "4", "--json"],
             environment: environment)
@@ -86,7 +89,41 @@ final class BLASLibraryTests: XCTestCase {
                 library: .onednn, requested: "avx512_core", reported: "avx512_core", features: avx2Only),
             "AVX-512 kernels on a CPU without AVX-512")
         let zen4 = CPUFeatures(vendor: "AuthenticAMD", family: 25, model: 17, avx2: true, avx512: true, avx: true)
-        XCTAssertEqual(BLASSelection.defaultLibrary(for: zen4), .onednn, "measured fastest on Zen 4")
-        XCTAssertEqual(BLASSelection.defaultLibrary(for: avx2Only), .blis)
+        XCTAssertEqual(BLASSelection.defaultLibrary(for: zen4, processors: 2), .onednn, "measured fastest on Zen 4")
+        XCTAssertEqual(
+            BLASSelection.defaultLibrary(for: zen4, processors: 64), .blis, "8 tiles for a weight gradient: ≤ 8 CPUs")
+        XCTAssertEqual(BLASSelection.defaultLibrary(for: avx2Only, processors: 2), .blis)
+    }
+
+    /// A cap below the CPU's widest runs those kernels (the cap's value reaches oneDNN and is read back).
+    func testOneDNNRunsTheCapItIsGiven() throws {
+        try installed(.onednn)
+        try XCTSkipIf(!CPUFeatures.current.avx2, "the CPU has no AVX2")
+        let capped = try runHRTrain(
+            ["verify", "--backend", "cpu", "--batch", "8", "--hidden", "4", "--json"],
+            environment: ["HRTRAIN_BLAS": "onednn", "HRTRAIN_BLAS_KERNELS": "avx2"])
+        XCTAssertEqual(capped.status, 0, capped.out + capped.err)
+        let report = try JSONSerialization.jsonObject(with: Data(capped.out.utf8)) as? [String: Any]
+        XCTAssertEqual((report?["blas"] as? [String: Any])?["reportedKernels"] as? String, "avx2", capped.out)
+    }
+
+    /// oneDNN's tiles of C depend on C's shape alone: the step's shapes, and at least `CPUSHIM_TILES_WANTED` tiles
+    /// (or the smallest tile) for any shape.
+    func testOneDNNTilesFollowTheShapeOfC() {
+        func tile(_ m: Int, _ n: Int) -> [Int] {
+            var (rows, columns): (Int32, Int32) = (0, 0)
+            cpushim_onednn_tile(Int32(m), Int32(n), &rows, &columns)
+            return [Int(rows), Int(columns)]
+        }
+        XCTAssertEqual(tile(4000, 256), [256, 128], "32 tiles")
+        XCTAssertEqual(tile(256, 256), [64, 128], "a weight gradient: 8 tiles")
+        XCTAssertEqual(tile(38, 256), [64, 64], "the first layer's weight gradient: 4 tiles")
+        XCTAssertEqual(tile(1, 1), [64, 64])
+        for (m, n) in [(3, 5000), (5000, 3), (129, 257), (1000, 70), (Int(Int32.max), 1)] {
+            let t = tile(m, n)
+            let tiles = ((m + t[0] - 1) / t[0]) * ((n + t[1] - 1) / t[1])
+            XCTAssertTrue(
+                tiles >= Int(CPUSHIM_TILES_WANTED) || t == [64, 64], "\(m)×\(n): \(tiles) tiles of \(t)")
+        }
     }
 }

@@ -57,14 +57,23 @@ enum { CPUSHIM_SPLIT_LIBRARY = 0, CPUSHIM_SPLIT_JC = 1, CPUSHIM_SPLIT_IC = 2 };
 void cpushim_blas_set_split(int threads, int split);
 
 /// Row-major C = op(A)·op(B) (alpha 1, beta 0) through the opened library's SGEMM. oneDNN's own threading splits
-/// the work by its thread count, so with oneDNN C is cut into fixed tiles (CPUSHIM_TILE_ROWS × CPUSHIM_TILE_COLUMNS)
-/// computed by one-thread calls over the whole of k, in parallel on the threads set last: bitwise the same for any
-/// thread count. Returns 0, or the first non-zero status a dnnl_sgemm call returned (C is then not to be used).
+/// the work by its thread count, so with oneDNN C is cut into tiles that depend on its shape alone
+/// (`cpushim_onednn_tile`), computed by one-thread calls over the whole of k, in parallel on the threads set last:
+/// bitwise the same for any thread count. Returns 0, or the first non-zero status a dnnl_sgemm call returned (C is
+/// then not to be used).
 int cpushim_sgemm(int transpose_a, int transpose_b, int m, int n, int k, const float *a, int lda, const float *b,
                   int ldb, float *c, int ldc);
 
-/// The tile of C one oneDNN call computes (see cpushim_sgemm).
-enum { CPUSHIM_TILE_ROWS = 256, CPUSHIM_TILE_COLUMNS = 128 };
+/// The largest tile of C one oneDNN call computes (see cpushim_sgemm), the smallest, and how many tiles a GEMM is
+/// cut into where C is big enough: `cpushim_onednn_tile`.
+enum { CPUSHIM_TILE_ROWS = 256, CPUSHIM_TILE_COLUMNS = 128, CPUSHIM_TILE_MINIMUM = 64, CPUSHIM_TILES_WANTED = 8 };
+
+/// The tile of an m × n C under oneDNN, a function of m and n alone (never of the thread count, so the bits do
+/// not depend on it): CPUSHIM_TILE_ROWS × CPUSHIM_TILE_COLUMNS, halved (the larger side first, rows on a tie) down
+/// to CPUSHIM_TILE_MINIMUM while C has fewer than CPUSHIM_TILES_WANTED tiles: a 4000 × 256 C keeps 256 × 128 tiles
+/// (32), a 256 × 256 weight gradient gets 8 tiles of 64 × 128 (2 tiles before: 2 threads at most), 38 × 256 gets 4
+/// of 64 × 64. On 2 threads 8 tiles measured best (RESULTS, session 10).
+void cpushim_onednn_tile(int m, int n, int *tile_rows, int *tile_columns);
 
 /// Calls body(context, item) for every item in 0..<items on up to `threads` threads of libgomp's team
 /// (items are handed out in order through an atomic counter); serial when threads ≤ 1 or libgomp is absent.

@@ -104,14 +104,21 @@ public struct BLASSelection: Codable, Sendable, Equatable {
     /// The library for a CPU, by measurement of the whole training step with 2 threads on a quiet machine
     /// (`hrtrain bench --backend cpu`, alternating, README): oneDNN on AMD Zen 4 (family 25 with AVX-512), where
     /// its `avx512_core` step ran a median 1.08x BLIS `haswell`'s (14 alternating pairs, 0.94-1.27; the thesis-size
-    /// epoch 10.4 s against 11.8 s; session 10), BLIS on every other CPU (and where oneDNN is not installed). On
+    /// epoch 10.4 s against 11.8 s; session 10) where the machine has at most `oneDNNProcessorLimit` logical CPUs
+    /// (its tiles give a weight gradient 8 threads, `cpushim_onednn_tile`; measured on 2), BLIS on every other CPU
+    /// (and where oneDNN is not installed). On
     /// the Xeon (family 6 model 207) BLIS `skx` trains 1.15–1.32× faster than OpenBLAS `SkylakeX`, although
     /// OpenBLAS's GEMMs alone are as fast or faster per core: OpenBLAS's own threads keep the cores from the step's
     /// other parallel regions; oneDNN is not measured there yet (`HRTRAIN_BLAS=onednn`). On AMD Zen 4, BLIS
     /// `haswell` 179 GFLOP/s on 2 threads against OpenBLAS's 72–119.
-    static func defaultLibrary(for f: CPUFeatures) -> Library {
-        f.vendor == "AuthenticAMD" && f.family == 25 && f.avx512 ? .onednn : .blis
+    static func defaultLibrary(
+        for f: CPUFeatures, processors: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) -> Library {
+        f.vendor == "AuthenticAMD" && f.family == 25 && f.avx512 && processors <= oneDNNProcessorLimit ? .onednn : .blis
     }
+
+    /// The most logical CPUs oneDNN is the default on (`CPUSHIM_TILES_WANTED`: a 256 × 256 GEMM has 8 tiles).
+    static let oneDNNProcessorLimit = Int(CPUSHIM_TILES_WANTED)
 
     /// The shared library to open: Debian's path where it exists, else the soname (found through the loader's
     /// search path, e.g. the `lib/` of the GPU bundle).
@@ -138,9 +145,11 @@ public struct BLASSelection: Codable, Sendable, Equatable {
     /// Whether the library can be opened here (a default other than BLIS falls back to BLIS where it cannot). A
     /// library that opens stays loaded (it is opened again at once; closing a C++ library and opening it again is
     /// not safe everywhere); never asked of OpenBLAS, which must not load before `OPENBLAS_CORETYPE` is set.
-    static func loads(_ library: Library) -> Bool {
+    /// Returns nil, or the loader's reason (`dlerror`).
+    static func loadError(_ library: Library) -> String? {
         precondition(library != .openblas, "OpenBLAS reads its core type when it loads")
-        return dlopen(path(for: library), RTLD_NOW | RTLD_LOCAL) != nil
+        if dlopen(path(for: library), RTLD_NOW | RTLD_LOCAL) != nil { return nil }
+        return dlerror().map { String(cString: $0) } ?? "dlopen failed"
     }
 
     /// The vector level a kernel configuration executes (nil: unknown name, no requirement known).
@@ -176,8 +185,8 @@ public struct BLASSelection: Codable, Sendable, Equatable {
             library = chosen
         } else {
             library = defaultLibrary(for: features)
-            if library != .blis && !loads(library) {
-                fallback = "; \(library.displayName) not installed (\(package(for: library))), so BLIS"
+            if library != .blis, let problem = loadError(library) {
+                fallback = "; \(library.displayName) not loaded (\(problem); Debian: \(package(for: library))), so BLIS"
                 library = .blis
             }
         }
@@ -221,7 +230,9 @@ public struct BLASSelection: Codable, Sendable, Equatable {
             guard let isa = onednnInstructionSets[requested.lowercased()] else {
                 throw BackendError(
                     "oneDNN has no instruction-set cap called '\(requested)' (expected one of "
-                        + onednnInstructionSets.keys.sorted().joined(separator: ", ") + ")")
+                        + onednnInstructionSets.keys.sorted().joined(separator: ", ")
+                        + "; HRTRAIN_BLAS_KERNELS names the kernels of the library in use, and HRTRAIN_BLAS=blis "
+                        + "chooses BLIS)")
             }
             let status = cpushim_onednn_set_max_isa(isa)
             guard status == 0 else {
