@@ -21,7 +21,8 @@
 # it, 1,820,721 events, train], BATCH [4000], HIDDEN [256,256,256], BENCH_STEPS [100], PEER_STEPS [100],
 # PEER_DEVICE [cuda], PYTHON [python3], CEILING_SIZE (n of the n×n×n SGEMM ceiling) [8192],
 # TOTAL_SECONDS [450], GPU_LIBRARY_DIRS [the folders below], GPU_SEARCH_LDCONFIG [1], HRTRAIN [the bundle's hrtrain],
-# CPU_THREADS (thread counts of the CPU comparison; empty: none) ["2 <all cores>"], CPU_ROUNDS [2].
+# CPU_THREADS (thread counts of the CPU comparison; empty: none) ["2 <all cores>"], CPU_ROUNDS [2],
+# CPU_LIBRARIES (the CPU backend's BLAS libraries compared, HRTRAIN_BLAS) ["blis onednn"].
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 hrtrain=${HRTRAIN:-$here/hrtrain}
@@ -41,6 +42,7 @@ CEILING_SIZE=${CEILING_SIZE:-8192}
 PYTHON=${PYTHON:-python3}
 CPU_THREADS=${CPU_THREADS-2 $(nproc)}
 CPU_ROUNDS=${CPU_ROUNDS:-2}
+CPU_LIBRARIES=${CPU_LIBRARIES:-blis onednn}
 default_dirs="/usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /usr/local/nvidia/lib64 /usr/local/nvidia/lib \
 /usr/lib/x86_64-linux-gnu/nvidia/current /usr/lib/nvidia /usr/local/cuda/lib64 /usr/local/cuda/compat \
 /run/nvidia/driver/usr/lib/x86_64-linux-gnu /run/nvidia/driver/usr/lib64 /opt/rocm/lib /opt/amdgpu/lib64"
@@ -188,12 +190,15 @@ if [ "$TUNE_SECONDS" != 0 ]; then
   step bench-tuned.txt 120 "${bench[@]}"
 fi
 
-# The node's CPU: hrtrain's CPU backend and PyTorch eager on the CPU, alternately, at each of CPU_THREADS.
+# The node's CPU: hrtrain's CPU backend on each of CPU_LIBRARIES and PyTorch eager on the CPU, alternately, at
+# each of CPU_THREADS (oneDNN is hrtrain's default only on small AMD Zen 4 machines: this measures it on others).
 if [ -n "$CPU_THREADS" ]; then
   for round in $(seq 1 "$CPU_ROUNDS"); do
     for t in $CPU_THREADS; do
-      step "cpu-bench-t$t-r$round.json" 60 "$hrtrain" bench --backend cpu --threads "$t" --batch "$BATCH" \
-        --hidden "$HIDDEN" --steps 40 --json
+      for library in $CPU_LIBRARIES; do
+        step "cpu-bench-$library-t$t-r$round.json" 60 env HRTRAIN_BLAS="$library" "$hrtrain" bench --backend cpu \
+          --threads "$t" --batch "$BATCH" --hidden "$HIDDEN" --steps 40 --json
+      done
       if "$PYTHON" -c "import torch, numpy" 2> /dev/null; then
         step "cpu-torch-t$t-r$round.json" 60 "$PYTHON" "$peers/torch_peer.py" --synthetic 200000 --batch "$BATCH" \
           --hidden "$HIDDEN" --steps 40 --warmup-steps 5 --threads "$t" --device cpu
@@ -227,10 +232,10 @@ for name, label in [("torch-eager.json", "PyTorch eager"), ("torch-compile.json"
         rows.append((f"{label} ({t['device']}, torch {t['version']})", t["events_per_second"], t["ms_per_step"], ""))
 cpu = {}
 for name in sorted(os.listdir(out)):
-    m = re.match(r"cpu-(bench|torch)-t(\d+)-r(\d+)\.json$", name)
+    m = re.match(r"cpu-(bench-[a-z]+|torch)-t(\d+)-r(\d+)\.json$", name)
     r = load(name) if m else None
     if r:
-        eps = r["training"]["events_per_second"] if m.group(1) == "bench" else r["events_per_second"]
+        eps = r["training"]["events_per_second"] if m.group(1) != "torch" else r["events_per_second"]
         cpu.setdefault(int(m.group(2)), {}).setdefault(m.group(1), []).append(eps)
 print("| run | training events/s | ms/step | notes |\n|---|---:|---:|---|")
 for label, eps, ms, note in rows:
@@ -240,13 +245,15 @@ for r in rows:
     if best and r[0].startswith("PyTorch"):
         print(f"\nhrtrain (best) / {r[0]}: {best[1] / r[1]:.2f}")
 if cpu:
-    print("\nOn the node's CPU (each round alternates the two; median of the rounds):\n")
-    print("| threads | hrtrain --backend cpu events/s | PyTorch eager (CPU) events/s | hrtrain / PyTorch |")
-    print("|---:|---:|---:|---:|")
+    print("\nOn the node's CPU (each round alternates them; events/s, median of the rounds; hrtrain / PyTorch):\n")
+    libraries = sorted({k[len("bench-"):] for runs in cpu.values() for k in runs if k.startswith("bench-")})
+    print("| threads | " + " | ".join(f"hrtrain, {l}" for l in libraries) + " | PyTorch eager (CPU) |")
+    print("|---:|" + "---:|" * (len(libraries) + 1))
     median = lambda v: statistics.median(v) if v else float("nan")
     for t in sorted(cpu):
-        h, p = median(cpu[t].get("bench", [])), median(cpu[t].get("torch", []))
-        print(f"| {t} | {h:,.0f} | {p:,.0f} | {h / p:.2f} |")
+        p = median(cpu[t].get("torch", []))
+        cells = [median(cpu[t].get(f"bench-{l}", [])) for l in libraries]
+        print(f"| {t} | " + " | ".join(f"{h:,.0f} ({h / p:.2f})" for h in cells) + f" | {p:,.0f} |")
 try:
     epoch = "".join(open(os.path.join(out, f)).read() for f in os.listdir(out) if f.startswith("train-epoch.txt"))
     print("\none epoch (train-epoch.txt):", *[l for l in epoch.splitlines() if re.match(r"epoch \d", l)], sep="\n")
