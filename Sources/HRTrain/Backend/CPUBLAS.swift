@@ -102,15 +102,14 @@ public struct BLASSelection: Codable, Sendable, Equatable {
     static let onednnInstructionSets: [String: Int32] = ["sse41": 0x1, "avx": 0x3, "avx2": 0x7, "avx512_core": 0x27]
 
     /// The library for a CPU, by measurement of the whole training step with 2 threads on a quiet machine
-    /// (`hrtrain bench --backend cpu`, alternating, README): oneDNN on AMD Zen 4 (family 25 with AVX-512), where
-    /// its `avx512_core` step ran a median 1.08x BLIS `haswell`'s (14 alternating pairs, 0.94-1.27; the thesis-size
-    /// epoch 10.4 s against 11.8 s; session 10) where the machine has at most `oneDNNProcessorLimit` logical CPUs
-    /// (its tiles give a weight gradient 8 threads, `cpushim_onednn_tile`; measured on 2), BLIS on every other CPU
-    /// (and where oneDNN is not installed). On
-    /// the Xeon (family 6 model 207) BLIS `skx` trains 1.15–1.32× faster than OpenBLAS `SkylakeX`, although
-    /// OpenBLAS's GEMMs alone are as fast or faster per core: OpenBLAS's own threads keep the cores from the step's
-    /// other parallel regions; oneDNN is not measured there yet (`HRTRAIN_BLAS=onednn`). On AMD Zen 4, BLIS
-    /// `haswell` 179 GFLOP/s on 2 threads against OpenBLAS's 72–119.
+    /// (`hrtrain bench --backend cpu`, alternating, README). oneDNN on AMD Zen 4 (family 25 with AVX-512) machines
+    /// of at most `oneDNNProcessorLimit` logical CPUs (its tiles give a weight gradient 8 threads,
+    /// `cpushim_onednn_tile`; measured on 2): its `avx512_core` step ran a median 1.08x BLIS `haswell`'s there (14
+    /// alternating pairs, 0.94-1.27; the thesis-size epoch 10.4 s against 11.8 s; session 10). BLIS on every other
+    /// CPU, and where oneDNN does not load. On the Xeon (family 6 model 207) BLIS `skx` trains 1.15–1.32× faster
+    /// than OpenBLAS `SkylakeX`, although OpenBLAS's GEMMs alone are as fast or faster per core: OpenBLAS's own
+    /// threads keep the cores from the step's other parallel regions; oneDNN is not measured there yet
+    /// (`HRTRAIN_BLAS=onednn`). On AMD Zen 4, BLIS `haswell` 179 GFLOP/s on 2 threads against OpenBLAS's 72–119.
     static func defaultLibrary(
         for f: CPUFeatures, processors: Int = ProcessInfo.processInfo.activeProcessorCount
     ) -> Library {
